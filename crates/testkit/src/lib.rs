@@ -1,0 +1,55 @@
+//! Real PostgreSQL, Redis and RabbitMQ for tests — never mocks.
+//!
+//! # Layout
+//! - [`backend`]: picks how servers run, once per process (`TESTKIT_BACKEND`).
+//! - `local`: private server processes started from locally installed binaries, each in its
+//!   own temporary directory and guarded by a watchdog that cleans up when the test process dies.
+//! - `containers`: the same servers as Docker containers through testcontainers.
+//! - [`Postgres`], [`Redis`], [`RabbitMq`]: the handles tests use; each wraps one of the two
+//!   backends and offers the same operations (fresh namespaces, stop, start again).
+//!
+//! # Use
+//! A test asks for a server shared by its whole test binary and isolates itself with a
+//! fresh namespace; a test that stops the server starts a private one instead:
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let database_url = testkit::Postgres::shared().await?.fresh_database().await?;
+//! let amqp_url = testkit::RabbitMq::shared().await?.fresh_vhost().await?;
+//! let redis = testkit::Redis::start().await?; // private: this test may stop it
+//! redis.stop().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Servers started here never outlive the test process: a private handle stops its server on
+//! drop, and a watchdog process removes shared servers (and everything of a killed test
+//! process) within about a second of the test process exiting.
+
+pub mod backend;
+mod containers;
+mod local;
+mod postgres;
+mod rabbitmq;
+mod redis;
+mod worker;
+
+pub use backend::{Backend, backend};
+pub use postgres::Postgres;
+pub use rabbitmq::RabbitMq;
+pub use redis::Redis;
+
+/// Installs a `tracing` subscriber that writes through the test harness's capture, but only
+/// when `TEST_LOG` is set, so ordinary test runs stay quiet. Safe to call from every test.
+pub fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_none() {
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
+    // A second call (another test in the same binary) finds the subscriber already set;
+    // that is the expected case, not an error.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
