@@ -4,7 +4,7 @@
 //! default). `auto` uses containers when a Docker engine answers a ping and local processes
 //! otherwise, and says so on stderr: a test run always states what it ran against.
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
@@ -67,7 +67,10 @@ fn choose() -> Result<(Backend, String), String> {
         "local" => Ok((Backend::Local, format!("{BACKEND_VAR}=local"))),
         "containers" => Ok((Backend::Containers, format!("{BACKEND_VAR}=containers"))),
         "" | "auto" => Ok(match ping_docker() {
-            Ok(engine) => (Backend::Containers, format!("Docker engine answers at {engine}")),
+            Ok(engine) => (
+                Backend::Containers,
+                format!("Docker engine answers at {engine}"),
+            ),
             Err(why) => (Backend::Local, format!("no Docker engine: {why}")),
         }),
         other => Err(format!(
@@ -81,24 +84,36 @@ fn ping_docker() -> Result<String, String> {
     let host = std::env::var("DOCKER_HOST").unwrap_or_default();
     if host.is_empty() {
         let socket = "/var/run/docker.sock";
-        return ping_unix(socket).map(|()| socket.to_owned()).map_err(|e| format!("{e} at {socket}"));
+        return ping_unix(socket)
+            .map(|()| socket.to_owned())
+            .map_err(|e| format!("{e} at {socket}"));
     }
     if let Some(path) = host.strip_prefix("unix://") {
-        return ping_unix(path).map(|()| host.clone()).map_err(|e| format!("{e} at {host}"));
+        return ping_unix(path)
+            .map(|()| host.clone())
+            .map_err(|e| format!("{e} at {host}"));
     }
     if let Some(address) = host.strip_prefix("tcp://") {
         let address = address.trim_end_matches('/');
         // A TLS engine does not answer plain HTTP; reaching its port is the best we can check.
         let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
-        return ping_tcp(address, tls).map(|()| host.clone()).map_err(|e| format!("{e} at {host}"));
+        return ping_tcp(address, tls)
+            .map(|()| host.clone())
+            .map_err(|e| format!("{e} at {host}"));
     }
-    Err(format!("DOCKER_HOST={host} has a scheme testkit cannot ping"))
+    Err(format!(
+        "DOCKER_HOST={host} has a scheme testkit cannot ping"
+    ))
 }
 
 fn ping_unix(path: &str) -> Result<(), String> {
     let stream = UnixStream::connect(path).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(PING_TIMEOUT)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(PING_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(PING_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(PING_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     http_ping(stream)
 }
 
@@ -111,8 +126,12 @@ fn ping_tcp(address: &str, tls: bool) -> Result<(), String> {
     if tls {
         return Ok(());
     }
-    stream.set_read_timeout(Some(PING_TIMEOUT)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(PING_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(PING_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(PING_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     http_ping(stream)
 }
 

@@ -29,6 +29,7 @@ pub mod backend;
 mod containers;
 mod local;
 mod postgres;
+mod probe;
 mod rabbitmq;
 mod redis;
 mod worker;

@@ -1,0 +1,14 @@
+//! Private servers as local processes, from the binaries of the Debian packages.
+//!
+//! Every server gets a [`ScratchDir`]: a temporary directory holding its data, logs and
+//! sockets, watched by a tiny `sh` watchdog. Each server process runs in its own process
+//! group, whose id is written into the scratch dir; when the test process dies — normal
+//! exit, panic, or SIGKILL — the watchdog kills those groups and deletes the directory.
+//! A private handle does the same at once on drop.
+
+pub(crate) mod postgres;
+mod process;
+pub(crate) mod rabbitmq;
+pub(crate) mod redis;
+
+pub(crate) use process::{ScratchDir, ServerProcess, free_port, log_tail, poll_until, run_command};
