@@ -1,1 +1,32 @@
-//! events
+//! The book-changed wire contract shared by storagesvc (producer) and booksvc (consumer).
+//!
+//! # Layout
+//! - [`envelope`]: the `BookChanged` event, its JSON shape and its strict-but-tolerant parser.
+//! - [`topology`]: exchange/queue names fixed by DESIGN.md and one idempotent `declare`.
+//! - [`connection`]: connecting with lapin 4 on tokio, named and bounded in time.
+//! - [`publisher`]: a confirm-mode channel publishing batches in order with a window.
+//!
+//! # Data flow
+//! storagesvc builds a [`BookChanged`] inside its write transaction and stores
+//! [`BookChanged::to_json`] in its outbox; the relay turns rows into [`Outgoing`] messages
+//! and sends them with [`ConfirmPublisher::publish_in_order`] to [`EXCHANGE`], marking the
+//! confirmed prefix as sent. RabbitMQ routes them by [`BINDING_KEY`] to [`QUEUE`], where
+//! booksvc reads them with [`BookChanged::parse`]. Both services run
+//! [`Topology::declare`] at start-up.
+
+pub mod connection;
+pub mod envelope;
+pub mod publisher;
+pub mod topology;
+
+/// The lapin version this crate is built against, so services name the same `Channel`,
+/// `Connection` and `FieldTable` types without pinning lapin twice.
+pub use lapin;
+
+pub use connection::{ConnectError, connect};
+pub use envelope::{BookChanged, BookData, EventType, MAX_BODY_BYTES, ParseError};
+pub use publisher::{ConfirmPublisher, Outgoing, PublishError, PublishReport};
+pub use topology::{
+    BINDING_KEY, DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, DLQ, DLQ_EXCHANGE, EXCHANGE, QUEUE,
+    RETRY_EXCHANGE, Topology,
+};

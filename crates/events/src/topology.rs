@@ -1,0 +1,288 @@
+//! The AMQP topology both services declare on start-up, idempotently.
+//!
+//! ```text
+//!  storagesvc ─▶ [books] topic ──book.*──▶ (booksvc.book-changed) quorum ──▶ booksvc
+//!                                              │ DLX on delivery limit / reject
+//!                                              ▼
+//!   booksvc ──▶ [booksvc.book-changed.dlq] fanout ──▶ (booksvc.book-changed.dlq) classic
+//!   booksvc ──▶ [booksvc.book-changed.retry] direct ──<queue name>──▶
+//!                 (booksvc.book-changed.retry.<delay>) classic, TTL = delay
+//!                     └── expired: dead-lettered via "" to booksvc.book-changed
+//! ```
+//!
+//! Decisions:
+//! - **Main queue: quorum.** It keeps messages across broker restarts even when they were
+//!   published non-persistent (the management UI's default). Its `x-dead-letter-exchange` is
+//!   the DLQ exchange because RabbitMQ 4 *drops* what a quorum queue dead-letters without
+//!   one, and its `x-delivery-limit` ([`DELIVERY_LIMIT`]) is explicit so 3.10 (no default)
+//!   and 4.x (default 20) behave alike. The limit is only a backstop for messages that
+//!   crash the consumer before it can ack; normal failures go through the retry queues,
+//!   which the consumer publishes to itself. A consumer waiting for Redis must *hold* its
+//!   deliveries rather than requeue them, or every requeue counts towards the limit.
+//! - **DLQ exchange: fanout**, so every dead letter lands in the DLQ whatever routing key
+//!   it carries (dead-lettering keeps the original `book.*` key).
+//! - **DLQ: classic, durable.** A quorum DLQ would itself have a delivery limit (20 by
+//!   default on 4.x): an operator peeking at messages in the management UI ("Nack, requeue")
+//!   twenty times would make RabbitMQ dead-letter them, and since the only safe DLX for the
+//!   DLQ leads back to the DLQ, RabbitMQ's cycle detection would then *drop* them. A classic
+//!   queue has no delivery limit, so peeking is harmless forever. Its own DLX (our rule:
+//!   every queue has one) is the DLQ exchange, i.e. itself: the only way a message leaves it
+//!   is an explicit reject, and a cycle containing a reject is allowed by RabbitMQ, so a
+//!   rejected dead letter goes back to the tail of the DLQ instead of vanishing. Only an
+//!   ack (e.g. by a replay tool after republishing) removes a message. Trade-off: a classic
+//!   queue keeps only *persistent* messages across a restart, so whoever publishes to the
+//!   DLQ must publish persistent (booksvc does); and it is not replicated in a cluster.
+//! - **Retry exchange: direct**, one classic durable queue per delay, bound with its own
+//!   name as the routing key ([`Topology::retry_routing_key`]). Each has
+//!   `x-message-ttl = delay` and dead-letters to the default exchange (`""`) with routing
+//!   key [`QUEUE`], so an expired message goes straight back to the main queue. Classic is
+//!   enough: all messages share one TTL, so they expire in order at the head, and the
+//!   consumer publishes retries persistent. Queues are named by their delay
+//!   ([`Topology::retry_queue_name`]) so changing the delays adds new queues instead of
+//!   clashing with the arguments of existing ones.
+//! - Queue types are always given explicitly (`x-queue-type`): a vhost whose default queue
+//!   type is quorum (RabbitMQ 4) must not silently turn the DLQ into a quorum queue.
+//! - Integer arguments are AMQP `signedint` (i32), the type most clients use: RabbitMQ
+//!   compares argument types on redeclare, so everybody must use the same one.
+//!
+//! Declaring is idempotent: the same names with the same arguments succeed any number of
+//! times, from any number of connections at once. Different arguments for an existing
+//! queue fail with `PRECONDITION_FAILED` (406), which we surface rather than hide.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+/// The exchange storagesvc publishes book-changed events to (topic, durable).
+pub const EXCHANGE: &str = "books";
+/// booksvc's queue of book-changed events (durable, quorum).
+pub const QUEUE: &str = "booksvc.book-changed";
+/// booksvc's dead-letter queue.
+pub const DLQ: &str = "booksvc.book-changed.dlq";
+/// The direct exchange routing to the retry queues.
+pub const RETRY_EXCHANGE: &str = "booksvc.book-changed.retry";
+/// The fanout exchange in front of [`DLQ`] (exchanges and queues are separate namespaces).
+pub const DLQ_EXCHANGE: &str = "booksvc.book-changed.dlq";
+/// How [`QUEUE`] is bound to [`EXCHANGE`].
+pub const BINDING_KEY: &str = "book.*";
+/// Deliveries of one message from [`QUEUE`] before RabbitMQ dead-letters it to the DLQ.
+pub const DELIVERY_LIMIT: i32 = 20;
+
+/// The retry delays used unless configured otherwise: 1 s, 10 s, 60 s, 300 s.
+pub const DEFAULT_RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+    Duration::from_secs(300),
+];
+
+/// The whole topology; only the retry delays are configurable.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// One retry queue per delay, in the order retries use them. Delays are rounded down
+    /// to whole milliseconds (the unit of `x-message-ttl`) and capped at `i32::MAX` ms.
+    pub retry_delays: Vec<Duration>,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
+        }
+    }
+}
+
+impl Topology {
+    /// The retry queue for `delay`, e.g. `booksvc.book-changed.retry.10s` or `….retry.200ms`.
+    pub fn retry_queue_name(delay: Duration) -> String {
+        let ms = ttl_millis(delay);
+        if ms % 1000 == 0 {
+            format!("{RETRY_EXCHANGE}.{}s", ms / 1000)
+        } else {
+            format!("{RETRY_EXCHANGE}.{ms}ms")
+        }
+    }
+
+    /// The routing key that sends a message through [`RETRY_EXCHANGE`] to the retry queue
+    /// for `delay`: the queue's own name.
+    pub fn retry_routing_key(delay: Duration) -> String {
+        Self::retry_queue_name(delay)
+    }
+
+    /// Declares every exchange, queue and binding. Idempotent; safe to run concurrently
+    /// from several services. A failure closes `channel` (AMQP semantics).
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        declare_exchange(channel, EXCHANGE, ExchangeKind::Topic).await?;
+        declare_exchange(channel, DLQ_EXCHANGE, ExchangeKind::Fanout).await?;
+        declare_exchange(channel, RETRY_EXCHANGE, ExchangeKind::Direct).await?;
+
+        declare_queue(channel, DLQ, dlq_args()).await?;
+        bind(channel, DLQ, DLQ_EXCHANGE, "").await?;
+
+        declare_queue(channel, QUEUE, main_queue_args()).await?;
+        bind(channel, QUEUE, EXCHANGE, BINDING_KEY).await?;
+
+        for &delay in &self.retry_delays {
+            let name = Self::retry_queue_name(delay);
+            declare_queue(channel, &name, retry_queue_args(delay)).await?;
+            bind(
+                channel,
+                &name,
+                RETRY_EXCHANGE,
+                &Self::retry_routing_key(delay),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// `delay` as an `x-message-ttl`: whole milliseconds, capped to what a signedint holds.
+fn ttl_millis(delay: Duration) -> i32 {
+    i32::try_from(delay.as_millis()).unwrap_or(i32::MAX)
+}
+
+/// Arguments of [`QUEUE`]; public within the crate so tests can compare them.
+pub(crate) fn main_queue_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_string("quorum"));
+    args.insert("x-dead-letter-exchange".into(), long_string(DLQ_EXCHANGE));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongInt(DELIVERY_LIMIT),
+    );
+    args
+}
+
+/// Arguments of [`DLQ`]: dead-letters (on explicit reject only) back to itself.
+pub(crate) fn dlq_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_string("classic"));
+    args.insert("x-dead-letter-exchange".into(), long_string(DLQ_EXCHANGE));
+    args
+}
+
+/// Arguments of the retry queue for `delay`: expire after it, then go back to [`QUEUE`].
+pub(crate) fn retry_queue_args(delay: Duration) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_string("classic"));
+    args.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongInt(ttl_millis(delay)),
+    );
+    args.insert("x-dead-letter-exchange".into(), long_string(""));
+    args.insert("x-dead-letter-routing-key".into(), long_string(QUEUE));
+    args
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+async fn declare_exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> lapin::Result<()> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            ShortString::from(name),
+            kind,
+            options,
+            FieldTable::default(),
+        )
+        .await
+}
+
+async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> lapin::Result<()> {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(ShortString::from(name), options, args)
+        .await
+        .map(drop)
+}
+
+async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
+    channel
+        .queue_bind(
+            ShortString::from(queue),
+            ShortString::from(exchange),
+            ShortString::from(key),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_queues_are_named_by_their_delay() {
+        let cases = [
+            (Duration::from_secs(1), "booksvc.book-changed.retry.1s"),
+            (Duration::from_secs(300), "booksvc.book-changed.retry.300s"),
+            (
+                Duration::from_millis(200),
+                "booksvc.book-changed.retry.200ms",
+            ),
+            (
+                Duration::from_millis(1500),
+                "booksvc.book-changed.retry.1500ms",
+            ),
+            (
+                Duration::from_micros(200_900),
+                "booksvc.book-changed.retry.200ms",
+            ),
+        ];
+        for (delay, expected) in cases {
+            assert_eq!(
+                Topology::retry_queue_name(delay),
+                expected,
+                "delay {delay:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_queue_ttl_matches_its_name_and_returns_to_the_main_queue() {
+        let args = retry_queue_args(Duration::from_micros(200_900));
+        let inner = args.inner();
+        assert_eq!(inner.get("x-message-ttl"), Some(&AMQPValue::LongInt(200)));
+        assert_eq!(inner.get("x-dead-letter-exchange"), Some(&long_string("")));
+        assert_eq!(
+            inner.get("x-dead-letter-routing-key"),
+            Some(&long_string(QUEUE))
+        );
+    }
+
+    #[test]
+    fn huge_delays_are_capped_rather_than_wrapping() {
+        assert_eq!(ttl_millis(Duration::from_secs(u64::MAX)), i32::MAX);
+    }
+
+    #[test]
+    fn every_queue_has_a_dead_letter_exchange() {
+        for args in [
+            main_queue_args(),
+            dlq_args(),
+            retry_queue_args(Duration::from_secs(1)),
+        ] {
+            assert!(args.contains_key("x-dead-letter-exchange"), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn default_topology_has_the_documented_delays() {
+        assert_eq!(
+            Topology::default().retry_delays,
+            DEFAULT_RETRY_DELAYS.to_vec()
+        );
+    }
+}
