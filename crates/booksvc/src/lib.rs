@@ -2,11 +2,48 @@
 //! backoff, and a Redis cache of the last good data.
 //!
 //! # Layout
+//! - [`config`]: every setting as an environment variable, parsed once, one-line errors.
+//! - [`app`]: [`Application`] — build (read path, listener) and run until stopped.
+//! - [`http`]: the router, handlers, extractors, cache headers and [`http::ApiError`].
+//! - [`service`]: the read path composed in one function: cache → coalesced retry around
+//!   breaker-guarded calls → fill, or stale fallback, or 503.
+//! - [`coalesce`]: single flight; concurrent misses for one key make one storagesvc call.
 //! - [`breaker`]: the circuit breaker state machine (gobreaker's semantics).
+//! - [`probe`]: the breaker's active probe, so it closes without waiting for a cache miss.
 //! - [`retry`]: exponential backoff with jitter, bounded by the request deadline.
+//! - [`client`]: the typed storagesvc client; statuses mapped once to not-found / transient / permanent.
+//! - [`cache`]: the Redis cache of the last good data; fills and events race, versions decide.
+//! - [`consumer`]: warms the cache from book-changed events: retry queues, DLQ, pause on Redis
+//!   down, reconnect on broker loss.
+//! - [`redrive`]: `booksvc redrive-dlq`, moving dead letters back for another go.
+//! - [`health`], [`metrics`], [`telemetry`]: probes and readiness modes, Prometheus, logging.
 //!
-//! The HTTP side, the storagesvc client, the cache and the event consumer
-//! come in their own issues; each will be a module named after what it does.
+//! # Data flow
+//! A read passes the [`http`] extractors (id, request id) to [`service::BookService`]. It
+//! looks in the [`cache`]; a fresh entry is the answer (`X-Cache: hit`). Otherwise it joins
+//! the [`coalesce`] flight for that key, whose task calls storagesvc through [`client`],
+//! each attempt asking the [`breaker`] first, with pauses and limits from [`retry`], all
+//! within `REQUEST_BUDGET`; the answer fills the cache and is served (`miss`). If storagesvc
+//! fails or the breaker is open, the entry the lookup found is served (`stale`), or, with
+//! nothing cached, a 503 with `Retry-After`. The event [`consumer`] writes into the same
+//! cache through [`cache::BookCache::apply_event`], so a book is cached (and the list reflects
+//! it) as soon as its event arrives, before anyone reads it.
 
+pub mod app;
 pub mod breaker;
+pub mod cache;
+pub mod client;
+pub mod coalesce;
+pub mod config;
+pub mod consumer;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod probe;
+pub mod redrive;
 pub mod retry;
+pub mod service;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Settings;

@@ -5,6 +5,7 @@
 //! - [`topology`]: exchange/queue names fixed by DESIGN.md and one idempotent `declare`.
 //! - [`connection`]: connecting with lapin 4 on tokio, named and bounded in time.
 //! - [`publisher`]: a confirm-mode channel publishing batches in order with a window.
+//! - [`headers`]: the application headers of retries and dead letters, and tolerant readers.
 //!
 //! # Data flow
 //! storagesvc builds a [`BookChanged`] inside its write transaction and stores
@@ -16,6 +17,7 @@
 
 pub mod connection;
 pub mod envelope;
+pub mod headers;
 pub mod publisher;
 pub mod topology;
 

@@ -1,1 +1,36 @@
-//! storagesvc
+//! storagesvc: owns the books in PostgreSQL and publishes a book-changed event for every write
+//! through a transactional outbox.
+//!
+//! # Layout
+//! - [`config`]: every setting as an environment variable, parsed once, one-line errors.
+//! - [`app`]: [`Application`] — build (database, migrations, seed, listener) and run until stopped.
+//! - [`http`]: the router, handlers, extractors and [`http::ApiError`].
+//! - [`books`]: the SQL for the books table and the rules a book obeys.
+//! - [`outbox`]: `enqueue` (the one way to emit an event) and the outbox table's queries.
+//! - [`relay`]: [`relay::OutboxRelay`], publishing outbox rows to RabbitMQ with confirms.
+//! - [`seed`]: the original two books, written once into an empty table.
+//! - [`database`]: the pool, waiting for PostgreSQL at start-up, migrations.
+//! - [`health`], [`metrics`], [`telemetry`]: probes, Prometheus, logging.
+//!
+//! # Data flow
+//! A write request passes the [`http`] extractors (token, id, `If-Match`, JSON), then the
+//! handler opens a transaction, writes through [`books`], adds the event with
+//! [`outbox::enqueue`] and commits: the row and its event exist together or not at all. The
+//! commit's `NOTIFY` wakes the [`relay`], which publishes the row to the `books` exchange,
+//! waits for the broker's confirm and only then marks the row sent. Reads go straight to
+//! [`books`].
+
+pub mod app;
+pub mod books;
+pub mod config;
+pub mod database;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod outbox;
+pub mod relay;
+pub mod seed;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Settings;

@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1
+# One Dockerfile for both services: `--build-arg SERVICE=storagesvc` (or booksvc).
+# Dependencies are compiled in their own cached layer (cargo-chef), so editing our code
+# rebuilds only our crates.
+
+FROM rust:1-slim-bookworm AS chef
+RUN cargo install cargo-chef --locked --version ^0.1
+WORKDIR /app
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+ARG SERVICE=storagesvc
+COPY --from=planner /app/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json -p ${SERVICE}
+COPY . .
+RUN cargo build --release --locked -p ${SERVICE} --bin ${SERVICE} \
+ && cp target/release/${SERVICE} /app/service
+
+FROM debian:bookworm-slim AS runtime
+ARG SERVICE=storagesvc
+ARG HTTP_PORT=8082
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
+COPY --from=builder /app/service /usr/local/bin/service
+USER app
+ENV HTTP_PORT=${HTTP_PORT} LOG_FORMAT=json RUST_LOG=info
+EXPOSE ${HTTP_PORT}
+# No curl in the slim image: bash's /dev/tcp does one GET of the liveness probe.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${HTTP_PORT##*:} && printf 'GET /healthz/live HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
+ENTRYPOINT ["/usr/local/bin/service"]

@@ -1,0 +1,162 @@
+//! The Redis cache of the last good data, shared by two racing writers: fills from
+//! storagesvc (the read path, after a miss) and book-changed events (the consumer).
+//!
+//! # Data layout
+//! One Redis hash per deployment, `<prefix>books` (prefix [`DEFAULT_PREFIX`] unless
+//! configured). Field = book id (decimal), value = one entry,
+//! `"<rev>:<version>:<written_ms>:<kind>:<body>"`:
+//! - `rev`: the hash's `_rev` counter, incremented by every write; unique per write, so it
+//!   says whether an entry changed since someone read it (a per-entry write counter whose
+//!   values come from one sequence, which also rules out A-B-A).
+//! - `version`: the book's version; `written_ms`: Redis's clock at the write (ages are
+//!   measured by that one clock, so replicas with skewed clocks agree).
+//! - `kind` `b` with the book's JSON as body, or `t`, a tombstone (a deleted book).
+//!
+//! Two more fields start with `_` and cannot collide with ids: `_rev` (the counter) and
+//! `_list` (Redis time in ms of the last list fill). The list is not a blob: `GET /books`
+//! is answered from the hash's live entries sorted by id, so an applied event shows in the
+//! list at once; `_list` only says how fresh (and how complete) that list is.
+//!
+//! # Who wins (DESIGN.md "Who wins in the cache"), atomically in Lua
+//! - **Event**: written only if its version is newer than the entry's (absent counts as
+//!   older). Duplicates and reordered events are harmless. A delete writes a tombstone with
+//!   its version, so an older upsert cannot resurrect the book.
+//! - **Fill** (storagesvc, the source of truth): a read returns [`Seen`], the revision it
+//!   observed; the fill replaces any entry still at or below that revision, *whatever its
+//!   version*, so a forged event with a huge version cannot pin wrong data for ever. An entry
+//!   written while the fill was in flight wins unless the fill's version is newer.
+//!   A 404 turns a known entry into a tombstone (keeping its version); ids never cached are
+//!   not cached as 404s, so a scan of random ids cannot fill Redis.
+//! - **List fill**: the fill rule for every listed book, in one script. A book storagesvc no
+//!   longer lists becomes a tombstone if unchanged since the read (it was deleted; the
+//!   tombstone keeps a late older upsert out); one written since the read stays (it is
+//!   newer news, e.g. a create that raced the list). The seen revision of a list read is the
+//!   whole hash's `_rev`.
+//!
+//! # Lifetimes
+//! Freshness is the caller's: a read returns the entry with its age and
+//! [`Cached::is_fresh`] compares it with `CACHE_FRESH_TTL`. Entries, tombstones and the list
+//! mark live at most `max_age` (default 24 h): older ones read as misses, are never served
+//! stale, count as absent for writers, and are pruned by the next list fill. Every write
+//! also sets the hash's TTL to `max_age`, so an idle deployment leaves nothing behind.
+//! One key means one atomic unit: eviction takes everything or nothing, never the counter
+//! without the entries.
+//!
+//! # Failure
+//! Redis down or slow must not hurt a request: every call is bounded by `op_timeout`
+//! (default 100 ms) and fails as [`CacheError::Unavailable`]. The connection is made
+//! lazily, with one connection attempt per call and connect/response timeouts no longer
+//! than `op_timeout` (the redis crate's defaults took ~9.4 s per call with Redis killed), so
+//! [`BookCache::new`] succeeds while Redis is down, a stopped Redis fails a call in well
+//! under a millisecond, and the first call after Redis is back succeeds (a connection found
+//! dead is replaced and the exchange tried once more, within the same bound).
+//!
+//! # Use (the read path, without coalescing and metrics)
+//! ```no_run
+//! # use std::time::Duration;
+//! # use booksvc::cache::{Book, BookCache, CachedBook, Seen};
+//! # async fn storagesvc_get(_id: i64) -> Result<Option<Book>, ()> { Ok(None) }
+//! async fn read(cache: &BookCache, id: i64, ttl: Duration) -> Option<CachedBook> {
+//!     // Redis down: carry on as a miss; the fill then applies only the version rule.
+//!     let lookup = cache.get_book(id).await.ok();
+//!     if let Some(fresh) = lookup.as_ref().and_then(|l| l.fresh(ttl)) {
+//!         return Some(fresh.clone()); // hit
+//!     }
+//!     let seen = lookup.as_ref().map_or(Seen::NOTHING, |l| l.seen);
+//!     match storagesvc_get(id).await {
+//!         Ok(answer) => {
+//!             let _ = cache.fill_book(id, seen, answer.as_ref()).await; // best effort
+//!             answer.map(CachedBook::Live) // miss
+//!         }
+//!         Err(()) => lookup.and_then(|l| l.cached).map(|c| c.value), // stale
+//!     }
+//! }
+//! ```
+//!
+//! Needs Redis >= 5 (scripts read `TIME` before writing, which needs effects replication).
+
+mod book;
+mod connection;
+mod entry;
+mod lookup;
+mod store;
+
+use std::time::Duration;
+
+pub use book::{Book, CachedBook};
+pub use lookup::{Cached, Lookup, Seen};
+pub use store::BookCache;
+
+/// Key prefix in production; tests pick their own to share one Redis.
+pub const DEFAULT_PREFIX: &str = "booksvc:";
+/// Bound on every Redis call: a small slice of the ~1 s request budget.
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(100);
+/// Longest an entry, tombstone or list mark is kept, fresh or stale.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How to reach Redis and how long to keep things.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Prepended to every key (see the module doc).
+    pub prefix: String,
+    /// Bound on each cache call, connecting included.
+    pub op_timeout: Duration,
+    /// Longest an entry is kept (see "Lifetimes").
+    pub max_age: Duration,
+}
+
+impl CacheConfig {
+    /// `url` with the documented defaults for everything else.
+    pub fn new(url: impl Into<String>) -> CacheConfig {
+        CacheConfig {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            op_timeout: DEFAULT_OP_TIMEOUT,
+            max_age: DEFAULT_MAX_AGE,
+        }
+    }
+}
+
+/// Why a cache call did not do its job. The read path treats every variant the same way:
+/// carry on with storagesvc.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The configuration cannot work (bad URL, zero timeout, no Tokio runtime).
+    #[error("cache configuration: {0}")]
+    Config(String),
+    /// The data cannot be cached (a version below 1, an upsert event without its book).
+    #[error("cannot cache: {0}")]
+    InvalidInput(String),
+    /// Redis failed or did not answer within `op_timeout`.
+    #[error("redis unavailable during {op}: {reason}")]
+    Unavailable {
+        /// The cache call, e.g. `get_book`.
+        op: &'static str,
+        /// What went wrong, one line.
+        reason: String,
+    },
+}
+
+/// What a single write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The entry now holds this write.
+    Applied,
+    /// The entry holds something newer (or the same version); left as it was.
+    IgnoredStale,
+    /// Nothing to write: storagesvc said 404 for an id the cache does not hold.
+    Skipped,
+}
+
+/// What a list fill did, book by book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListFillOutcome {
+    /// Listed books written.
+    pub applied: u64,
+    /// Listed books left alone: an entry written during the fill was as new or newer.
+    pub ignored_stale: u64,
+    /// Cached books storagesvc no longer lists, now tombstones.
+    pub removed: u64,
+}

@@ -1,0 +1,27 @@
+-- Writes one book entry if the who-wins rule lets it (rules: cache/mod.rs).
+-- KEYS[1] the books hash
+-- ARGV[1] book id          ARGV[2] writer: "fill" or "event"
+-- ARGV[3] seen revision (fills only)
+-- ARGV[4] version ("" for a fill that found the book gone: the tombstone keeps the entry's)
+-- ARGV[5] kind "b" or "t"  ARGV[6] body   ARGV[7] max age in ms
+-- Returns 1 written, 0 ignored (stale), -1 nothing to write (404 for a book never cached).
+local key, id, writer = KEYS[1], ARGV[1], ARGV[2]
+local seen, version, kind, body = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+local max_age = tonumber(ARGV[7])
+local now = now_ms()
+local cur = load(redis.call('HGET', key, id), now, max_age)
+
+if writer == 'event' then
+  if cur ~= nil and not newer(version, cur.version) then return 0 end
+elseif version == '' then
+  -- Unknown ids are not cached: a scan of random ids must not fill Redis with tombstones.
+  if cur == nil then return -1 end
+  if cur.rev > seen then return 0 end
+  version = cur.version
+elseif not fill_wins(cur, seen, version) then
+  return 0
+end
+
+store(key, id, version, now, kind, body)
+redis.call('PEXPIRE', key, max_age)
+return 1

@@ -1,0 +1,299 @@
+//! The typed client for storagesvc: one method per endpoint booksvc reads, statuses mapped
+//! once to [`ClientError::NotFound`], [`ClientError::Transient`] or [`ClientError::Permanent`].
+//!
+//! The mapping decides two things for the layers above:
+//! - retry ([`Retryable`]): only what can succeed on a second try — connect errors, timeouts,
+//!   a connection cut mid-answer, 502/503/504, and 429 *with* `Retry-After`;
+//! - the circuit breaker ([`ClientError::is_outage`]): did storagesvc fail, or did it answer?
+//!   A 404 or any other 4xx is an answer, so it never trips the breaker.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use crate::cache::Book;
+use crate::retry::{Retryable, Verdict};
+
+/// The header that carries a request id from booksvc's client through to storagesvc's logs.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Why a call to storagesvc did not return the data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// storagesvc answered 404: the book does not exist. Not a failure.
+    #[error("storagesvc has no such book")]
+    NotFound,
+    /// storagesvc could not answer now; another attempt may succeed.
+    #[error("storagesvc unavailable: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Another attempt would fail the same way. `status` is the HTTP status, if any.
+    #[error("storagesvc call failed: {reason}")]
+    Permanent {
+        reason: String,
+        status: Option<StatusCode>,
+    },
+}
+
+impl ClientError {
+    /// Whether this says storagesvc is unhealthy (counts as a breaker failure): every
+    /// transient error, a 5xx, or an answer we cannot read; not a 404 or another 4xx.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            ClientError::NotFound => false,
+            ClientError::Transient { .. } => true,
+            ClientError::Permanent { status, .. } => status.is_none_or(|s| s.is_server_error()),
+        }
+    }
+}
+
+impl Retryable for ClientError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            ClientError::Transient { retry_after, .. } => Verdict::Retry {
+                after: *retry_after,
+            },
+            ClientError::NotFound | ClientError::Permanent { .. } => Verdict::GiveUp,
+        }
+    }
+}
+
+/// storagesvc's read API.
+#[derive(Debug, Clone)]
+pub struct StorageClient {
+    http: reqwest::Client,
+    base: Url,
+    attempt_timeout: Duration,
+}
+
+impl StorageClient {
+    /// `attempt_timeout` bounds one HTTP attempt; callers pass a shorter one when less of the
+    /// request budget is left.
+    pub fn new(base_url: &str, attempt_timeout: Duration) -> Result<StorageClient, String> {
+        let mut base =
+            Url::parse(base_url).map_err(|e| format!("invalid URL {base_url:?}: {e}"))?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(format!(
+                "invalid URL {base_url:?}: expected http://host:port"
+            ));
+        }
+        // Paths are joined relative to the base: keep a base path such as `/storage`.
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            // A dead host must fail fast: the breaker and the cache fallback take over.
+            .connect_timeout(attempt_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(StorageClient {
+            http,
+            base,
+            attempt_timeout,
+        })
+    }
+
+    /// `GET /books/{id}`.
+    pub async fn get_book(
+        &self,
+        id: i64,
+        request_id: Option<&str>,
+        time_left: Duration,
+    ) -> Result<Book, ClientError> {
+        self.get_json(&format!("books/{id}"), request_id, time_left)
+            .await
+    }
+
+    /// `GET /books`, ordered by id.
+    pub async fn list_books(
+        &self,
+        request_id: Option<&str>,
+        time_left: Duration,
+    ) -> Result<Vec<Book>, ClientError> {
+        self.get_json("books", request_id, time_left).await
+    }
+
+    /// `GET /healthz/ready`: used by the breaker's active probe.
+    pub async fn ready(&self, time_left: Duration) -> Result<(), ClientError> {
+        let response = self.send("healthz/ready", None, time_left).await?;
+        match response.status() {
+            StatusCode::OK => Ok(()),
+            status => Err(classify_status(status, response.headers())),
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        request_id: Option<&str>,
+        time_left: Duration,
+    ) -> Result<T, ClientError> {
+        let response = self.send(path, request_id, time_left).await?;
+        if response.status() != StatusCode::OK {
+            return Err(classify_status(response.status(), response.headers()));
+        }
+        let body = response.bytes().await.map_err(transport_error)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Permanent {
+            reason: format!("unreadable answer: {e}"),
+            status: None,
+        })
+    }
+
+    async fn send(
+        &self,
+        path: &str,
+        request_id: Option<&str>,
+        time_left: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = self.base.join(path).map_err(|e| ClientError::Permanent {
+            reason: format!("bad path {path:?}: {e}"),
+            status: None,
+        })?;
+        let mut request = self
+            .http
+            .get(url)
+            .timeout(self.attempt_timeout.min(time_left));
+        if let Some(id) = request_id {
+            request = request.header(REQUEST_ID_HEADER, id);
+        }
+        request.send().await.map_err(transport_error)
+    }
+}
+
+/// Maps a non-200 status once, for every endpoint.
+fn classify_status(status: StatusCode, headers: &HeaderMap) -> ClientError {
+    let retry_after = retry_after(headers);
+    let reason = format!("status {status}");
+    match status {
+        StatusCode::NOT_FOUND => ClientError::NotFound,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+            ClientError::Transient {
+                reason,
+                retry_after,
+            }
+        }
+        // Rate limited: worth retrying only when the server says when.
+        StatusCode::TOO_MANY_REQUESTS if retry_after.is_some() => ClientError::Transient {
+            reason,
+            retry_after,
+        },
+        _ => ClientError::Permanent {
+            reason,
+            status: Some(status),
+        },
+    }
+}
+
+/// Connect errors, timeouts and connections cut mid-answer are worth another attempt.
+fn transport_error(error: reqwest::Error) -> ClientError {
+    let reason = if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        format!("transport error: {error}")
+    };
+    ClientError::Transient {
+        reason,
+        retry_after: None,
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by our services).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(retry_after: Option<&'static str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn statuses_map_once_to_not_found_transient_or_permanent() {
+        // (status, Retry-After, expected verdict, counts as outage)
+        let cases = [
+            (404, None, Verdict::GiveUp, false),
+            (400, None, Verdict::GiveUp, false),
+            (409, None, Verdict::GiveUp, false),
+            (429, None, Verdict::GiveUp, false),
+            (
+                429,
+                Some("1"),
+                Verdict::Retry {
+                    after: Some(Duration::from_secs(1)),
+                },
+                true,
+            ),
+            (500, None, Verdict::GiveUp, true),
+            (502, None, Verdict::Retry { after: None }, true),
+            (
+                503,
+                Some("2"),
+                Verdict::Retry {
+                    after: Some(Duration::from_secs(2)),
+                },
+                true,
+            ),
+            (503, Some("garbage"), Verdict::Retry { after: None }, true),
+            (504, None, Verdict::Retry { after: None }, true),
+        ];
+        for (status, after, verdict, outage) in cases {
+            let error = classify_status(StatusCode::from_u16(status).unwrap(), &headers(after));
+            assert_eq!(
+                error.verdict(),
+                verdict,
+                "status {status} with Retry-After {after:?}"
+            );
+            assert_eq!(error.is_outage(), outage, "status {status}: outage?");
+        }
+    }
+
+    #[test]
+    fn not_found_is_neither_retried_nor_an_outage() {
+        let error = classify_status(StatusCode::NOT_FOUND, &HeaderMap::new());
+        assert_eq!(error, ClientError::NotFound);
+        assert!(!error.is_outage());
+    }
+
+    #[test]
+    fn rejects_base_urls_that_are_not_http() {
+        assert!(StorageClient::new("localhost:8082", Duration::from_secs(1)).is_err());
+        assert!(StorageClient::new("ftp://x", Duration::from_secs(1)).is_err());
+        assert!(StorageClient::new("http://localhost:8082", Duration::from_secs(1)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_transient() {
+        // Bind then drop a listener: the port is closed, connect is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client =
+            StorageClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(1))
+                .unwrap();
+        let error = client
+            .get_book(1, None, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClientError::Transient { .. }), "{error:?}");
+        assert!(error.is_outage());
+    }
+}

@@ -1,0 +1,265 @@
+//! [`DeliveryHandler`]: one delivery from arrival to ack.
+//!
+//! ```text
+//! parse ──poison──────────────────────────────────────────▶ DLQ, ack
+//!   │ ok
+//!   ▼
+//! apply ──ok (applied / ignored as stale)─────────────────▶ ack
+//!   │ permanent ──────────────────────────────────────────▶ DLQ, ack
+//!   │ transient ─▶ ping ok? ── yes: this event's problem ─▶ retry queue or DLQ, ack
+//!   │                  └────── no: the cache is down ─────▶ PAUSE: hold the delivery,
+//!   └────────────────────────────────────────────────────── ping until back, apply again
+//! ```
+//!
+//! Every republish (retry or DLQ) is confirmed by the broker before the original is acked,
+//! so a crash in between duplicates a message but never loses one (duplicates are harmless:
+//! the cache's version rule ignores them). Deliveries are settled one at a time, never with
+//! `multiple`, and never requeued: on RabbitMQ 4 every requeue counts towards the quorum
+//! queue's delivery limit. A failure to publish or ack means the channel is gone; the session
+//! ends and the unacked delivery comes back after the reconnect.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use events::headers::{self, TRACEPARENT};
+use events::lapin::Channel;
+use events::lapin::message::Delivery;
+use events::lapin::options::BasicAckOptions;
+use events::{BookChanged, ConfirmPublisher, DLQ_EXCHANGE, Outgoing, RETRY_EXCHANGE, Topology};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span, field};
+
+use super::metrics::{self, DeadLetterReason};
+use super::routing::{NextStep, Received, RetryTiers};
+use super::session::SessionEnd;
+use super::sink::{EventSink, SinkError};
+use super::status::{ConsumerState, ConsumerStatus};
+use super::trace::TraceParent;
+use crate::cache::WriteOutcome;
+
+/// What becomes of a delivery once processing has decided.
+#[derive(Debug)]
+enum Disposition {
+    /// Done (applied, or ignored as stale): ack.
+    Ack,
+    /// Publish to the retry queue of `delay`, then ack.
+    Retry {
+        delay: Duration,
+        attempts: u32,
+        error: String,
+    },
+    /// Publish to the DLQ, then ack.
+    DeadLetter {
+        reason: DeadLetterReason,
+        attempts: u32,
+        error: String,
+    },
+}
+
+/// Handles deliveries of one broker session.
+pub(crate) struct DeliveryHandler<'a, S> {
+    pub(crate) sink: &'a S,
+    pub(crate) publisher: &'a ConfirmPublisher,
+    /// The consuming channel, watched while paused.
+    pub(crate) channel: &'a Channel,
+    pub(crate) tiers: &'a RetryTiers,
+    pub(crate) confirm_timeout: Duration,
+    pub(crate) pause_poll: Duration,
+    pub(crate) status: &'a ConsumerStatus,
+    pub(crate) shutdown: &'a CancellationToken,
+}
+
+impl<S: EventSink> DeliveryHandler<'_, S> {
+    /// Processes and settles one delivery. `Err` ends the session: the broker connection is
+    /// unusable, or shutdown came while the delivery was held during a pause.
+    pub(crate) async fn handle(&self, delivery: Delivery) -> Result<(), SessionEnd> {
+        metrics::record_consumed();
+        let received = Received {
+            routing_key: delivery.routing_key.as_str(),
+            properties: &delivery.properties,
+            body: &delivery.data,
+        };
+        let span = delivery_span(&received, delivery.redelivered);
+        async {
+            let disposition = self.process(&received).await?;
+            self.settle(&delivery, &received, disposition).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn process(&self, received: &Received<'_>) -> Result<Disposition, SessionEnd> {
+        let event = match BookChanged::parse(received.body) {
+            Ok(event) => event,
+            Err(error) => {
+                return Ok(Disposition::DeadLetter {
+                    reason: DeadLetterReason::Poison,
+                    attempts: received.failed_attempts().saturating_add(1),
+                    error: error.to_string(),
+                });
+            }
+        };
+        record_event_fields(&event);
+        loop {
+            match self.sink.apply(&event).await {
+                Ok(outcome) => {
+                    record_outcome(&event, outcome);
+                    return Ok(Disposition::Ack);
+                }
+                Err(SinkError::Permanent(error)) => {
+                    return Ok(Disposition::DeadLetter {
+                        reason: DeadLetterReason::Unprocessable,
+                        attempts: received.failed_attempts().saturating_add(1),
+                        error,
+                    });
+                }
+                // The sink answers pings: the failure is this event's, worth a later retry.
+                Err(SinkError::Transient(error)) if self.sink.ping().await.is_ok() => {
+                    return Ok(self.after_transient_failure(received, error));
+                }
+                // The sink is down: no attempt is spent, the event waits for it.
+                Err(SinkError::Transient(error)) => self.pause_until_sink_is_back(&error).await?,
+            }
+        }
+    }
+
+    fn after_transient_failure(&self, received: &Received<'_>, error: String) -> Disposition {
+        match self.tiers.after_failure(received.failed_attempts()) {
+            NextStep::Retry { delay, attempts } => Disposition::Retry {
+                delay,
+                attempts,
+                error,
+            },
+            NextStep::DeadLetter { attempts } => Disposition::DeadLetter {
+                reason: DeadLetterReason::Exhausted,
+                attempts,
+                error,
+            },
+        }
+    }
+
+    /// Holds the delivery in hand (taking no others) until the sink answers a ping again.
+    async fn pause_until_sink_is_back(&self, error: &str) -> Result<(), SessionEnd> {
+        self.status.set(ConsumerState::Paused);
+        tracing::warn!(%error, "cache unavailable: pausing consumption until it is back");
+        let paused = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+                () = tokio::time::sleep(self.pause_poll) => {}
+            }
+            if !self.channel.status().connected() {
+                return Err(SessionEnd::Lost(
+                    "the channel closed while paused".to_owned(),
+                ));
+            }
+            if self.sink.ping().await.is_ok() {
+                break;
+            }
+        }
+        self.status.set(ConsumerState::Running);
+        tracing::info!(paused_for = ?paused.elapsed(), "cache is back: resuming consumption");
+        Ok(())
+    }
+
+    async fn settle(
+        &self,
+        delivery: &Delivery,
+        received: &Received<'_>,
+        disposition: Disposition,
+    ) -> Result<(), SessionEnd> {
+        match disposition {
+            Disposition::Ack => {}
+            Disposition::Retry {
+                delay,
+                attempts,
+                error,
+            } => {
+                let message = received.retry_message(delay, attempts, &error);
+                self.publish(RETRY_EXCHANGE, message).await?;
+                let tier = Topology::retry_queue_name(delay);
+                tracing::info!(%error, attempts, retry_queue = %tier, "event failed: retrying later");
+                metrics::record_retried(tier);
+            }
+            Disposition::DeadLetter {
+                reason,
+                attempts,
+                error,
+            } => {
+                let message = received.dead_letter_message(reason, attempts, &error);
+                self.publish(DLQ_EXCHANGE, message).await?;
+                tracing::warn!(%error, attempts, reason = reason.as_str(), "message dead-lettered");
+                metrics::record_dead_lettered(reason);
+            }
+        }
+        ack(delivery).await
+    }
+
+    /// Publishes `message` and waits for the broker's confirm.
+    async fn publish(&self, exchange: &str, message: Outgoing) -> Result<(), SessionEnd> {
+        let report = self
+            .publisher
+            .publish_in_order(exchange, &[message], 1, self.confirm_timeout)
+            .await;
+        match report.error {
+            None => Ok(()),
+            Some(error) => Err(SessionEnd::Lost(format!(
+                "republishing to {exchange} failed: {error}"
+            ))),
+        }
+    }
+}
+
+async fn ack(delivery: &Delivery) -> Result<(), SessionEnd> {
+    match delivery.acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SessionEnd::Lost(
+            "the channel closed before the ack".to_owned(),
+        )),
+        Err(error) => Err(SessionEnd::Lost(format!("ack failed: {error}"))),
+    }
+}
+
+/// The span of one delivery; joins the producer's trace when a `traceparent` came along.
+fn delivery_span(received: &Received<'_>, redelivered: bool) -> Span {
+    let span = tracing::info_span!(
+        "consume_event",
+        routing_key = %received.original_routing_key(),
+        attempt = received.failed_attempts().saturating_add(1),
+        redelivered,
+        trace_id = field::Empty,
+        parent_span_id = field::Empty,
+        event_id = field::Empty,
+        book_id = field::Empty,
+        version = field::Empty,
+    );
+    let headers = received.properties.headers().as_ref();
+    if let Some(parent) = headers::text(headers, TRACEPARENT).and_then(|h| TraceParent::parse(&h)) {
+        span.record("trace_id", parent.trace_id.as_str());
+        span.record("parent_span_id", parent.span_id.as_str());
+    }
+    span
+}
+
+fn record_event_fields(event: &BookChanged) {
+    let span = Span::current();
+    if let Some(event_id) = event.event_id {
+        span.record("event_id", field::display(event_id));
+    }
+    span.record("book_id", event.book_id);
+    span.record("version", event.version);
+}
+
+fn record_outcome(event: &BookChanged, outcome: WriteOutcome) {
+    match outcome {
+        WriteOutcome::Applied => metrics::record_applied(),
+        WriteOutcome::IgnoredStale | WriteOutcome::Skipped => metrics::record_ignored_stale(),
+    }
+    if let Some(occurred_at) = event.occurred_at {
+        let lag = (Utc::now() - occurred_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        metrics::record_lag(lag);
+    }
+    tracing::debug!(?outcome, "event handled");
+}

@@ -1,0 +1,87 @@
+//! The consumer's Prometheus series.
+//!
+//! | series | labels | meaning |
+//! |---|---|---|
+//! | `booksvc_consumer_consumed_total` | | deliveries taken from the queue |
+//! | `booksvc_consumer_applied_total` | | events written into the cache |
+//! | `booksvc_consumer_ignored_stale_total` | | events older than (or as old as) the cache |
+//! | `booksvc_consumer_retried_total` | `tier` (the delay, e.g. `10s`) | sent to a retry queue |
+//! | `booksvc_consumer_dead_lettered_total` | `reason` | sent to the DLQ ([`DeadLetterReason`]) |
+//! | `booksvc_consumer_state` | `state` | 1 for the current [`ConsumerState`], 0 for the others |
+//! | `booksvc_consumer_reconnects_total` | | broker sessions that ended other than by shutdown |
+//! | `booksvc_consumer_event_lag_seconds` (histogram) | | now − `occurred_at` when handled |
+//! | `booksvc_redrive_messages_total` | | DLQ messages moved back by `redrive-dlq` |
+
+use std::time::Duration;
+
+use super::status::ConsumerState;
+
+/// Name of the lag histogram (its buckets are set where the recorder is installed).
+pub const EVENT_LAG: &str = "booksvc_consumer_event_lag_seconds";
+/// Lag buckets (seconds): from the warm path's milliseconds to retries minutes late.
+pub const EVENT_LAG_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0, 3600.0,
+];
+
+/// Why a message went to the DLQ (the `reason` label and the start of `x-error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// Not an event: not JSON, wrong schema, unknown type.
+    Poison,
+    /// The cache refused it for good (e.g. invalid data).
+    Unprocessable,
+    /// Transient failures on every allowed attempt.
+    Exhausted,
+}
+
+impl DeadLetterReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Poison => "poison",
+            DeadLetterReason::Unprocessable => "unprocessable",
+            DeadLetterReason::Exhausted => "exhausted",
+        }
+    }
+}
+
+pub(crate) fn record_consumed() {
+    metrics::counter!("booksvc_consumer_consumed_total").increment(1);
+}
+
+pub(crate) fn record_applied() {
+    metrics::counter!("booksvc_consumer_applied_total").increment(1);
+}
+
+pub(crate) fn record_ignored_stale() {
+    metrics::counter!("booksvc_consumer_ignored_stale_total").increment(1);
+}
+
+pub(crate) fn record_retried(tier: String) {
+    metrics::counter!("booksvc_consumer_retried_total", "tier" => tier).increment(1);
+}
+
+pub(crate) fn record_dead_lettered(reason: DeadLetterReason) {
+    metrics::counter!("booksvc_consumer_dead_lettered_total", "reason" => reason.as_str())
+        .increment(1);
+}
+
+pub(crate) fn record_reconnect() {
+    metrics::counter!("booksvc_consumer_reconnects_total").increment(1);
+}
+
+pub(crate) fn record_lag(lag: Duration) {
+    metrics::histogram!(EVENT_LAG).record(lag.as_secs_f64());
+}
+
+pub(crate) fn record_redriven(count: u64) {
+    metrics::counter!("booksvc_redrive_messages_total").increment(count);
+}
+
+/// Sets the state gauge: 1 for `current`, 0 for every other state.
+pub(crate) fn record_state(current: ConsumerState) {
+    for state in ConsumerState::ALL {
+        let value = if state == current { 1.0 } else { 0.0 };
+        metrics::gauge!("booksvc_consumer_state", "state" => state.as_str()).set(value);
+    }
+}

@@ -1,0 +1,207 @@
+//! The event consumer: warms the cache from book-changed events (DESIGN.md "The asynchronous
+//! path").
+//!
+//! # Flow
+//! [`Consumer::run`] loops over broker sessions until shutdown. Each [`session`] connects,
+//! declares the whole topology (from `events`), sets a bounded prefetch and consumes
+//! `booksvc.book-changed` with manual acks. Each delivery goes through the [`handler`]:
+//! parsed, written with [`BookCache::apply_event`](crate::cache::BookCache::apply_event)
+//! (the same version rule the read path's fills race against), and acked. A transient
+//! failure goes to a retry queue whose TTL dead-letters it back after a growing delay, then,
+//! after the last attempt, to the DLQ with `x-error`, `x-retry-count` and
+//! `x-original-routing-key` ([`routing`]); poison goes to the DLQ at once. When the cache
+//! itself is down the consumer *pauses*: it holds the delivery in hand, takes no others, and
+//! resumes when the cache answers again, so a Redis outage sends nothing to the DLQ.
+//!
+//! When the broker goes away the session ends (a stream error, or the watchdog finding the
+//! connection, the channel or the consumer gone) and the loop reconnects after a pause from
+//! [`reconnect`] (capped at `CONSUMER_RECONNECT_MAX`). On shutdown the consumer cancels its
+//! subscription, handles and acks the deliveries already received, and closes the channels,
+//! then the connection.
+//!
+//! [`ConsumerStatus`] says which of this is happening (running, paused, reconnecting,
+//! stopped), for `/healthz/ready` and the `booksvc_consumer_state` gauge.
+//!
+//! # Modules
+//! - [`sink`]: [`EventSink`], the write side; [`BookCache`](crate::cache::BookCache) in production.
+//! - [`session`]: one connection: open, consume, watchdog, drain, close.
+//! - [`handler`]: one delivery: parse, apply, pause, retry or dead-letter, ack.
+//! - [`routing`]: retry tiers and the republished messages, as pure functions.
+//! - [`reconnect`]: pauses between sessions (the `backoff` crate).
+//! - [`trace`]: W3C `traceparent` from AMQP headers.
+//! - [`metrics`], [`status`]: what the consumer reports.
+
+mod handler;
+pub mod metrics;
+mod reconnect;
+pub(crate) mod routing;
+mod session;
+mod sink;
+mod status;
+mod trace;
+
+use std::time::Duration;
+
+use events::{DEFAULT_RETRY_DELAYS, Topology};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::DeadLetterReason;
+pub use sink::{EventSink, SinkError};
+pub use status::{ConsumerState, ConsumerStatus};
+
+use reconnect::ReconnectPauses;
+use routing::RetryTiers;
+use session::{Session, SessionContext, SessionEnd};
+
+/// Default `CONSUMER_PREFETCH`: enough to keep the consumer busy across a broker round trip,
+/// few enough that a pause holds little.
+pub const DEFAULT_PREFETCH: u16 = 32;
+/// Default `CONSUMER_RECONNECT_MAX`: RabbitMQ takes 5–8 s to come back after a restart.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// How the consumer connects, retries and paces itself.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// `AMQP_URL`.
+    pub amqp_url: String,
+    /// Name shown for the connection in the management UI.
+    pub connection_name: String,
+    /// `CONSUMER_PREFETCH`: unacked deliveries the broker may send ahead (at least 1).
+    pub prefetch: u16,
+    /// `CONSUMER_RETRY_DELAYS`: one retry queue per delay, used in order, the last repeating.
+    pub retry_delays: Vec<Duration>,
+    /// `CONSUMER_MAX_ATTEMPTS`: attempts in all, the first included, before the DLQ.
+    pub max_attempts: u32,
+    /// `CONSUMER_RECONNECT_MAX`: the longest pause between reconnect attempts.
+    pub reconnect_max: Duration,
+    /// Bound on connecting and setting up (declare, qos, consume).
+    pub connect_timeout: Duration,
+    /// Bound on the broker confirming a republished message.
+    pub confirm_timeout: Duration,
+    /// How often the watchdog checks that the consumer is still alive.
+    pub watchdog_interval: Duration,
+    /// How often a paused consumer asks whether the cache is back.
+    pub pause_poll: Duration,
+    /// On shutdown, how long to spend handling deliveries already received.
+    pub shutdown_grace: Duration,
+}
+
+impl ConsumerSettings {
+    /// Settings for `amqp_url` with the documented defaults.
+    pub fn new(amqp_url: impl Into<String>) -> ConsumerSettings {
+        ConsumerSettings {
+            amqp_url: amqp_url.into(),
+            connection_name: "booksvc-consumer".to_owned(),
+            prefetch: DEFAULT_PREFETCH,
+            retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
+            max_attempts: default_max_attempts(&DEFAULT_RETRY_DELAYS),
+            reconnect_max: DEFAULT_RECONNECT_MAX,
+            connect_timeout: Duration::from_secs(10),
+            confirm_timeout: Duration::from_secs(5),
+            watchdog_interval: Duration::from_secs(5),
+            pause_poll: Duration::from_millis(200),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    /// The topology this consumer declares (its retry queues follow `retry_delays`).
+    pub fn topology(&self) -> Topology {
+        Topology {
+            retry_delays: self.retry_delays.clone(),
+        }
+    }
+
+    fn retry_tiers(&self) -> RetryTiers {
+        RetryTiers {
+            delays: self.retry_delays.clone(),
+            max_attempts: self.max_attempts,
+        }
+    }
+}
+
+/// One attempt, then one per retry delay.
+pub fn default_max_attempts(retry_delays: &[Duration]) -> u32 {
+    u32::try_from(retry_delays.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(1)
+}
+
+/// The event consumer; see the module docs.
+pub struct Consumer<S> {
+    settings: ConsumerSettings,
+    sink: S,
+    status: ConsumerStatus,
+}
+
+impl<S: EventSink> Consumer<S> {
+    /// A consumer writing into `sink`. Nothing connects until [`Consumer::run`].
+    pub fn new(settings: ConsumerSettings, sink: S) -> Consumer<S> {
+        Consumer {
+            settings,
+            sink,
+            status: ConsumerStatus::new(),
+        }
+    }
+
+    /// A cheap handle on the consumer's state.
+    pub fn status(&self) -> ConsumerStatus {
+        self.status.clone()
+    }
+
+    /// Consumes until `shutdown` is cancelled, reconnecting whenever the broker goes away.
+    /// Never fails: broker trouble is logged, reported in the status, and ridden out.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut pauses = ReconnectPauses::new(self.settings.reconnect_max);
+        while !shutdown.is_cancelled() {
+            match self.one_session(&shutdown, &mut pauses).await {
+                SessionEnd::Shutdown => break,
+                SessionEnd::Lost(reason) => {
+                    self.status.set(ConsumerState::Reconnecting);
+                    metrics::record_reconnect();
+                    tracing::warn!(%reason, "broker session ended; reconnecting");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(pauses.next_pause()) => {}
+            }
+        }
+        self.status.set(ConsumerState::Stopped);
+        tracing::info!("consumer stopped");
+    }
+
+    async fn one_session(
+        &self,
+        shutdown: &CancellationToken,
+        pauses: &mut ReconnectPauses,
+    ) -> SessionEnd {
+        let opened = tokio::select! {
+            () = shutdown.cancelled() => return SessionEnd::Shutdown,
+            opened = Session::open(&self.settings) => opened,
+        };
+        let mut session = match opened {
+            Ok(session) => session,
+            Err(error) => return SessionEnd::Lost(format!("{error:#}")),
+        };
+        self.status.set(ConsumerState::Running);
+        tracing::info!(
+            prefetch = self.settings.prefetch,
+            "consuming book-changed events"
+        );
+        let started = Instant::now();
+        let context = SessionContext {
+            sink: &self.sink,
+            settings: &self.settings,
+            status: &self.status,
+            shutdown,
+        };
+        let end = session.run(&context).await;
+        session.close().await;
+        // A session that stayed up a while proves the broker healthy: start pauses afresh.
+        if started.elapsed() >= self.settings.reconnect_max {
+            pauses.reset();
+        }
+        end
+    }
+}

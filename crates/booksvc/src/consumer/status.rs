@@ -1,0 +1,91 @@
+//! [`ConsumerStatus`]: what the consumer is doing, readable at no cost by `/healthz/ready`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::metrics;
+
+/// The consumer's state. Exported as the gauge `booksvc_consumer_state{state}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerState {
+    /// Not connected: connecting for the first time, or reconnecting after a broker outage.
+    Reconnecting,
+    /// Consuming and applying events.
+    Running,
+    /// Holding its deliveries while the cache cannot be written (Redis down).
+    Paused,
+    /// `run` has returned (shutdown).
+    Stopped,
+}
+
+impl ConsumerState {
+    /// Every state, for the gauge.
+    pub const ALL: [ConsumerState; 4] = [
+        ConsumerState::Reconnecting,
+        ConsumerState::Running,
+        ConsumerState::Paused,
+        ConsumerState::Stopped,
+    ];
+
+    /// The name used in health bodies and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerState::Reconnecting => "reconnecting",
+            ConsumerState::Running => "running",
+            ConsumerState::Paused => "paused",
+            ConsumerState::Stopped => "stopped",
+        }
+    }
+
+    fn from_u8(value: u8) -> ConsumerState {
+        Self::ALL
+            .into_iter()
+            .find(|state| *state as u8 == value)
+            .unwrap_or(ConsumerState::Stopped)
+    }
+}
+
+/// A shared view of the consumer's state; clones see the same value.
+#[derive(Debug, Clone)]
+pub struct ConsumerStatus {
+    state: Arc<AtomicU8>,
+}
+
+impl ConsumerStatus {
+    pub(crate) fn new() -> ConsumerStatus {
+        let status = ConsumerStatus {
+            state: Arc::new(AtomicU8::new(ConsumerState::Reconnecting as u8)),
+        };
+        metrics::record_state(ConsumerState::Reconnecting);
+        status
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConsumerState {
+        ConsumerState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set(&self, state: ConsumerState) {
+        let previous = self.state.swap(state as u8, Ordering::Relaxed);
+        if previous != state as u8 {
+            tracing::info!(state = state.as_str(), "consumer state changed");
+            metrics::record_state(state);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_share_the_state_and_every_state_round_trips() {
+        let status = ConsumerStatus::new();
+        let view = status.clone();
+        assert_eq!(view.state(), ConsumerState::Reconnecting);
+        for state in ConsumerState::ALL {
+            status.set(state);
+            assert_eq!(view.state(), state, "{}", state.as_str());
+        }
+    }
+}

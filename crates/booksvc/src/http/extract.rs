@@ -1,0 +1,80 @@
+//! Extractors that reject bad input with our JSON [`ApiError`] instead of axum's plain text.
+
+use std::convert::Infallible;
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+
+use super::ApiError;
+use crate::client::REQUEST_ID_HEADER;
+
+/// A book id from the path: a positive 64-bit integer written in decimal digits only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for BookId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+        parse_book_id(&raw).map(BookId)
+    }
+}
+
+fn parse_book_id(raw: &str) -> Result<i64, ApiError> {
+    let invalid = || ApiError::BadRequest(format!("book id {raw:?} is not a positive integer"));
+    // Digits only: `+5`, ` 5` and `05`-style oddities that `parse` would take or reject
+    // inconsistently are all refused the same way; leading zeros are harmless and allowed.
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    match raw.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(invalid()),
+    }
+}
+
+/// The request id set by the middleware (from the client's `x-request-id`, or generated),
+/// passed on to storagesvc so one id follows a read through both services' logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let id = parts
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        Ok(RequestId(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn book_ids_are_positive_decimal_integers() {
+        let cases = [
+            ("1", Some(1)),
+            ("007", Some(7)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("0", None),
+            ("-1", None),
+            ("+1", None),
+            ("1.5", None),
+            ("abc", None),
+            ("", None),
+            ("9223372036854775808", None),
+            ("1e3", None),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(parse_book_id(raw).ok(), expected, "id {raw:?}");
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The cache headers of a book answer: `X-Cache`, `Age` and `Cache-Status` (RFC 9211).
+//!
+//! | source | `X-Cache` | `Age` | `Cache-Status` |
+//! |---|---|---|---|
+//! | fresh entry | `hit` | yes | `booksvc; hit; ttl=<seconds of freshness left>` |
+//! | storagesvc now | `miss` | no | `booksvc; fwd=miss` (nothing cached) or `fwd=stale` (a stale entry was refreshed), `; collapsed` when it shared another read's call |
+//! | breaker open | `stale` | yes | `booksvc; hit; ttl=-<seconds past fresh>; detail=circuit-open` |
+//! | storagesvc failed | `stale` | yes | `booksvc; fwd=stale; ttl=-<seconds past fresh>; detail=upstream-failed` |
+//!
+//! RFC 9211 reading: `hit` means the request was *not forwarded* and the answer came from
+//! the cache, which is true of a stale answer given while the breaker is open; when
+//! storagesvc was asked and failed, the request did go forward, because the entry was stale
+//! (`fwd=stale`). `ttl` is the remaining freshness in whole seconds, negative once stale.
+//! `Age` (RFC 9111) is the entry's age in whole seconds, sent whenever the body came from
+//! the cache.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::service::{FetchFailure, Source};
+
+/// `X-Cache: hit | miss | stale`.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// `Cache-Status` (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+/// `Age` (RFC 9111).
+pub const AGE: HeaderName = axum::http::header::AGE;
+
+/// The cache name in `Cache-Status`.
+const CACHE_NAME: &str = "booksvc";
+
+/// The headers describing where an answer came from; `fresh_ttl` is `CACHE_FRESH_TTL`.
+pub fn cache_headers(source: &Source, fresh_ttl: Duration) -> HeaderMap {
+    let (x_cache, age, status) = match source {
+        Source::Fresh { age } => {
+            let ttl = ttl_seconds(fresh_ttl, *age);
+            ("hit", Some(*age), format!("{CACHE_NAME}; hit; ttl={ttl}"))
+        }
+        Source::Upstream {
+            refreshed,
+            collapsed,
+        } => {
+            let fwd = if *refreshed { "stale" } else { "miss" };
+            let collapsed = if *collapsed { "; collapsed" } else { "" };
+            ("miss", None, format!("{CACHE_NAME}; fwd={fwd}{collapsed}"))
+        }
+        Source::Stale { age, why } => {
+            let ttl = ttl_seconds(fresh_ttl, *age);
+            let how = match why {
+                FetchFailure::CircuitOpen { .. } => "hit",
+                FetchFailure::Upstream { .. } => "fwd=stale",
+            };
+            let detail = match why {
+                FetchFailure::CircuitOpen { .. } => "circuit-open",
+                FetchFailure::Upstream { .. } => "upstream-failed",
+            };
+            let status = format!("{CACHE_NAME}; {how}; ttl={ttl}; detail={detail}");
+            ("stale", Some(*age), status)
+        }
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(X_CACHE, HeaderValue::from_static(x_cache));
+    if let Some(age) = age {
+        headers.insert(AGE, HeaderValue::from(age.as_secs()));
+    }
+    // Built from digits and fixed ASCII words only, so always a valid header value.
+    if let Ok(status) = HeaderValue::try_from(status) {
+        headers.insert(CACHE_STATUS, status);
+    }
+    headers
+}
+
+/// Freshness left in whole seconds, rounded down: negative as soon as the entry is stale.
+fn ttl_seconds(fresh_ttl: Duration, age: Duration) -> i128 {
+    let left_ms = fresh_ttl.as_millis() as i128 - age.as_millis() as i128;
+    left_ms.div_euclid(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+        headers
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn each_source_gets_its_x_cache_age_and_cache_status() {
+        let ttl = Duration::from_secs(5);
+        let open = FetchFailure::CircuitOpen { retry_after: None };
+        let failed = FetchFailure::Upstream {
+            reason: "timed out".to_owned(),
+        };
+        let secs = Duration::from_secs;
+        let cases = [
+            (
+                Source::Fresh {
+                    age: Duration::from_millis(1500),
+                },
+                ("hit", Some("1"), "booksvc; hit; ttl=3"),
+            ),
+            (
+                Source::Upstream {
+                    refreshed: false,
+                    collapsed: false,
+                },
+                ("miss", None, "booksvc; fwd=miss"),
+            ),
+            (
+                Source::Upstream {
+                    refreshed: true,
+                    collapsed: true,
+                },
+                ("miss", None, "booksvc; fwd=stale; collapsed"),
+            ),
+            (
+                Source::Stale {
+                    age: secs(65),
+                    why: open,
+                },
+                (
+                    "stale",
+                    Some("65"),
+                    "booksvc; hit; ttl=-60; detail=circuit-open",
+                ),
+            ),
+            (
+                Source::Stale {
+                    age: Duration::from_millis(5300),
+                    why: failed,
+                },
+                (
+                    "stale",
+                    Some("5"),
+                    "booksvc; fwd=stale; ttl=-1; detail=upstream-failed",
+                ),
+            ),
+        ];
+        for (source, (x_cache, age, status)) in cases {
+            let headers = cache_headers(&source, ttl);
+            assert_eq!(
+                header(&headers, &X_CACHE).as_deref(),
+                Some(x_cache),
+                "{source:?}"
+            );
+            assert_eq!(header(&headers, &AGE).as_deref(), age, "{source:?}");
+            assert_eq!(
+                header(&headers, &CACHE_STATUS).as_deref(),
+                Some(status),
+                "{source:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Prometheus metrics: the process-wide recorder, the HTTP middleware, `GET /metrics`, and the
+//! read path's own series.
+//!
+//! | series | labels | recorded by |
+//! |---|---|---|
+//! | `booksvc_http_requests_total`, `booksvc_http_request_duration_seconds` | `method`, `route` (template or `unmatched`), `status` | [`track_http`] |
+//! | `booksvc_cache_results_total` | `resource` (`book`/`list`), `result` (`hit`/`miss`/`stale`/`unavailable`) | [`record_read`] |
+//! | `booksvc_stale_age_seconds` (histogram) | `resource` | [`record_read`] |
+//! | `booksvc_storagesvc_request_duration_seconds` | `endpoint`, `outcome` (`ok`/`not_found`/`error`) | [`record_storagesvc_call`] |
+//! | `booksvc_coalesced_requests_total` | `resource` | [`crate::coalesce`] |
+//! | `booksvc_breaker_probes_total` | `outcome` | [`crate::probe`] |
+//! | `booksvc_breaker_state`, `booksvc_breaker_transitions_total`, `booksvc_breaker_calls_not_permitted_total` | | [`crate::breaker`] |
+//! | `booksvc_storagesvc_retries_total` | | [`crate::retry`] |
+//! | `booksvc_cache_errors_total`, `booksvc_cache_writes_total` | | [`crate::cache`] |
+//! | `booksvc_consumer_*`, `booksvc_redrive_messages_total` | | [`crate::consumer::metrics`] |
+//!
+//! The `metrics` facade has one global recorder per process. [`install_recorder`] installs it
+//! once and hands every later caller the same handle; a process that already installed a
+//! Prometheus recorder of its own (tests running storagesvc and booksvc side by side) hands
+//! it over with [`adopt_recorder`] first.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::client::ClientError;
+use crate::consumer::metrics::{EVENT_LAG, EVENT_LAG_BUCKETS};
+use crate::http::AppState;
+
+const HTTP_REQUESTS: &str = "booksvc_http_requests_total";
+const HTTP_DURATION: &str = "booksvc_http_request_duration_seconds";
+const CACHE_RESULTS: &str = "booksvc_cache_results_total";
+const STALE_AGE: &str = "booksvc_stale_age_seconds";
+const STORAGESVC_DURATION: &str = "booksvc_storagesvc_request_duration_seconds";
+
+/// Latency buckets (seconds): from a cache hit to the whole request budget and beyond.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// Age buckets (seconds) of stale data served: seconds into an outage up to the 24 h max age.
+const AGE_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0,
+];
+
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+
+/// Installs the Prometheus recorder as the global one, or returns the one already installed
+/// (or adopted).
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let mut installed = HANDLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(handle) = installed.as_ref() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(STORAGESVC_DURATION.to_owned()),
+            LATENCY_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full(STALE_AGE.to_owned()), AGE_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(EVENT_LAG.to_owned()), EVENT_LAG_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    *installed = Some(handle.clone());
+    Ok(handle)
+}
+
+/// Uses a Prometheus recorder this process already installed elsewhere (the facade allows
+/// only one), unless booksvc installed or adopted one before.
+pub fn adopt_recorder(handle: PrometheusHandle) {
+    let mut installed = HANDLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if installed.is_none() {
+        describe();
+        *installed = Some(handle);
+    }
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by route and status."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Time to answer an HTTP request."
+    );
+    describe_counter!(
+        CACHE_RESULTS,
+        "Book reads by how they were answered: hit, miss, stale, or unavailable (503)."
+    );
+    describe_histogram!(STALE_AGE, Unit::Seconds, "Age of the stale data served.");
+    describe_histogram!(
+        STORAGESVC_DURATION,
+        Unit::Seconds,
+        "Time of each storagesvc attempt, by endpoint and outcome."
+    );
+}
+
+/// Middleware: counts each request and records how long it took.
+pub async fn track_http(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(HTTP_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
+    // Upkeep drains histogram samples into their buckets; doing it per scrape keeps the
+    // numbers current without a background task.
+    state.metrics.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// How a read was answered, for `booksvc_cache_results_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadResult {
+    Hit,
+    Miss,
+    /// Served stale data of this age.
+    Stale(Duration),
+    /// Nothing to serve: 503.
+    Unavailable,
+}
+
+/// Records one read of `resource` (`book` or `list`).
+pub fn record_read(resource: &'static str, result: ReadResult) {
+    let label = match result {
+        ReadResult::Hit => "hit",
+        ReadResult::Miss => "miss",
+        ReadResult::Stale(age) => {
+            metrics::histogram!(STALE_AGE, "resource" => resource).record(age.as_secs_f64());
+            "stale"
+        }
+        ReadResult::Unavailable => "unavailable",
+    };
+    metrics::counter!(CACHE_RESULTS, "resource" => resource, "result" => label).increment(1);
+}
+
+/// Records one storagesvc attempt.
+pub fn record_storagesvc_call<T>(
+    endpoint: &'static str,
+    result: &Result<T, ClientError>,
+    elapsed: Duration,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(ClientError::NotFound) => "not_found",
+        Err(ClientError::Transient { .. } | ClientError::Permanent { .. }) => "error",
+    };
+    metrics::histogram!(STORAGESVC_DURATION, "endpoint" => endpoint, "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}

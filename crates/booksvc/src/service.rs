@@ -1,0 +1,365 @@
+//! The read path, composed in one place: [`BookService::read`].
+//!
+//! ```text
+//! cache lookup ── fresh? ──▶ serve `hit`
+//!      │ no (stale, absent, or Redis down/slow)
+//!      ▼
+//! coalesced( retry_within( breaker-guarded storagesvc call ) ) then fill the cache
+//!      │ ok ──▶ serve `miss`
+//!      ▼ failed (open breaker, outage, budget spent)
+//! cached entry? ──▶ serve `stale`  :  503 with Retry-After
+//! ```
+//!
+//! - **Budget.** `REQUEST_BUDGET` bounds everything: the lookup is bounded by
+//!   `REDIS_TIMEOUT`, the storagesvc attempts and pauses end before the deadline minus one
+//!   `REDIS_TIMEOUT` (the room the fill needs), and a caller stops waiting for the flight at
+//!   the deadline. The stale fallback needs no I/O: it reuses the lookup.
+//! - **Breaker inside retry.** Each attempt asks the breaker first, so an open circuit stops
+//!   the retries at once ([`crate::retry::Verdict::GiveUp`]) and the read goes straight to
+//!   the fallback. A 404 is storagesvc answering: a success for the breaker.
+//! - **Coalescing around retry.** Concurrent misses for one key share one flight (one
+//!   storagesvc call, one fill); see [`crate::coalesce`]. The flight runs in its own task, so
+//!   a client going away does not cancel it: the call still fills the cache. A flight cut
+//!   short (runtime shutting down) drops its [`crate::breaker::Permit`] unreported, which
+//!   the breaker counts as neither success nor failure.
+//! - **Who wins.** The fill hands back the revision the lookup saw ([`Seen`]); the cache
+//!   keeps an entry written since (an event) if it is newer. Redis down: the fill fails
+//!   fast and is only logged.
+
+mod resource;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::breaker::{CircuitBreaker, NotPermitted};
+use crate::cache::{Book, BookCache, Cached, Lookup, Seen};
+use crate::client::{ClientError, StorageClient};
+use crate::coalesce::{Coalescer, Role};
+use crate::metrics::{self, ReadResult};
+use crate::retry::{RetryError, RetryPolicy, Retryable, Verdict, retry_within};
+
+pub(crate) use self::resource::{AllBooks, OneBook, Resource};
+
+/// An answer and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+/// Where an answer came from; the `X-Cache` header says it in one word.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// `hit`: a fresh cache entry; storagesvc was not asked.
+    Fresh { age: Duration },
+    /// `miss`: storagesvc answered now.
+    Upstream {
+        /// A stale entry was cached (and is now refreshed), rather than nothing.
+        refreshed: bool,
+        /// This read shared another read's storagesvc call.
+        collapsed: bool,
+    },
+    /// `stale`: storagesvc could not answer; this is the last good data.
+    Stale { age: Duration, why: FetchFailure },
+}
+
+/// Why storagesvc gave no answer within the budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchFailure {
+    /// The breaker refused the call: storagesvc was not asked. `retry_after`: until the
+    /// breaker lets a probe through, when it is open.
+    CircuitOpen { retry_after: Option<Duration> },
+    /// storagesvc was asked and failed, or the budget ran out first.
+    Upstream { reason: String },
+}
+
+/// The read path's dependencies and knobs. Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct BookService {
+    core: Arc<Core>,
+}
+
+/// What the read path needs, shared by every request and every flight.
+pub struct ReadPath {
+    pub cache: BookCache,
+    pub client: StorageClient,
+    pub breaker: CircuitBreaker,
+    pub retry: RetryPolicy,
+    /// `CACHE_FRESH_TTL`.
+    pub fresh_ttl: Duration,
+    /// `REQUEST_BUDGET`.
+    pub budget: Duration,
+    /// `REDIS_TIMEOUT`: the room kept for the fill before the deadline.
+    pub redis_timeout: Duration,
+}
+
+struct Core {
+    path: ReadPath,
+    books: Coalescer<OneBook, Result<Option<Book>, FetchFailure>>,
+    lists: Coalescer<AllBooks, Result<Vec<Book>, FetchFailure>>,
+}
+
+impl BookService {
+    pub fn new(path: ReadPath) -> BookService {
+        let core = Core {
+            path,
+            books: Coalescer::new(OneBook::NAME),
+            lists: Coalescer::new(AllBooks::NAME),
+        };
+        BookService {
+            core: Arc::new(core),
+        }
+    }
+
+    /// One book; `None` when it does not exist (storagesvc's 404, or a cached tombstone).
+    pub async fn get_book(
+        &self,
+        id: i64,
+        request_id: Option<String>,
+    ) -> Result<Served<Option<Book>>, FetchFailure> {
+        self.read(OneBook(id), request_id).await
+    }
+
+    /// Every book, ordered by id.
+    pub async fn list_books(
+        &self,
+        request_id: Option<String>,
+    ) -> Result<Served<Vec<Book>>, FetchFailure> {
+        self.read(AllBooks, request_id).await
+    }
+
+    /// The dependencies and knobs, for health reports and the probe.
+    pub fn path(&self) -> &ReadPath {
+        &self.core.path
+    }
+
+    /// The order of the read path, in one place (see the module docs).
+    async fn read<R: Resource>(
+        &self,
+        resource: R,
+        request_id: Option<String>,
+    ) -> Result<Served<R::Value>, FetchFailure>
+    where
+        Core: Flights<R>,
+    {
+        let path = &self.core.path;
+        let deadline = Instant::now() + path.budget;
+        // 1. The cache: a fresh entry is the answer. Redis down or slow reads as "nothing".
+        let lookup = self.core.lookup(&resource).await;
+        if let Some(fresh) = lookup
+            .cached
+            .as_ref()
+            .filter(|c| c.is_fresh(path.fresh_ttl))
+        {
+            return Ok(served(R::NAME, fresh.clone(), None));
+        }
+        // 2. storagesvc: one coalesced flight per key, retried within the budget, each
+        //    attempt behind the breaker; the flight fills the cache with `lookup.seen`.
+        let refreshed = lookup.cached.is_some();
+        let answer = self.fetch_coalesced(resource, lookup.seen, request_id, deadline);
+        match answer.await {
+            Ok((value, collapsed)) => Ok(fetched(R::NAME, value, refreshed, collapsed)),
+            // 3. No answer: the last good data, marked stale; nothing cached, a 503.
+            Err(why) => match lookup.cached {
+                Some(cached) => Ok(served(R::NAME, cached, Some(why))),
+                None => Err(unavailable(R::NAME, why)),
+            },
+        }
+    }
+
+    /// Joins (or starts) the flight for `resource` and waits for it until the deadline.
+    /// `Ok` carries whether this read shared another read's call.
+    async fn fetch_coalesced<R: Resource>(
+        &self,
+        resource: R,
+        seen: Seen,
+        request_id: Option<String>,
+        deadline: Instant,
+    ) -> Result<(R::Value, bool), FetchFailure>
+    where
+        Core: Flights<R>,
+    {
+        let core = Arc::clone(&self.core);
+        let work = core.fetch_and_fill(resource.clone(), seen, request_id, deadline);
+        let (flight, role) = Flights::<R>::flights(&*self.core).join(resource, work);
+        let result = tokio::time::timeout_at(deadline, flight).await;
+        match result {
+            Ok(Some(answer)) => answer.map(|value| (value, role == Role::Follower)),
+            Ok(None) => Err(FetchFailure::Upstream {
+                reason: "the storagesvc call failed unexpectedly".to_owned(),
+            }),
+            Err(_elapsed) => Err(FetchFailure::Upstream {
+                reason: "no answer within the request budget".to_owned(),
+            }),
+        }
+    }
+}
+
+/// Which coalescer serves a resource.
+trait Flights<R: Resource> {
+    fn flights(&self) -> &Coalescer<R, Result<R::Value, FetchFailure>>;
+}
+
+impl Flights<OneBook> for Core {
+    fn flights(&self) -> &Coalescer<OneBook, Result<Option<Book>, FetchFailure>> {
+        &self.books
+    }
+}
+
+impl Flights<AllBooks> for Core {
+    fn flights(&self) -> &Coalescer<AllBooks, Result<Vec<Book>, FetchFailure>> {
+        &self.lists
+    }
+}
+
+impl Core {
+    /// The cache lookup; Redis down or slow reads as "nothing cached" (it costs at most
+    /// `REDIS_TIMEOUT`, and the answer comes from storagesvc instead).
+    async fn lookup<R: Resource>(&self, resource: &R) -> Lookup<R::Value> {
+        match resource.lookup(&self.path.cache).await {
+            Ok(lookup) => lookup,
+            Err(error) => {
+                tracing::debug!(%error, resource = R::NAME, "cache lookup failed; asking storagesvc");
+                Lookup {
+                    cached: None,
+                    seen: Seen::NOTHING,
+                }
+            }
+        }
+    }
+
+    /// A flight's work: storagesvc with retry and breaker, then the fill, before `deadline`.
+    async fn fetch_and_fill<R: Resource>(
+        self: Arc<Self>,
+        resource: R,
+        seen: Seen,
+        request_id: Option<String>,
+        deadline: Instant,
+    ) -> Result<R::Value, FetchFailure> {
+        let fetch_deadline = deadline
+            .checked_sub(self.path.redis_timeout)
+            .map_or(deadline, |at| at.max(Instant::now()));
+        let request_id = request_id.as_deref();
+        let value = retry_within(&self.path.retry, fetch_deadline, |left| {
+            self.guarded_call(&resource, request_id, left)
+        })
+        .await
+        .map_err(FetchFailure::from)?;
+        if let Err(error) = resource.fill(&self.path.cache, seen, &value).await {
+            tracing::debug!(%error, resource = R::NAME, "cache fill failed");
+        }
+        Ok(value)
+    }
+
+    /// One storagesvc attempt behind the breaker: refused at once while open; reported as a
+    /// failure only when storagesvc is unhealthy (a 404 or another 4xx is an answer).
+    async fn guarded_call<R: Resource>(
+        &self,
+        resource: &R,
+        request_id: Option<&str>,
+        time_left: Duration,
+    ) -> Result<R::Value, CallError> {
+        let permit = self
+            .path
+            .breaker
+            .try_acquire()
+            .map_err(CallError::NotPermitted)?;
+        let started = std::time::Instant::now();
+        let result = resource
+            .fetch(&self.path.client, request_id, time_left)
+            .await;
+        metrics::record_storagesvc_call(R::NAME, &result, started.elapsed());
+        match &result {
+            Err(error) if error.is_outage() => permit.failure(),
+            _ => permit.success(),
+        }
+        result.map_err(CallError::Storage)
+    }
+}
+
+/// Why one guarded attempt failed.
+#[derive(Debug)]
+enum CallError {
+    /// The breaker refused: storagesvc is known to be down. Never retried.
+    NotPermitted(NotPermitted),
+    /// storagesvc failed; the client's mapping decides whether a retry can help.
+    Storage(ClientError),
+}
+
+impl Retryable for CallError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            CallError::NotPermitted(_) => Verdict::GiveUp,
+            CallError::Storage(error) => error.verdict(),
+        }
+    }
+}
+
+impl From<RetryError<CallError>> for FetchFailure {
+    fn from(error: RetryError<CallError>) -> FetchFailure {
+        match error {
+            RetryError::Failed {
+                error: CallError::NotPermitted(refused),
+                attempts: 1,
+            } => FetchFailure::CircuitOpen {
+                retry_after: refused.retry_after(),
+            },
+            RetryError::Failed {
+                error: CallError::NotPermitted(refused),
+                attempts,
+            } => FetchFailure::Upstream {
+                reason: format!("{refused} (after {} failed attempts)", attempts - 1),
+            },
+            RetryError::Failed {
+                error: CallError::Storage(error),
+                attempts,
+            } => FetchFailure::Upstream {
+                reason: format!("{error} (after {attempts} attempts)"),
+            },
+            RetryError::DeadlineExceeded { attempts } => FetchFailure::Upstream {
+                reason: format!("no answer within the request budget ({attempts} attempts)"),
+            },
+        }
+    }
+}
+
+/// A cached answer: `hit` when `why` is `None`, else `stale` because of `why`.
+fn served<T>(resource: &'static str, cached: Cached<T>, why: Option<FetchFailure>) -> Served<T> {
+    let source = match why {
+        None => {
+            metrics::record_read(resource, ReadResult::Hit);
+            Source::Fresh { age: cached.age }
+        }
+        Some(why) => {
+            tracing::debug!(resource, age = ?cached.age, reason = ?why, "serving stale data");
+            metrics::record_read(resource, ReadResult::Stale(cached.age));
+            Source::Stale {
+                age: cached.age,
+                why,
+            }
+        }
+    };
+    Served {
+        value: cached.value,
+        source,
+    }
+}
+
+fn fetched<T>(resource: &'static str, value: T, refreshed: bool, collapsed: bool) -> Served<T> {
+    metrics::record_read(resource, ReadResult::Miss);
+    Served {
+        value,
+        source: Source::Upstream {
+            refreshed,
+            collapsed,
+        },
+    }
+}
+
+fn unavailable(resource: &'static str, why: FetchFailure) -> FetchFailure {
+    tracing::info!(resource, reason = ?why, "nothing to serve: storagesvc failed and nothing is cached");
+    metrics::record_read(resource, ReadResult::Unavailable);
+    why
+}

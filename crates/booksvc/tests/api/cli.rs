@@ -1,0 +1,200 @@
+//! The real binary: configuration errors, `--help`, and a graceful exit on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::helpers::eventually;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_booksvc");
+
+/// Every variable `--help` must document.
+const VARIABLES: &[&str] = &[
+    "HTTP_PORT",
+    "REDIS_ADDR",
+    "REDIS_URL",
+    "STORAGESVC_URL",
+    "RUST_LOG",
+    "LOG_FORMAT",
+    "CACHE_FRESH_TTL",
+    "CACHE_MAX_AGE",
+    "CACHE_PREFIX",
+    "REDIS_TIMEOUT",
+    "REQUEST_BUDGET",
+    "STORAGESVC_TIMEOUT",
+    "BREAKER_TIMEOUT",
+    "BREAKER_CONSECUTIVE_FAILURES",
+    "BREAKER_FAILURE_RATIO",
+    "BREAKER_MIN_REQUESTS",
+    "BREAKER_HALF_OPEN_PROBES",
+    "BREAKER_INTERVAL",
+    "RETRY_MAX_ATTEMPTS",
+    "RETRY_INITIAL_INTERVAL",
+    "RETRY_MAX_INTERVAL",
+    "SHUTDOWN_TIMEOUT",
+    "SHUTDOWN_DRAIN_DELAY",
+];
+
+#[test]
+fn a_bad_variable_stops_start_up_with_one_line_naming_it_and_exit_code_2() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("HTTP_PORT", "abc")],
+            "invalid HTTP_PORT \"abc\": expected PORT, :PORT or HOST:PORT",
+        ),
+        (
+            &[("REDIS_ADDR", "redis")],
+            "invalid REDIS_ADDR \"redis\": expected HOST:PORT",
+        ),
+        (&[("REDIS_URL", "http://x")], "invalid REDIS_URL"),
+        (
+            &[("REDIS_ADDR", "a:1"), ("REDIS_URL", "redis://b:2")],
+            "REDIS_",
+        ),
+        (
+            &[("STORAGESVC_URL", "localhost:8082")],
+            "invalid STORAGESVC_URL",
+        ),
+        (
+            &[("LOG_FORMAT", "xml")],
+            "invalid LOG_FORMAT \"xml\": expected json or pretty",
+        ),
+        (&[("RUST_LOG", "booksvc=loud")], "invalid RUST_LOG"),
+        (&[("CACHE_FRESH_TTL", "5")], "invalid CACHE_FRESH_TTL \"5\""),
+        (
+            &[("REQUEST_BUDGET", "0s")],
+            "invalid REQUEST_BUDGET \"0s\": must be greater than zero",
+        ),
+        (&[("BREAKER_TIMEOUT", "soon")], "invalid BREAKER_TIMEOUT"),
+        (
+            &[("BREAKER_FAILURE_RATIO", "most")],
+            "invalid BREAKER_FAILURE_RATIO",
+        ),
+        (
+            &[("BREAKER_CONSECUTIVE_FAILURES", "-1")],
+            "invalid BREAKER_CONSECUTIVE_FAILURES",
+        ),
+        (
+            &[("RETRY_MAX_ATTEMPTS", "0")],
+            "invalid RETRY_MAX_ATTEMPTS \"0\"",
+        ),
+        (
+            &[("REDIS_TIMEOUT", "2s")],
+            "invalid REDIS_TIMEOUT: must be less than half",
+        ),
+    ];
+    for (variables, expected) in cases {
+        let output = Command::new(BINARY)
+            .env_clear()
+            .envs(variables.iter().copied())
+            .output()
+            .expect("the binary runs");
+
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{variables:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{variables:?}: one line, got {stderr:?}"
+        );
+        assert!(
+            stderr.starts_with(&format!("booksvc: {expected}")),
+            "{variables:?}: {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn help_lists_every_variable_with_its_default() {
+    let output = Command::new(BINARY)
+        .env_clear()
+        .arg("--help")
+        .output()
+        .expect("the binary runs");
+
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for variable in VARIABLES {
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "--help misses {variable}:\n{help}"
+        );
+    }
+    for default in [
+        "[default: 8081]",
+        "[default: 1s]",
+        "[default: http://localhost:8082]",
+    ] {
+        assert!(help.contains(default), "--help misses {default}:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() -> anyhow::Result<()> {
+    // storagesvc that accepts and never answers: a read takes the whole budget.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let nothing = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child = tokio::process::Command::new(BINARY)
+        .env_clear()
+        .env("HTTP_PORT", format!("127.0.0.1:{port}"))
+        .env("STORAGESVC_URL", format!("http://{}", hung.local_addr()?))
+        .env("REDIS_ADDR", format!("127.0.0.1:{nothing}"))
+        // No broker either: the consumer keeps reconnecting, which must not delay shutdown.
+        .env(
+            "AMQP_URL",
+            format!("amqp://guest:guest@127.0.0.1:{nothing}/%2f"),
+        )
+        .env("REQUEST_BUDGET", "1s")
+        .env("SHUTDOWN_DRAIN_DELAY", "300ms")
+        .env("SHUTDOWN_TIMEOUT", "3s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let ready_url = format!("{base}/healthz/ready");
+    let up = eventually(Duration::from_secs(10), || async {
+        reqwest::get(&ready_url)
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    assert!(up, "the binary never became ready");
+
+    // A read is in flight (it will end with a 503 when the budget runs out)…
+    let in_flight = tokio::spawn(reqwest::get(format!("{base}/books/1")));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().expect("the child is running").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?
+            .success()
+    );
+    let started = Instant::now();
+
+    // …readiness turns 503 at once, the read still gets its answer, and the process exits 0.
+    let ready = reqwest::get(&ready_url).await?;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let answer = in_flight.await??;
+    assert_eq!(
+        answer.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "answered, not cut off"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await??;
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(hung);
+    Ok(())
+}

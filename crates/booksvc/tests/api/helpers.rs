@@ -1,0 +1,361 @@
+//! The harness: `TestStack::spawn()` = real PostgreSQL + storagesvc + Redis + booksvc.
+//!
+//! storagesvc and booksvc run in this process, built exactly as their `main`s build them;
+//! PostgreSQL and Redis are real servers from `testkit` (shared by the test binary unless a
+//! test asks for private ones it may stop). Between booksvc and storagesvc sits a
+//! [`CountingProxy`], so a test can count the calls that reached storagesvc and hold
+//! storagesvc's answers back to make races and hangs happen on purpose.
+//!
+//! storagesvc gets an AMQP URL nothing listens on: its outbox relay keeps retrying in the
+//! background, which the read path never notices (events are the consumer issue's business).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use booksvc::breaker::State as BreakerState;
+use booksvc::cache::{BookCache, CacheConfig};
+use booksvc::service::BookService;
+use clap::Parser;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use crate::proxy::CountingProxy;
+
+/// The write token of the test storagesvc.
+const TOKEN: &str = "test-write-token";
+/// The generous bound for "answered within the budget": twice the default `REQUEST_BUDGET`
+/// (1 s), never a tight timing assert.
+pub(crate) const WITHIN_BUDGET: Duration = Duration::from_secs(2);
+
+/// Which servers a stack gets, and how booksvc is configured.
+pub(crate) struct StackOptions {
+    private_postgres: bool,
+    private_redis: bool,
+    redis_url: Option<String>,
+    tweak: Box<dyn FnOnce(&mut booksvc::Settings)>,
+}
+
+impl StackOptions {
+    /// A private PostgreSQL the test may stop and start again.
+    pub(crate) fn private_postgres(mut self) -> Self {
+        self.private_postgres = true;
+        self
+    }
+
+    /// A private Redis the test may stop and start again.
+    pub(crate) fn private_redis(mut self) -> Self {
+        self.private_redis = true;
+        self
+    }
+
+    /// booksvc talks to this Redis URL instead (e.g. a server that never answers).
+    pub(crate) fn redis_url(mut self, url: String) -> Self {
+        self.redis_url = Some(url);
+        self
+    }
+
+    /// Changes booksvc's settings before it is built.
+    pub(crate) fn booksvc(mut self, tweak: impl FnOnce(&mut booksvc::Settings) + 'static) -> Self {
+        self.tweak = Box::new(tweak);
+        self
+    }
+
+    pub(crate) async fn spawn(self) -> anyhow::Result<TestStack> {
+        TestStack::start(self).await
+    }
+}
+
+/// A running stack and what a test needs to drive it and look behind it.
+pub(crate) struct TestStack {
+    /// booksvc, `http://127.0.0.1:<port>`.
+    pub(crate) address: String,
+    /// storagesvc itself (bypassing the proxy), for writes.
+    pub(crate) storagesvc: String,
+    /// Counts (and can hold) what booksvc sends to storagesvc.
+    pub(crate) proxy: CountingProxy,
+    /// The cache booksvc uses (same Redis and prefix), to inspect it or play the consumer.
+    pub(crate) cache: BookCache,
+    /// booksvc's read path, to look at its breaker.
+    pub(crate) service: BookService,
+    /// A plain HTTP client (10 s timeout so a hang fails the test instead of stalling it).
+    pub(crate) client: reqwest::Client,
+    /// Set when the test asked for a private server.
+    pub(crate) postgres: Option<testkit::Postgres>,
+    pub(crate) redis: Option<testkit::Redis>,
+    booksvc_shutdown: CancellationToken,
+    storagesvc_shutdown: CancellationToken,
+    booksvc_task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestStack {
+    /// The whole stack on the test binary's shared servers, with default settings.
+    pub(crate) async fn spawn() -> anyhow::Result<TestStack> {
+        TestStack::options().spawn().await
+    }
+
+    pub(crate) fn options() -> StackOptions {
+        StackOptions {
+            private_postgres: false,
+            private_redis: false,
+            redis_url: None,
+            tweak: Box::new(|_| {}),
+        }
+    }
+
+    async fn start(options: StackOptions) -> anyhow::Result<TestStack> {
+        testkit::init_test_logging();
+        // One metrics recorder per process: booksvc shares storagesvc's (see booksvc::metrics).
+        booksvc::metrics::adopt_recorder(storagesvc::metrics::install_recorder()?);
+        let postgres = match options.private_postgres {
+            true => Some(testkit::Postgres::start().await?),
+            false => None,
+        };
+        let redis = match options.private_redis {
+            true => Some(testkit::Redis::start().await?),
+            false => None,
+        };
+        let database_url = match &postgres {
+            Some(private) => private.fresh_database().await?,
+            None => testkit::Postgres::shared().await?.fresh_database().await?,
+        };
+        let redis_url = match (&options.redis_url, &redis) {
+            (Some(url), _) => url.clone(),
+            (None, Some(private)) => private.url(),
+            (None, None) => testkit::Redis::shared().await?.url(),
+        };
+        let (storagesvc, storagesvc_shutdown) = start_storagesvc(&database_url).await?;
+        let proxy = CountingProxy::start(&storagesvc).await?;
+
+        let mut settings = booksvc_settings(&proxy.address, &redis_url)?;
+        (options.tweak)(&mut settings);
+        let app = booksvc::Application::build(settings.clone()).await?;
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let service = app.service().clone();
+        let booksvc_shutdown = CancellationToken::new();
+        let booksvc_task = tokio::spawn(app.run_until_stopped(booksvc_shutdown.clone()));
+        let cache = BookCache::new(CacheConfig {
+            url: redis_url,
+            ..settings.cache_config()
+        })?;
+        Ok(TestStack {
+            address,
+            storagesvc,
+            proxy,
+            cache,
+            service,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            postgres,
+            redis,
+            booksvc_shutdown,
+            storagesvc_shutdown,
+            booksvc_task: Some(booksvc_task),
+        })
+    }
+
+    /// `GET <path>` on booksvc.
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Response> {
+        let url = format!("{}{path}", self.address);
+        Ok(self.client.get(url).send().await?)
+    }
+
+    /// `GET /books/{id}` on booksvc.
+    pub(crate) async fn get_book(&self, id: i64) -> anyhow::Result<Response> {
+        self.get(&format!("/books/{id}")).await
+    }
+
+    /// booksvc's breaker state now.
+    pub(crate) fn breaker(&self) -> BreakerState {
+        self.service.path().breaker.state()
+    }
+
+    /// booksvc's readiness: status code and body.
+    pub(crate) async fn ready(&self) -> anyhow::Result<(StatusCode, Value)> {
+        let response = self.get("/healthz/ready").await?;
+        Ok((response.status(), response.json().await?))
+    }
+
+    /// Creates a book in storagesvc; returns its id.
+    pub(crate) async fn create_book(&self, title: &str) -> anyhow::Result<i64> {
+        let response = self
+            .client
+            .post(format!("{}/books", self.storagesvc))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "title": title, "author": "Test Author", "desc": "" }))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == StatusCode::CREATED,
+            "create: {}",
+            response.status()
+        );
+        let book: Value = response.json().await?;
+        book["id"].as_i64().context("created book has an id")
+    }
+
+    /// Renames a book in storagesvc (its version grows by one).
+    pub(crate) async fn rename_book(&self, id: i64, title: &str) -> anyhow::Result<Value> {
+        let response = self
+            .client
+            .put(format!("{}/books/{id}", self.storagesvc))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "title": title, "author": "Test Author", "desc": "" }))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == StatusCode::OK,
+            "update: {}",
+            response.status()
+        );
+        Ok(response.json().await?)
+    }
+
+    /// Deletes a book in storagesvc.
+    pub(crate) async fn delete_book(&self, id: i64) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .delete(format!("{}/books/{id}", self.storagesvc))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == StatusCode::NO_CONTENT,
+            "delete: {}",
+            response.status()
+        );
+        Ok(())
+    }
+
+    /// The private PostgreSQL (panics if the test did not ask for one: a test bug).
+    pub(crate) fn private_postgres(&self) -> &testkit::Postgres {
+        self.postgres
+            .as_ref()
+            .expect("the stack was spawned with private_postgres()")
+    }
+
+    /// The private Redis (panics if the test did not ask for one: a test bug).
+    pub(crate) fn private_redis(&self) -> &testkit::Redis {
+        self.redis
+            .as_ref()
+            .expect("the stack was spawned with private_redis()")
+    }
+
+    /// Starts booksvc's shutdown (readiness turns 503) without waiting for it.
+    pub(crate) fn begin_shutdown(&self) {
+        self.booksvc_shutdown.cancel();
+    }
+
+    /// Shuts booksvc down and waits until it has stopped.
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        self.booksvc_shutdown.cancel();
+        match self.booksvc_task.take() {
+            Some(task) => task.await.context("the booksvc task panicked")?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        // A test that fails before `stop` must not leave servers running.
+        self.booksvc_shutdown.cancel();
+        self.storagesvc_shutdown.cancel();
+    }
+}
+
+/// booksvc's test settings: port 0 on loopback, the given storagesvc and Redis, a key prefix
+/// of its own, and defaults for everything else (the process environment is ignored).
+fn booksvc_settings(storagesvc_url: &str, redis_url: &str) -> anyhow::Result<booksvc::Settings> {
+    let prefix = format!("test:{:016x}:", rand::random::<u64>());
+    Ok(booksvc::Settings::try_parse_from([
+        "booksvc",
+        "--http-port",
+        "127.0.0.1:0",
+        "--storagesvc-url",
+        storagesvc_url,
+        "--redis-url",
+        redis_url,
+        "--cache-prefix",
+        &prefix,
+        "--rust-log",
+        "info",
+        "--shutdown-timeout",
+        "5s",
+        // These tests are about the read path; the consumer has its own tests (and would
+        // otherwise connect to the machine's RabbitMQ on the default AMQP_URL).
+        "--consumer-enabled",
+        "false",
+    ])?)
+}
+
+/// storagesvc on port 0 against `database_url`; returns its address and shutdown token.
+async fn start_storagesvc(database_url: &str) -> anyhow::Result<(String, CancellationToken)> {
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut settings = storagesvc::Settings::try_parse_from([
+        "storagesvc",
+        "--http-port",
+        "127.0.0.1:0",
+        "--rust-log",
+        "info",
+    ])?;
+    settings.database_url = storagesvc::config::Secret::new(database_url);
+    settings.amqp_url =
+        storagesvc::config::Secret::new(format!("amqp://guest:guest@127.0.0.1:{nowhere}/%2f"));
+    settings.write_token = Some(storagesvc::config::Secret::new(TOKEN));
+    settings.db_startup_timeout = Duration::from_secs(10);
+    settings.shutdown_timeout = Duration::from_secs(2);
+    let app = storagesvc::Application::build(settings).await?;
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    Ok((address, shutdown))
+}
+
+/// A response's header as text.
+pub(crate) fn header(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Asserts that `response` has `status` and is JSON with a non-empty `error`; returns the body.
+pub(crate) async fn assert_json_error(response: Response, status: StatusCode, case: &str) -> Value {
+    assert_eq!(response.status(), status, "{case}: status");
+    let content_type = header(&response, "content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{case}: content-type {content_type:?}"
+    );
+    let body: Value = response
+        .json()
+        .await
+        .unwrap_or_else(|err| panic!("{case}: body: {err}"));
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "{case}: no error message in {body}");
+    body
+}
+
+/// Retries `check` every 50 ms until it returns true or `within` has passed.
+pub(crate) async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

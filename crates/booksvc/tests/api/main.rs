@@ -1,0 +1,12 @@
+//! booksvc's integration tests: one binary, the real booksvc in front of the real storagesvc,
+//! PostgreSQL and Redis from `testkit` (private, never the machine's shared servers).
+//! Failures are caused for real: servers stopped, answers held back, Redis that never answers.
+
+mod cli;
+mod coalescing;
+mod health;
+mod helpers;
+mod outages;
+mod proxy;
+mod races;
+mod reads;

@@ -1,0 +1,16 @@
+//! The event consumer against real servers (RabbitMQ, Redis, and for end-to-end cases
+//! storagesvc with PostgreSQL), all from `testkit`: warming, ordering, poison, retries with
+//! delays, the DLQ, a Redis outage (pause), a broker restart (reconnect), re-drive and
+//! shutdown.
+//!
+//! Tests share one broker, one Redis and one PostgreSQL per binary and isolate themselves by
+//! vhost, key prefix and database; tests that stop a server start a private one.
+//! `TEST_LOG=1` shows the logs.
+
+mod app;
+mod dead_letters;
+mod helpers;
+mod outages;
+mod redrive;
+mod storage;
+mod warming;

@@ -1,0 +1,113 @@
+//! Application headers of the wire contract (DESIGN.md "Fixed details") and tolerant readers.
+//!
+//! Dead letters in `booksvc.book-changed.dlq` carry [`X_ERROR`], [`X_RETRY_COUNT`] and
+//! [`X_ORIGINAL_ROUTING_KEY`]; retried messages carry the last two as well. The retry count
+//! is ours rather than RabbitMQ's `x-death`, because RabbitMQ 4 ignores `x-death` on messages
+//! a client republishes. [`TRACEPARENT`] (W3C Trace Context) is honoured when a producer
+//! sets it.
+//!
+//! Headers may come from any client, including a human in the management UI, who types
+//! numbers as strings: the readers accept every AMQP integer type and decimal strings, and
+//! treat anything else as absent.
+
+use lapin::types::{AMQPValue, FieldTable};
+
+/// Why a message was dead-lettered: one line of text.
+pub const X_ERROR: &str = "x-error";
+/// How many processing attempts have failed so far (in the DLQ: attempts made).
+pub const X_RETRY_COUNT: &str = "x-retry-count";
+/// The routing key the event was first published with (`book.created`, ...). Retries come
+/// back to the main queue through the default exchange with the queue's name as key, so
+/// the original key would otherwise be lost.
+pub const X_ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
+/// W3C Trace Context parent, `00-<trace id>-<span id>-<flags>`.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Prefixes of the headers RabbitMQ adds when it dead-letters a message. A republisher
+/// drops them: they grow with every round trip and RabbitMQ 4 ignores them anyway.
+pub const BROKER_DEATH_PREFIXES: [&str; 3] = ["x-death", "x-first-death-", "x-last-death-"];
+
+/// `name` as a non-negative count, if present and readable.
+pub fn count(headers: Option<&FieldTable>, name: &str) -> Option<u32> {
+    match headers?.inner().get(name)? {
+        AMQPValue::ShortShortInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortShortUInt(v) => Some(u32::from(*v)),
+        AMQPValue::ShortInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortUInt(v) => Some(u32::from(*v)),
+        AMQPValue::LongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::LongUInt(v) => Some(*v),
+        AMQPValue::LongLongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::LongString(v) => std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok(),
+        AMQPValue::ShortString(v) => v.as_str().trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `name` as text, if present and a string.
+pub fn text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    match headers?.inner().get(name)? {
+        AMQPValue::LongString(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        AMQPValue::ShortString(v) => Some(v.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Whether RabbitMQ set `name` when dead-lettering (see [`BROKER_DEATH_PREFIXES`]).
+pub fn is_broker_death_header(name: &str) -> bool {
+    BROKER_DEATH_PREFIXES
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::types::{LongString, ShortString};
+
+    use super::*;
+
+    fn table(value: AMQPValue) -> FieldTable {
+        let mut headers = FieldTable::default();
+        headers.insert(ShortString::from(X_RETRY_COUNT), value);
+        headers
+    }
+
+    #[test]
+    fn counts_are_read_from_any_integer_type_or_a_decimal_string() {
+        let cases = [
+            (AMQPValue::LongInt(3), Some(3)),
+            (AMQPValue::LongLongInt(4), Some(4)),
+            (AMQPValue::ShortShortUInt(5), Some(5)),
+            (AMQPValue::LongString(LongString::from(" 6 ")), Some(6)),
+            (AMQPValue::LongInt(-1), None),
+            (AMQPValue::LongString(LongString::from("many")), None),
+            (AMQPValue::Boolean(true), None),
+        ];
+        for (value, expected) in cases {
+            let headers = table(value.clone());
+            assert_eq!(count(Some(&headers), X_RETRY_COUNT), expected, "{value:?}");
+        }
+        assert_eq!(count(None, X_RETRY_COUNT), None, "no headers at all");
+    }
+
+    #[test]
+    fn text_reads_long_and_short_strings_only() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from(X_ERROR),
+            AMQPValue::LongString(LongString::from("boom")),
+        );
+        headers.insert(ShortString::from(TRACEPARENT), AMQPValue::LongInt(1));
+        assert_eq!(text(Some(&headers), X_ERROR).as_deref(), Some("boom"));
+        assert_eq!(text(Some(&headers), TRACEPARENT), None);
+    }
+
+    #[test]
+    fn broker_death_headers_are_recognised() {
+        for name in ["x-death", "x-first-death-queue", "x-last-death-reason"] {
+            assert!(is_broker_death_header(name), "{name}");
+        }
+        for name in [X_ERROR, X_RETRY_COUNT, X_ORIGINAL_ROUTING_KEY, TRACEPARENT] {
+            assert!(!is_broker_death_header(name), "{name}");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The `/books` handlers.
+//!
+//! Every write reads `begin → books::<write> → outbox::enqueue → commit`: the book row and
+//! its event commit together or not at all. Returning early drops the transaction, which
+//! rolls it back.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use events::BookChanged;
+
+use super::{ApiError, AppState, BookId, IfMatch, JsonBody, WriteAccess};
+use crate::books::{self, Book, BookFields, WriteOutcome};
+use crate::outbox;
+
+/// `GET /books`: every book, ordered by id.
+pub(super) async fn list_books(State(state): State<AppState>) -> Result<Json<Vec<Book>>, ApiError> {
+    Ok(Json(books::list(&state.pool).await?))
+}
+
+/// `GET /books/{id}`: one book, with its version as `ETag`.
+pub(super) async fn get_book(
+    State(state): State<AppState>,
+    BookId(id): BookId,
+) -> Result<(HeaderMap, Json<Book>), ApiError> {
+    let book = books::find(&state.pool, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok(with_etag(book))
+}
+
+/// `POST /books`: 201 with the new book and its `Location`.
+pub(super) async fn create_book(
+    State(state): State<AppState>,
+    _: WriteAccess,
+    JsonBody(fields): JsonBody<BookFields>,
+) -> Result<(StatusCode, HeaderMap, Json<Book>), ApiError> {
+    fields.validate().map_err(ApiError::Unprocessable)?;
+
+    let mut tx = state.pool.begin().await?;
+    let book = books::insert(&mut tx, &fields).await?;
+    let event = BookChanged::created(book.to_event_data(), book.version, book.updated_at);
+    outbox::enqueue(&mut tx, &event).await?;
+    tx.commit().await?;
+
+    tracing::info!(book_id = book.id, "book created");
+    let location = format!("/books/{}", book.id);
+    let (mut headers, body) = with_etag(book);
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::CREATED, headers, body))
+}
+
+/// `PUT /books/{id}`: replaces the fields and bumps the version; `If-Match` makes it conditional.
+pub(super) async fn update_book(
+    State(state): State<AppState>,
+    _: WriteAccess,
+    BookId(id): BookId,
+    if_match: IfMatch,
+    JsonBody(fields): JsonBody<BookFields>,
+) -> Result<(HeaderMap, Json<Book>), ApiError> {
+    fields.validate().map_err(ApiError::Unprocessable)?;
+
+    let mut tx = state.pool.begin().await?;
+    let outcome = books::update(&mut tx, id, &fields, if_match.expected_version()).await?;
+    let book = written(outcome, id)?;
+    let event = BookChanged::updated(book.to_event_data(), book.version, book.updated_at);
+    outbox::enqueue(&mut tx, &event).await?;
+    tx.commit().await?;
+
+    tracing::info!(book_id = id, version = book.version, "book updated");
+    Ok(with_etag(book))
+}
+
+/// `DELETE /books/{id}`: 204; `If-Match` makes it conditional.
+pub(super) async fn delete_book(
+    State(state): State<AppState>,
+    _: WriteAccess,
+    BookId(id): BookId,
+    if_match: IfMatch,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let outcome = books::delete(&mut tx, id, if_match.expected_version()).await?;
+    let deleted = written(outcome, id)?;
+    outbox::enqueue(
+        &mut tx,
+        &BookChanged::deleted(id, deleted.version, deleted.at),
+    )
+    .await?;
+    tx.commit().await?;
+
+    tracing::info!(book_id = id, "book deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The write's result, or the error explaining why nothing was written.
+fn written<T>(outcome: WriteOutcome<T>, id: i64) -> Result<T, ApiError> {
+    match outcome {
+        WriteOutcome::Done(value) => Ok(value),
+        WriteOutcome::NotFound => Err(not_found(id)),
+        WriteOutcome::VersionMismatch { current } => Err(ApiError::PreconditionFailed {
+            current_version: current,
+        }),
+    }
+}
+
+fn not_found(id: i64) -> ApiError {
+    ApiError::NotFound(format!("book {id} does not exist"))
+}
+
+/// The book as JSON with `ETag: "<version>"`, the value `If-Match` expects back.
+fn with_etag(book: Book) -> (HeaderMap, Json<Book>) {
+    let mut headers = HeaderMap::new();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", book.version)) {
+        headers.insert(header::ETAG, etag);
+    }
+    (headers, Json(book))
+}

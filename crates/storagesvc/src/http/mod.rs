@@ -1,0 +1,106 @@
+//! The HTTP API: routes, shared state and the middleware stack.
+//!
+//! [`router`] is all of it, without a socket, so tests can drive it with `oneshot`.
+//! Middleware, outermost first: request id (taken from `x-request-id` or generated) →
+//! trace span carrying that id → id echoed on the response → HTTP metrics → body limit.
+
+mod books;
+mod error;
+mod extract;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, Uri};
+use axum::routing::get;
+use axum::{Router, middleware};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::{Level, Span};
+
+pub use self::error::ApiError;
+pub use self::extract::{BookId, IfMatch, JsonBody, WriteAccess};
+use crate::config::Secret;
+use crate::relay::RelayStatus;
+use crate::{health, metrics};
+
+/// The header carrying the request id, in and out.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// What every handler can reach. Cheap to clone: each field is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    /// The PostgreSQL pool (small acquire timeout: a down database answers 503 quickly).
+    pub pool: PgPool,
+    /// The write token; `None` refuses every write.
+    pub write_token: Option<Arc<Secret>>,
+    /// `BODY_LIMIT`, for the 413 message.
+    pub body_limit: usize,
+    /// The relay's broker state, for readiness.
+    pub relay: RelayStatus,
+    /// Cancelled when shutdown starts; readiness answers 503 from then on.
+    pub shutdown: CancellationToken,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// How long a readiness probe waits for PostgreSQL.
+    pub ready_timeout: Duration,
+}
+
+/// Every route of the service, with its middleware.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let body_limit = state.body_limit;
+    Router::new()
+        .route("/books", get(books::list_books).post(books::create_book))
+        .route(
+            "/books/{id}",
+            get(books::get_book)
+                .put(books::update_book)
+                .delete(books::delete_book),
+        )
+        .route("/healthz/live", get(health::live))
+        .route("/healthz/ready", get(health::ready))
+        .route("/metrics", get(metrics::render))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(metrics::track_http))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                // ApiError logs the cause of a 5xx once, with its chain; a second, cause-less
+                // error line per failure would only be noise.
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// One span per request; every log line inside it (errors included) carries the request id.
+fn request_span<B>(request: &Request<B>) -> Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+    )
+}
+
+async fn unknown_route(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,87 @@
+//! Prometheus metrics: the process-wide recorder, the HTTP middleware and `GET /metrics`.
+//!
+//! HTTP: `storagesvc_http_requests_total` and `storagesvc_http_request_duration_seconds`
+//! (histogram), labelled by `method`, `route` (the route template such as `/books/{id}`, or
+//! `unmatched`, so scanners cannot explode the label set) and `status`. The relay records its
+//! own counters and the outbox gauges (see [`crate::relay`]).
+//!
+//! The `metrics` facade has one global recorder per process; [`install_recorder`] installs it
+//! once and hands every later caller (e.g. several test apps in one binary) the same handle.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::http::AppState;
+
+const HTTP_REQUESTS: &str = "storagesvc_http_requests_total";
+const HTTP_DURATION: &str = "storagesvc_http_request_duration_seconds";
+/// Latency buckets (seconds): from a cached read to the 5 s statement timeout.
+const HTTP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+
+/// Installs the Prometheus recorder as the global one, or returns the one already installed.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let mut installed = HANDLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(handle) = installed.as_ref() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), HTTP_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    *installed = Some(handle.clone());
+    Ok(handle)
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by route and status."
+    );
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "Time to answer an HTTP request, by route and status."
+    );
+}
+
+/// Middleware: counts each request and records how long it took.
+pub async fn track_http(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(HTTP_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
+    // Upkeep drains histogram samples into their buckets; doing it per scrape keeps the
+    // numbers current without a background task.
+    state.metrics.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,368 @@
+//! The outbox relay: publishes committed outbox rows to RabbitMQ with publisher confirms.
+//!
+//! [`OutboxRelay::relay_batch`] is one unit of work: claim a batch of unsent rows in a
+//! transaction, publish them in id order with a window of confirms in flight, mark the
+//! confirmed prefix sent, commit. Whatever was not confirmed stays unsent and goes out on a
+//! later attempt, so an event may be duplicated but never lost.
+//!
+//! [`OutboxRelay::run`] only decides *when* to do that work (and runs two such units at once
+//! on separate channels, so PostgreSQL round trips overlap with publishing):
+//! - on every (re)connect to the broker it declares the topology and drains until idle;
+//! - then it sleeps until a commit's `NOTIFY` arrives (see [`wake`]), the slow
+//!   `poll_interval` safety net fires (NOTIFY is not stored: a listener that was
+//!   disconnected misses it), or shutdown;
+//! - a lost broker connection or failed publish → close, back off, reconnect; a database
+//!   error → back off and retry on the same connection. It never gives up: only the shutdown
+//!   token ends it, after the batch in hand.
+//!
+//! A housekeeping task prunes sent rows past `retention` and exports the backlog gauges.
+//!
+//! Metrics: `storagesvc_outbox_published_total`, `storagesvc_outbox_publish_failures_total`
+//! (failed batches), `storagesvc_outbox_batch_duration_seconds`,
+//! `storagesvc_relay_broker_connected` (0/1), and from housekeeping
+//! `storagesvc_outbox_backlog` and `storagesvc_outbox_oldest_age_seconds`.
+
+mod backoff;
+mod session;
+mod status;
+mod wake;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use events::{ConfirmPublisher, EXCHANGE, Outgoing, PublishError};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use self::backoff::ReconnectBackoff;
+use self::session::BrokerSession;
+pub use self::status::RelayStatus;
+use crate::outbox::{self, PendingEvent};
+
+/// How often an idle relay checks that its broker connection is still alive.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often sent rows are pruned and the backlog gauges refreshed.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
+/// Rows deleted per prune statement: short deletes, no long locks.
+const PRUNE_BATCH: i64 = 5_000;
+
+/// The relay's knobs (env vars `OUTBOX_*`, see the service's `--help`).
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The broker; the relay owns its own connection.
+    pub amqp_url: String,
+    /// Most rows claimed and published per batch (one transaction).
+    pub batch_size: usize,
+    /// Most publishes awaiting a confirm at once.
+    pub publish_window: usize,
+    /// Safety-net poll for rows whose NOTIFY was missed.
+    pub poll_interval: Duration,
+    /// How long the broker may take to confirm a publish (also bounds connecting).
+    pub confirm_timeout: Duration,
+    /// Longest pause between reconnect attempts.
+    pub reconnect_max: Duration,
+    /// How long sent rows are kept before pruning; zero prunes them on the next pass.
+    pub retention: Duration,
+    /// The AMQP topology declared on every (re)connect.
+    pub topology: events::Topology,
+}
+
+/// What one [`OutboxRelay::relay_batch`] call achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayOutcome {
+    /// This many events were confirmed by the broker and marked sent.
+    Published(usize),
+    /// Nothing this relay may publish right now.
+    Idle,
+}
+
+/// Why a unit of relay work failed; the rows it held stay unsent.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// PostgreSQL failed (down, timeout, ...): retry later on the same broker connection.
+    #[error("outbox database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The broker did not confirm a publish: reconnect before trying again.
+    #[error("publish failed after {confirmed} confirmed: {source}")]
+    Publish {
+        /// How many leading events were confirmed (and marked sent) before the failure.
+        confirmed: usize,
+        /// The first failure.
+        source: PublishError,
+    },
+    /// No connection to the broker.
+    #[error("cannot connect to the broker: {0}")]
+    Connect(#[from] events::ConnectError),
+    /// Declaring the exchange and queues failed.
+    #[error("cannot declare the AMQP topology: {0}")]
+    Topology(#[source] lapin::Error),
+    /// Opening the confirm-mode channel failed.
+    #[error("cannot open the publisher channel: {0}")]
+    OpenPublisher(#[source] PublishError),
+    /// A connection step got no answer in time.
+    #[error("the broker did not answer within {0:?}")]
+    SetupTimeout(Duration),
+    /// An idle connection was found closed.
+    #[error("the broker connection was lost")]
+    ConnectionLost,
+}
+
+/// Publishes outbox rows to RabbitMQ; see the module docs.
+pub struct OutboxRelay {
+    pool: PgPool,
+    config: RelayConfig,
+    status: RelayStatus,
+}
+
+impl OutboxRelay {
+    /// A relay over `pool` (the service's pool; the NOTIFY listener opens its own connection).
+    pub fn new(pool: PgPool, config: RelayConfig) -> OutboxRelay {
+        OutboxRelay {
+            pool,
+            config,
+            status: RelayStatus::default(),
+        }
+    }
+
+    /// A cheap shared view of the relay's health, for `/healthz/ready`.
+    pub fn status(&self) -> RelayStatus {
+        self.status.clone()
+    }
+
+    /// One unit of work: claim, publish in order, mark the confirmed prefix sent, commit.
+    pub async fn relay_batch(
+        &self,
+        publisher: &ConfirmPublisher,
+    ) -> Result<RelayOutcome, RelayError> {
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        let pending = outbox::claim(&mut tx, self.config.batch_size).await?;
+        if pending.is_empty() {
+            tx.rollback().await?;
+            return Ok(RelayOutcome::Idle);
+        }
+        let messages: Vec<Outgoing> = pending.iter().map(to_outgoing).collect();
+        let report = publisher
+            .publish_in_order(
+                EXCHANGE,
+                &messages,
+                self.config.publish_window,
+                self.config.confirm_timeout,
+            )
+            .await;
+        let sent: Vec<i64> = pending[..report.confirmed]
+            .iter()
+            .map(|row| row.id)
+            .collect();
+        outbox::mark_sent(&mut tx, &sent).await?;
+        tx.commit().await?;
+        record_batch(report.confirmed, report.error.is_some(), started.elapsed());
+        match report.error {
+            None => Ok(RelayOutcome::Published(report.confirmed)),
+            Some(source) => Err(RelayError::Publish {
+                confirmed: report.confirmed,
+                source,
+            }),
+        }
+    }
+
+    /// Deletes rows sent more than `retention` ago, in small batches; returns how many.
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let mut total = 0;
+        loop {
+            let deleted = outbox::prune(&self.pool, self.config.retention, PRUNE_BATCH).await?;
+            total += deleted;
+            if deleted < PRUNE_BATCH.unsigned_abs() {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled; stops after the batch in hand. Never returns early
+    /// on broker or database errors: it logs them, backs off and keeps going.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let relay = Arc::new(self);
+        let wake = Arc::new(Notify::new());
+        let helpers = shutdown.child_token();
+        // Stops the helpers even if this future is dropped mid-way (its task aborted).
+        let _stop_helpers = helpers.clone().drop_guard();
+        let listener = tokio::spawn(wake::listen_for_commits(
+            relay.pool.clone(),
+            wake.clone(),
+            relay.config.reconnect_max,
+            helpers.clone(),
+        ));
+        let housekeeping = tokio::spawn(housekeep(relay.clone(), helpers.clone()));
+        relay.connect_and_relay(&wake, &shutdown).await;
+        helpers.cancel();
+        // Both helpers stop at their next await point; a join error is a panic in them.
+        for (name, task) in [("listener", listener), ("housekeeping", housekeeping)] {
+            if let Err(error) = task.await {
+                tracing::error!(task = name, %error, "outbox relay helper task failed");
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// The outer loop: (re)connect with backoff, relay until the connection is lost.
+    async fn connect_and_relay(&self, wake: &Notify, shutdown: &CancellationToken) {
+        let mut backoff = ReconnectBackoff::new(self.config.reconnect_max);
+        self.status.set_connected(false);
+        loop {
+            // Connecting to a dead host can take `confirm_timeout`: shutdown does not wait.
+            let Some(opened) = shutdown
+                .run_until_cancelled(BrokerSession::open(&self.config))
+                .await
+            else {
+                return;
+            };
+            match opened {
+                Ok(session) => {
+                    self.status.set_connected(true);
+                    tracing::info!("outbox relay connected to the broker");
+                    backoff.reset();
+                    self.relay_until_lost(&session, wake, shutdown).await;
+                    self.status.set_connected(false);
+                    session.close().await;
+                }
+                Err(error) => self.status.record_error(&error),
+            }
+            if !backoff.pause(shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Drains, then waits for work, until shutdown or the broker connection is lost.
+    async fn relay_until_lost(
+        &self,
+        session: &BrokerSession,
+        wake: &Notify,
+        shutdown: &CancellationToken,
+    ) {
+        loop {
+            // An empty drain publishes nothing, so it would not notice a dead connection.
+            if !session.is_open() {
+                self.status.record_error(&RelayError::ConnectionLost);
+                return;
+            }
+            if let Err(error) = self.drain(session.publishers(), shutdown).await {
+                self.status.record_error(&error);
+                return;
+            }
+            if let Wake::Shutdown =
+                wait_for_work(session, wake, self.config.poll_interval, shutdown).await
+            {
+                return;
+            }
+        }
+    }
+
+    /// Runs one lane per publisher until all are idle (see [`session::LANES`]). A lane that
+    /// fails does not cut the others short: each finishes the batch in hand first.
+    async fn drain(
+        &self,
+        publishers: &[ConfirmPublisher],
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let lanes = publishers.iter().map(|p| self.drain_lane(p, shutdown));
+        futures::future::join_all(lanes).await.into_iter().collect()
+    }
+
+    /// Calls [`Self::relay_batch`] until idle or shutdown. Database errors are retried here
+    /// with backoff (the broker connection is fine); a publish error ends the session.
+    async fn drain_lane(
+        &self,
+        publisher: &ConfirmPublisher,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let mut db_backoff = ReconnectBackoff::new(self.config.reconnect_max);
+        while !shutdown.is_cancelled() {
+            match self.relay_batch(publisher).await {
+                Ok(RelayOutcome::Published(_)) => {
+                    db_backoff.reset();
+                    self.status.clear_error();
+                }
+                Ok(RelayOutcome::Idle) => return Ok(()),
+                Err(error @ RelayError::Database(_)) => {
+                    self.status.record_error(&error);
+                    if !db_backoff.pause(shutdown).await {
+                        return Ok(());
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The AMQP message for an outbox row: the stored bytes, unchanged.
+fn to_outgoing(row: &PendingEvent) -> Outgoing {
+    Outgoing {
+        routing_key: row.routing_key.clone(),
+        message_id: row.event_id.to_string(),
+        body: row.payload.clone(),
+        headers: Default::default(),
+        timestamp: u64::try_from(row.created_at.timestamp()).ok(),
+    }
+}
+
+fn record_batch(confirmed: usize, failed: bool, took: Duration) {
+    metrics::counter!("storagesvc_outbox_published_total").increment(confirmed as u64);
+    if failed {
+        metrics::counter!("storagesvc_outbox_publish_failures_total").increment(1);
+    }
+    metrics::histogram!("storagesvc_outbox_batch_duration_seconds").record(took.as_secs_f64());
+}
+
+/// Why an idle relay woke up.
+enum Wake {
+    /// A commit notified, or the safety-net poll fired: drain.
+    Work,
+    /// The idle broker connection died: reconnect.
+    BrokerLost,
+    Shutdown,
+}
+
+async fn wait_for_work(
+    session: &BrokerSession,
+    wake: &Notify,
+    poll_interval: Duration,
+    shutdown: &CancellationToken,
+) -> Wake {
+    let poll = tokio::time::sleep(poll_interval);
+    tokio::pin!(poll);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Wake::Shutdown,
+            () = wake.notified() => return Wake::Work,
+            () = &mut poll => return Wake::Work,
+            () = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {
+                if !session.is_open() {
+                    return Wake::BrokerLost;
+                }
+            }
+        }
+    }
+}
+
+/// Prunes sent rows and refreshes the backlog gauges every few seconds until `shutdown`.
+async fn housekeep(relay: Arc<OutboxRelay>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while shutdown.run_until_cancelled(tick.tick()).await.is_some() {
+        if let Err(error) = relay.prune().await {
+            tracing::warn!(%error, "pruning the outbox failed");
+        }
+        match outbox::stats(&relay.pool).await {
+            Ok(stats) => {
+                metrics::gauge!("storagesvc_outbox_backlog").set(stats.backlog as f64);
+                let age = stats.oldest_age.unwrap_or_default().as_secs_f64();
+                metrics::gauge!("storagesvc_outbox_oldest_age_seconds").set(age);
+            }
+            Err(error) => tracing::warn!(%error, "reading outbox stats failed"),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! storagesvc's integration tests: one binary, the real service against real PostgreSQL and
+//! RabbitMQ from `testkit` (private, never the machine's shared servers).
+
+mod books;
+mod cli;
+mod errors;
+mod health;
+mod helpers;
+mod outbox;
+mod relay;
+mod startup;
