@@ -6,6 +6,7 @@
 //! - [`connection`]: connecting with lapin 4 on tokio, named and bounded in time.
 //! - [`publisher`]: a confirm-mode channel publishing batches in order with a window.
 //! - [`headers`]: the application headers of retries and dead letters, and tolerant readers.
+//! - [`reconnect`]: capped, jittered pauses between reconnects (the relay's and the consumer's).
 //!
 //! # Data flow
 //! storagesvc builds a [`BookChanged`] inside its write transaction and stores
@@ -19,6 +20,7 @@ pub mod connection;
 pub mod envelope;
 pub mod headers;
 pub mod publisher;
+pub mod reconnect;
 pub mod topology;
 
 /// The lapin version this crate is built against, so services name the same `Channel`,
@@ -28,6 +30,7 @@ pub use lapin;
 pub use connection::{ConnectError, connect};
 pub use envelope::{BookChanged, BookData, EventType, MAX_BODY_BYTES, ParseError};
 pub use publisher::{ConfirmPublisher, Outgoing, PublishError, PublishReport};
+pub use reconnect::ReconnectBackoff;
 pub use topology::{
     BINDING_KEY, DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, DLQ, DLQ_EXCHANGE, EXCHANGE, QUEUE,
     RETRY_EXCHANGE, Topology,

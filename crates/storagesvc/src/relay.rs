@@ -22,7 +22,6 @@
 //! `storagesvc_relay_broker_connected` (0/1), and from housekeeping
 //! `storagesvc_outbox_backlog` and `storagesvc_outbox_oldest_age_seconds`.
 
-mod backoff;
 mod session;
 mod status;
 mod wake;
@@ -35,10 +34,10 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use self::backoff::ReconnectBackoff;
 use self::session::BrokerSession;
 pub use self::status::RelayStatus;
 use crate::outbox::{self, PendingEvent};
+use events::ReconnectBackoff;
 
 /// How often an idle relay checks that its broker connection is still alive.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -309,6 +308,7 @@ fn to_outgoing(row: &PendingEvent) -> Outgoing {
     }
 }
 
+/// Exports one batch's outcome (a failed batch counts once, whatever its size).
 fn record_batch(confirmed: usize, failed: bool, took: Duration) {
     metrics::counter!("storagesvc_outbox_published_total").increment(confirmed as u64);
     if failed {
@@ -323,9 +323,12 @@ enum Wake {
     Work,
     /// The idle broker connection died: reconnect.
     BrokerLost,
+    /// The shutdown token was cancelled.
     Shutdown,
 }
 
+/// Sleeps until a commit notifies, the poll fires or shutdown, checking every second that the
+/// idle broker connection is still alive (otherwise nothing would notice until the next batch).
 async fn wait_for_work(
     session: &BrokerSession,
     wake: &Notify,

@@ -15,7 +15,7 @@
 //!
 //! When the broker goes away the session ends (a stream error, or the watchdog finding the
 //! connection, the channel or the consumer gone) and the loop reconnects after a pause from
-//! [`reconnect`] (capped at `CONSUMER_RECONNECT_MAX`). On shutdown the consumer cancels its
+//! [`events::ReconnectBackoff`] (capped at `CONSUMER_RECONNECT_MAX`). On shutdown the consumer cancels its
 //! subscription, handles and acks the deliveries already received, and closes the channels,
 //! then the connection.
 //!
@@ -27,13 +27,11 @@
 //! - [`session`]: one connection: open, consume, watchdog, drain, close.
 //! - [`handler`]: one delivery: parse, apply, pause, retry or dead-letter, ack.
 //! - [`routing`]: retry tiers and the republished messages, as pure functions.
-//! - [`reconnect`]: pauses between sessions (the `backoff` crate).
 //! - [`trace`]: W3C `traceparent` from AMQP headers.
 //! - [`metrics`], [`status`]: what the consumer reports.
 
 mod handler;
 pub mod metrics;
-mod reconnect;
 pub(crate) mod routing;
 mod session;
 mod sink;
@@ -50,7 +48,7 @@ pub use metrics::DeadLetterReason;
 pub use sink::{EventSink, SinkError};
 pub use status::{ConsumerState, ConsumerStatus};
 
-use reconnect::ReconnectPauses;
+use events::ReconnectBackoff;
 use routing::RetryTiers;
 use session::{Session, SessionContext, SessionEnd};
 
@@ -152,7 +150,7 @@ impl<S: EventSink> Consumer<S> {
     /// Consumes until `shutdown` is cancelled, reconnecting whenever the broker goes away.
     /// Never fails: broker trouble is logged, reported in the status, and ridden out.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut pauses = ReconnectPauses::new(self.settings.reconnect_max);
+        let mut pauses = ReconnectBackoff::new(self.settings.reconnect_max);
         while !shutdown.is_cancelled() {
             match self.one_session(&shutdown, &mut pauses).await {
                 SessionEnd::Shutdown => break,
@@ -164,7 +162,7 @@ impl<S: EventSink> Consumer<S> {
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(pauses.next_pause()) => {}
+                () = tokio::time::sleep(pauses.next_delay()) => {}
             }
         }
         self.status.set(ConsumerState::Stopped);
@@ -174,7 +172,7 @@ impl<S: EventSink> Consumer<S> {
     async fn one_session(
         &self,
         shutdown: &CancellationToken,
-        pauses: &mut ReconnectPauses,
+        pauses: &mut ReconnectBackoff,
     ) -> SessionEnd {
         let opened = tokio::select! {
             () = shutdown.cancelled() => return SessionEnd::Shutdown,

@@ -13,8 +13,8 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::ReconnectBackoff;
 use crate::outbox::NOTIFY_CHANNEL;
+use events::ReconnectBackoff;
 
 /// How long connecting the listener may take before it counts as a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

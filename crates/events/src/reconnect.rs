@@ -1,30 +1,32 @@
-//! Reconnect delays: the one place that uses the `backoff` crate.
+//! Reconnect pauses for the long-lived AMQP users of both services (storagesvc's outbox
+//! relay, booksvc's consumer): exponential, jittered, capped.
 //!
 //! `backoff` 0.4 is unmaintained (RUSTSEC-2025-0012) but was asked for; it is used here only
-//! to compute delays, never to drive a retry loop. Its default `max_elapsed_time` (15 minutes)
-//! would end the sequence; the relay must never give up on its broker or database (shutdown
-//! ends it), so it is set to `None` explicitly. Delays are capped at the configured maximum:
-//! RabbitMQ takes 5–8 s to come back after a restart here, so minutes would only add downtime.
+//! to compute delays, never to drive a retry loop (docs/decisions/0002-backoff-crate.md).
+//! Its default `max_elapsed_time` (15 minutes) would end the sequence; a relay or consumer
+//! must never give up on its broker or database (shutdown ends it), so it is set to `None`
+//! explicitly. Delays are capped at the configured maximum: RabbitMQ takes 5–8 s to come back
+//! after a restart here, so minutes would only add downtime.
 
 use std::time::Duration;
 
-use ::backoff::ExponentialBackoff;
-use ::backoff::ExponentialBackoffBuilder;
-use ::backoff::backoff::Backoff;
+use backoff::ExponentialBackoff;
+use backoff::ExponentialBackoffBuilder;
+use backoff::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 
 /// First pause after a failure: short, since PostgreSQL restarts in well under a second.
 const INITIAL_DELAY: Duration = Duration::from_millis(100);
 
 /// Growing, jittered pauses between reconnect attempts, capped at a maximum.
-pub(super) struct ReconnectBackoff {
+pub struct ReconnectBackoff {
     delays: ExponentialBackoff,
     max: Duration,
 }
 
 impl ReconnectBackoff {
     /// Delays from 100 ms doubling (±30 % jitter, so replicas do not retry in lockstep) up to `max`.
-    pub(super) fn new(max: Duration) -> Self {
+    pub fn new(max: Duration) -> Self {
         let delays = ExponentialBackoffBuilder::new()
             .with_initial_interval(INITIAL_DELAY.min(max))
             .with_multiplier(2.0)
@@ -36,17 +38,17 @@ impl ReconnectBackoff {
     }
 
     /// The next delay; never more than the maximum, even with jitter.
-    pub(super) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         self.delays.next_backoff().unwrap_or(self.max).min(self.max)
     }
 
     /// Starts again from the shortest delay (after a success).
-    pub(super) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.delays.reset();
     }
 
     /// Sleeps for the next delay; returns `false` if `shutdown` came first.
-    pub(super) async fn pause(&mut self, shutdown: &CancellationToken) -> bool {
+    pub async fn pause(&mut self, shutdown: &CancellationToken) -> bool {
         let delay = self.next_delay();
         shutdown
             .run_until_cancelled(tokio::time::sleep(delay))
