@@ -4,6 +4,7 @@
 
 mod cli;
 mod coalescing;
+mod compose;
 mod health;
 mod helpers;
 mod outages;

@@ -1,5 +1,6 @@
 //! The real binary: configuration errors, `--help`, and a clean exit on SIGTERM.
 
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -106,6 +107,64 @@ fn help_lists_every_variable_with_its_default() {
     assert!(
         !help.contains("test-write-token"),
         "secret values are hidden"
+    );
+}
+
+/// The variables `--help` lists, each as `[env: NAME=...]` or `[env: NAME]` (secrets hidden).
+fn variables_in_help() -> BTreeSet<String> {
+    let output = Command::new(BINARY)
+        .env_clear()
+        .arg("--help")
+        .output()
+        .expect("the binary runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    help.split("[env: ")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// The variables `docs/configuration.md` documents for `service`: the `` `NAME` `` in the first
+/// column of every table row under its `## <service>` heading, up to the next `## `.
+fn variables_in_doc(service: &str) -> BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+    let doc = std::fs::read_to_string(path).expect("docs/configuration.md exists");
+    let heading = format!("## {service}");
+    doc.lines()
+        .skip_while(|line| line.trim() != heading)
+        .skip(1)
+        .take_while(|line| !line.starts_with("## "))
+        .filter_map(|line| line.strip_prefix('|')?.split('|').next())
+        .filter_map(|cell| cell.trim().strip_prefix('`')?.strip_suffix('`'))
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn configuration_doc_documents_exactly_the_variables_of_help() {
+    let in_help = variables_in_help();
+    let in_doc = variables_in_doc("storagesvc");
+
+    assert!(in_help.contains("HTTP_PORT"), "--help parsed: {in_help:?}");
+    let undocumented: Vec<_> = in_help.difference(&in_doc).collect();
+    assert!(
+        undocumented.is_empty(),
+        "docs/configuration.md, section `## storagesvc`, misses {undocumented:?}"
+    );
+    let unknown: Vec<_> = in_doc.difference(&in_help).collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/configuration.md, section `## storagesvc`, names {unknown:?}, which storagesvc does not read"
     );
 }
 

@@ -1,0 +1,254 @@
+//! `docker-compose.yaml` and the `Dockerfile` checked against the code. There is no Docker
+//! engine here, so a renamed variable, a moved port or a probe route that no longer exists
+//! fails this test instead of a user's first `docker compose up`.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use clap::CommandFactory as _;
+use reqwest::StatusCode;
+use serde_norway::Value;
+
+use crate::helpers::TestStack;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+/// The services DESIGN.md promises.
+const SERVICES: &[&str] = &["postgres", "redis", "rabbitmq", "storagesvc", "booksvc"];
+/// Servers whose every published port must be bound to 127.0.0.1 on the host: PostgreSQL,
+/// Redis and the management UI (full admin: anyone reaching it can forge events).
+const HOST_ONLY: &[&str] = &["postgres", "redis", "rabbitmq"];
+
+fn read(file: &str) -> String {
+    std::fs::read_to_string(format!("{ROOT}/{file}")).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn compose() -> Value {
+    serde_norway::from_str(&read("docker-compose.yaml")).expect("docker-compose.yaml is YAML")
+}
+
+fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
+    compose["services"]
+        .get(name)
+        .unwrap_or_else(|| panic!("docker-compose.yaml has no service {name}"))
+}
+
+/// A service's `environment` as (name, value) pairs, in map or `NAME=value` list form.
+fn environment(service: &Value) -> Vec<(String, String)> {
+    let text = |value: &Value| match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("environment value {other:?}"),
+    };
+    match &service["environment"] {
+        Value::Mapping(map) => map.iter().map(|(k, v)| (text(k), text(v))).collect(),
+        Value::Sequence(list) => list
+            .iter()
+            .map(|item| {
+                let item = text(item);
+                let (name, value) = item.split_once('=').unwrap_or((&item, ""));
+                (name.to_owned(), value.to_owned())
+            })
+            .collect(),
+        Value::Null => Vec::new(),
+        other => panic!("environment {other:?}"),
+    }
+}
+
+fn variable(service: &Value, name: &str) -> Option<String> {
+    environment(service)
+        .into_iter()
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+/// A service's published ports as (host ip, container port) from the short syntax
+/// `[IP:]HOST:CONTAINER[/proto]`; no IP means every interface.
+fn ports(service: &Value) -> Vec<(Option<String>, String)> {
+    let Some(list) = service["ports"].as_sequence() else {
+        return Vec::new();
+    };
+    list.iter()
+        .map(|port| {
+            let port = match port {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => panic!("port {other:?}: use the short string syntax"),
+            };
+            let port = port.split('/').next().unwrap_or_default();
+            let parts: Vec<&str> = port.split(':').collect();
+            let ip = (parts.len() == 3).then(|| parts[0].to_owned());
+            (ip, parts[parts.len() - 1].to_owned())
+        })
+        .collect()
+}
+
+/// The variables booksvc reads: what its binary's `--help` lists as `[env: NAME...]`.
+fn booksvc_variables() -> BTreeSet<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_booksvc"))
+        .env_clear()
+        .arg("--help")
+        .output()
+        .expect("booksvc --help runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    help.split("[env: ")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// The variables storagesvc reads: the `env` of every argument of `storagesvc::Settings`, the
+/// clap definition its binary parses (and renders as `--help`). Taken from the library rather
+/// than a `target/debug/storagesvc` that `cargo test -p booksvc` neither builds nor refreshes.
+fn storagesvc_variables() -> BTreeSet<String> {
+    storagesvc::Settings::command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The route the Dockerfile's `HEALTHCHECK` asks for.
+fn dockerfile_health_route() -> String {
+    let dockerfile = read("Dockerfile");
+    let healthcheck = dockerfile
+        .find("HEALTHCHECK")
+        .map(|at| &dockerfile[at..])
+        .expect("the Dockerfile has a HEALTHCHECK");
+    let route = healthcheck
+        .split("GET ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the HEALTHCHECK does a GET");
+    assert!(route.starts_with('/'), "HEALTHCHECK route {route:?}");
+    route.to_owned()
+}
+
+#[test]
+fn compose_runs_every_service_of_the_design() {
+    let compose = compose();
+    for name in SERVICES {
+        service(&compose, name);
+    }
+}
+
+#[test]
+fn service_environments_name_only_variables_the_binaries_read() {
+    let compose = compose();
+    let cases = [
+        ("storagesvc", storagesvc_variables()),
+        ("booksvc", booksvc_variables()),
+    ];
+    for (name, known) in cases {
+        assert!(known.contains("HTTP_PORT"), "{name}: no variables found");
+        for (variable, _) in environment(service(&compose, name)) {
+            assert!(
+                known.contains(&variable),
+                "compose sets {variable} for {name}, which it does not read; it reads {known:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn published_ports_and_urls_follow_each_services_http_port() {
+    let compose = compose();
+    for name in ["storagesvc", "booksvc"] {
+        let service = service(&compose, name);
+        let http_port = variable(service, "HTTP_PORT").expect("HTTP_PORT is set");
+        let http_port = http_port.rsplit(':').next().unwrap_or_default().to_owned();
+        let published = ports(service);
+        assert!(!published.is_empty(), "{name} publishes no port");
+        for (_, container) in published {
+            assert_eq!(container, http_port, "{name}: published port vs HTTP_PORT");
+        }
+        // The image's ENV HTTP_PORT, EXPOSE and HEALTHCHECK come from this build argument.
+        let build_arg = &service["build"]["args"]["HTTP_PORT"];
+        assert_eq!(
+            build_arg.as_str(),
+            Some(http_port.as_str()),
+            "{name}: build arg HTTP_PORT"
+        );
+    }
+    let storagesvc_port = variable(service(&compose, "storagesvc"), "HTTP_PORT").unwrap();
+    assert_eq!(
+        variable(service(&compose, "booksvc"), "STORAGESVC_URL"),
+        Some(format!("http://storagesvc:{storagesvc_port}")),
+        "booksvc's STORAGESVC_URL must reach storagesvc's HTTP_PORT"
+    );
+    let database_url = variable(service(&compose, "storagesvc"), "DATABASE_URL").unwrap();
+    assert!(database_url.contains("@postgres:5432/"), "{database_url}");
+}
+
+#[test]
+fn postgres_redis_and_the_management_ui_are_bound_to_localhost() {
+    let compose = compose();
+    for name in HOST_ONLY {
+        for (ip, container) in ports(service(&compose, name)) {
+            assert_eq!(
+                ip.as_deref(),
+                Some("127.0.0.1"),
+                "{name} publishes {container} beyond 127.0.0.1"
+            );
+        }
+    }
+    let rabbitmq = ports(service(&compose, "rabbitmq"));
+    assert!(
+        rabbitmq.iter().any(|(_, container)| container == "15672"),
+        "the management UI (15672) is published: {rabbitmq:?}"
+    );
+}
+
+#[test]
+fn every_service_has_a_healthcheck_and_dependencies_wait_until_healthy() {
+    let compose = compose();
+    let dockerfile_has_healthcheck = read("Dockerfile").contains("\nHEALTHCHECK");
+    let services = compose["services"].as_mapping().expect("services is a map");
+    for (name, service) in services {
+        let name = name.as_str().expect("service names are strings");
+        // Our services are built from the Dockerfile and take its HEALTHCHECK.
+        let built_here = service.get("build").is_some();
+        assert!(
+            service.get("healthcheck").is_some() || (built_here && dockerfile_has_healthcheck),
+            "{name} has no healthcheck"
+        );
+        let Some(depends_on) = service.get("depends_on") else {
+            continue;
+        };
+        let depends_on = depends_on
+            .as_mapping()
+            .unwrap_or_else(|| panic!("{name}: depends_on must be a map with conditions"));
+        for (dependency, rule) in depends_on {
+            let dependency = dependency.as_str().unwrap_or_default();
+            assert!(
+                services.contains_key(dependency),
+                "{name} depends on unknown {dependency}"
+            );
+            assert_eq!(
+                rule["condition"].as_str(),
+                Some("service_healthy"),
+                "{name} → {dependency}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_dockerfile_healthcheck_route_answers_200_on_both_services() -> anyhow::Result<()> {
+    let route = dockerfile_health_route();
+    let stack = TestStack::spawn().await?;
+
+    let booksvc = stack.get(&route).await?;
+    let storagesvc = stack
+        .client
+        .get(format!("{}{route}", stack.storagesvc))
+        .send()
+        .await?;
+
+    assert_eq!(booksvc.status(), StatusCode::OK, "booksvc {route}");
+    assert_eq!(storagesvc.status(), StatusCode::OK, "storagesvc {route}");
+    stack.stop().await
+}
