@@ -166,6 +166,11 @@ fn spawn_service(bin_dir: &Path, name: &str, env: &[(&str, String)]) -> anyhow::
         )
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    // We hand booksvc a REDIS_URL; a REDIS_ADDR inherited from the user's shell would make
+    // it refuse to start (setting both is a configuration error).
+    if env.iter().any(|(key, _)| *key == "REDIS_URL") {
+        command.env_remove("REDIS_ADDR");
+    }
     command
         .spawn()
         .with_context(|| format!("cannot start {}", path.display()))
