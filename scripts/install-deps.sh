@@ -1,20 +1,36 @@
 #!/usr/bin/env bash
-# Installs the server binaries the tests run as private processes, when they are missing.
-# Tests never use the machine's shared services: they start their own on free ports.
+# Installs what the tests need when it is missing:
+# - the server binaries the tests run as private processes (never the machine's shared
+#   services: tests start their own on free ports);
+# - for the browser test of the RabbitMQ management UI: Debian's `chromium` (the system
+#   browser; playwright never downloads one), node/npm, and `npm ci` in ui-tests/.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "all present: postgresql, redis-server, rabbitmq-server, python3"
-  exit 0
+  echo "all present: postgresql, redis-server, rabbitmq-server, python3, curl, chromium, node, npm"
+else
+  echo "installing: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-echo "installing: ${missing[*]}"
-if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# playwright-core only: it drives the system's Chromium and must not fetch a browser.
+if [ ! -f ui-tests/node_modules/playwright-core/package.json ]; then
+  echo "installing ui-tests/node_modules (npm ci)"
+  (cd ui-tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+else
+  echo "present: ui-tests/node_modules"
+fi

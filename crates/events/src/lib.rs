@@ -33,5 +33,5 @@ pub use publisher::{ConfirmPublisher, Outgoing, PublishError, PublishReport};
 pub use reconnect::ReconnectBackoff;
 pub use topology::{
     BINDING_KEY, DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, DLQ, DLQ_EXCHANGE, EXCHANGE, QUEUE,
-    RETRY_EXCHANGE, Topology,
+    RETRY_EXCHANGE, Topology, is_access_refused,
 };

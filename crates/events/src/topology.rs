@@ -137,6 +137,21 @@ impl Topology {
         }
         Ok(())
     }
+
+    /// Declares only what a publisher needs: the exchange [`EXCHANGE`]. For a broker user
+    /// that may do nothing more (storagesvc's user in `deploy/rabbitmq/setup-users.sh`).
+    pub async fn declare_exchange(channel: &Channel) -> Result<(), lapin::Error> {
+        declare_exchange(channel, EXCHANGE, ExchangeKind::Topic).await
+    }
+}
+
+/// Whether the broker refused `error`'s operation for lack of a permission
+/// (`ACCESS_REFUSED`, 403): the user may not configure, write or read that resource.
+pub fn is_access_refused(error: &lapin::Error) -> bool {
+    use lapin::ErrorKind;
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(error.kind(), ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)))
 }
 
 /// `delay` as an `x-message-ttl`: whole milliseconds, capped to what a signedint holds.

@@ -202,6 +202,13 @@ fn postgres_redis_and_the_management_ui_are_bound_to_localhost() {
     );
 }
 
+/// A one-shot service (`restart: "no"`, no published port) runs to completion, e.g. the
+/// broker users' setup; dependants wait for `service_completed_successfully` instead of a
+/// health check.
+fn is_one_shot(service: &Value) -> bool {
+    service["restart"].as_str() == Some("no") && ports(service).is_empty()
+}
+
 #[test]
 fn every_service_has_a_healthcheck_and_dependencies_wait_until_healthy() {
     let compose = compose();
@@ -212,7 +219,9 @@ fn every_service_has_a_healthcheck_and_dependencies_wait_until_healthy() {
         // Our services are built from the Dockerfile and take its HEALTHCHECK.
         let built_here = service.get("build").is_some();
         assert!(
-            service.get("healthcheck").is_some() || (built_here && dockerfile_has_healthcheck),
+            service.get("healthcheck").is_some()
+                || (built_here && dockerfile_has_healthcheck)
+                || is_one_shot(service),
             "{name} has no healthcheck"
         );
         let Some(depends_on) = service.get("depends_on") else {
@@ -223,16 +232,94 @@ fn every_service_has_a_healthcheck_and_dependencies_wait_until_healthy() {
             .unwrap_or_else(|| panic!("{name}: depends_on must be a map with conditions"));
         for (dependency, rule) in depends_on {
             let dependency = dependency.as_str().unwrap_or_default();
-            assert!(
-                services.contains_key(dependency),
-                "{name} depends on unknown {dependency}"
-            );
+            let target = services
+                .get(dependency)
+                .unwrap_or_else(|| panic!("{name} depends on unknown {dependency}"));
+            let expected = match is_one_shot(target) {
+                true => "service_completed_successfully",
+                false => "service_healthy",
+            };
             assert_eq!(
                 rule["condition"].as_str(),
-                Some("service_healthy"),
+                Some(expected),
                 "{name} → {dependency}"
             );
         }
+    }
+}
+
+/// The one-shot `rabbitmq-users` runs deploy/rabbitmq/setup-users.sh (the one place the
+/// per-service users and permissions are written; `tests/operations/broker_users.rs` runs it
+/// against a real broker), and each service connects as the user it creates, never as the
+/// administrator.
+#[test]
+fn the_services_connect_as_the_broker_users_the_setup_script_creates() {
+    const SCRIPT: &str = "deploy/rabbitmq/setup-users.sh";
+    let compose = compose();
+    let setup = service(&compose, "rabbitmq-users");
+    assert!(is_one_shot(setup), "rabbitmq-users runs once and exits");
+    let entrypoint: Vec<&str> = setup["entrypoint"]
+        .as_sequence()
+        .expect("rabbitmq-users has an entrypoint list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(entrypoint, ["sh", &format!("/{SCRIPT}")]);
+    let mounts: Vec<&str> = setup["volumes"]
+        .as_sequence()
+        .expect("rabbitmq-users mounts the script")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        mounts.contains(&"./deploy/rabbitmq:/deploy/rabbitmq:ro"),
+        "{mounts:?}"
+    );
+
+    // Every variable compose gives the script is one it reads.
+    let script = read(SCRIPT);
+    let setup_env = environment(setup);
+    for (variable, _) in &setup_env {
+        assert!(
+            script.contains(&format!("${{{variable}")),
+            "compose sets {variable} for rabbitmq-users; {SCRIPT} does not read it"
+        );
+    }
+    let setup_var = |name: &str| {
+        setup_env
+            .iter()
+            .find_map(|(key, value)| (key == name).then(|| value.clone()))
+            .unwrap_or_else(|| panic!("rabbitmq-users does not set {name}"))
+    };
+    // The administrator it logs in as is the broker's (the UI login).
+    let rabbitmq = service(&compose, "rabbitmq");
+    assert_eq!(
+        variable(rabbitmq, "RABBITMQ_DEFAULT_USER"),
+        Some(setup_var("RABBITMQ_USER"))
+    );
+    assert_eq!(
+        variable(rabbitmq, "RABBITMQ_DEFAULT_PASS"),
+        Some(setup_var("RABBITMQ_PASS"))
+    );
+    assert_eq!(setup_var("RABBITMQ_API"), "http://rabbitmq:15672");
+
+    for (name, prefix) in [("storagesvc", "STORAGESVC"), ("booksvc", "BOOKSVC")] {
+        let service = service(&compose, name);
+        let expected = format!(
+            "amqp://{}:{}@rabbitmq:5672/%2f",
+            setup_var(&format!("{prefix}_AMQP_USER")),
+            setup_var(&format!("{prefix}_AMQP_PASS"))
+        );
+        assert_eq!(
+            variable(service, "AMQP_URL"),
+            Some(expected),
+            "{name} connects as the user rabbitmq-users creates for it"
+        );
+        assert_eq!(
+            service["depends_on"]["rabbitmq-users"]["condition"].as_str(),
+            Some("service_completed_successfully"),
+            "{name} starts after its broker user exists"
+        );
     }
 }
 

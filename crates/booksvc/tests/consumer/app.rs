@@ -19,11 +19,20 @@ impl Booksvc {
     /// booksvc on port 0 with its consumer on `amqp_url`, reading from `storagesvc_url`, with
     /// a key prefix of its own on the shared Redis.
     pub(crate) async fn spawn(amqp_url: &str, storagesvc_url: &str) -> anyhow::Result<Booksvc> {
+        Booksvc::spawn_with(amqp_url, storagesvc_url, &[]).await
+    }
+
+    /// [`Booksvc::spawn`] with more command-line settings (ones it does not set itself).
+    pub(crate) async fn spawn_with(
+        amqp_url: &str,
+        storagesvc_url: &str,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Booksvc> {
         // One metrics recorder per process: booksvc shares storagesvc's (see booksvc::metrics).
         booksvc::metrics::adopt_recorder(storagesvc::metrics::install_recorder()?);
         let redis = testkit::Redis::shared().await?;
         let prefix = format!("test:{:016x}:", rand::random::<u64>());
-        let settings = booksvc::Settings::try_parse_from([
+        let args = [
             "booksvc",
             "--http-port",
             "127.0.0.1:0",
@@ -39,7 +48,8 @@ impl Booksvc {
             "200ms,500ms",
             "--shutdown-timeout",
             "5s",
-        ])?;
+        ];
+        let settings = booksvc::Settings::try_parse_from(args.iter().chain(extra_args).copied())?;
         let app = booksvc::Application::build(settings).await?;
         let address = format!("http://127.0.0.1:{}", app.port());
         let cache = app.service().path().cache.clone();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use events::ConfirmPublisher;
+use events::{ConfirmPublisher, Topology};
 use lapin::Connection;
 
 use super::{RelayConfig, RelayError};
@@ -30,9 +30,20 @@ impl BrokerSession {
         let connection = events::connect(&config.amqp_url, CONNECTION_NAME, limit).await?;
         let setup = async {
             let channel = connection.create_channel().await?;
-            config.topology.declare(&channel).await?;
-            // The declaring channel is done; a failure to close it cleanly costs nothing.
-            let _ = channel.close(200, "topology declared".into()).await;
+            match config.topology.declare(&channel).await {
+                // The declaring channel is done; a failure to close it cleanly costs nothing.
+                Ok(()) => drop(channel.close(200, "topology declared".into()).await),
+                // A least-privilege user (deploy/rabbitmq/setup-users.sh) may declare only
+                // the exchange it publishes to; booksvc declares its own queues. The refusal
+                // closed that channel, so the exchange gets a new one.
+                Err(error) if events::is_access_refused(&error) => {
+                    tracing::info!(%error, "may not declare booksvc's queues; declaring exchange books only");
+                    let channel = connection.create_channel().await?;
+                    Topology::declare_exchange(&channel).await?;
+                    drop(channel.close(200, "exchange declared".into()).await);
+                }
+                Err(error) => return Err(error),
+            }
             Ok::<_, lapin::Error>(())
         };
         bounded(limit, setup).await?.map_err(RelayError::Topology)?;

@@ -1,0 +1,232 @@
+//! Least privilege on the broker, for real: a private broker gets exactly the users of
+//! `deploy/rabbitmq/setup-users.sh` (the script itself runs against its management API, as
+//! docker compose runs it), then storagesvc and booksvc run as those users and a write must
+//! flow into booksvc's cache — and each user must be refused what it has no business doing.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use booksvc::redrive::redrive_from_url;
+use events::lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use events::lapin::types::{FieldTable, ShortString};
+use events::lapin::{BasicProperties, Channel, Connection};
+use events::{BINDING_KEY, DLQ, EXCHANGE, QUEUE};
+
+use crate::app::Booksvc;
+use crate::storage::Storage;
+use crate::support::{SOON, consumer_running, eventually, repo_root, serves_from_cache};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The two service users on a private broker, created by the deployment's own script.
+struct BrokerUsers {
+    rabbit: testkit::RabbitMq,
+    storagesvc_url: String,
+    booksvc_url: String,
+}
+
+impl BrokerUsers {
+    async fn start() -> anyhow::Result<BrokerUsers> {
+        testkit::init_test_logging();
+        let rabbit = testkit::RabbitMq::start_with_management().await?;
+        let storagesvc_pass = format!("s-{:016x}", rand::random::<u64>());
+        let booksvc_pass = format!("b-{:016x}", rand::random::<u64>());
+        run_setup_script(&rabbit, &storagesvc_pass, &booksvc_pass).await?;
+        let url = |user: &str, pass: &str| {
+            format!("amqp://{user}:{pass}@127.0.0.1:{}/%2f", rabbit.port())
+        };
+        Ok(BrokerUsers {
+            storagesvc_url: url("storagesvc", &storagesvc_pass),
+            booksvc_url: url("booksvc", &booksvc_pass),
+            rabbit,
+        })
+    }
+}
+
+/// `sh deploy/rabbitmq/setup-users.sh` with the broker's default administrator.
+async fn run_setup_script(
+    rabbit: &testkit::RabbitMq,
+    storagesvc_pass: &str,
+    booksvc_pass: &str,
+) -> anyhow::Result<()> {
+    let api = rabbit
+        .management_url()
+        .context("the broker runs the management API")?;
+    let mut command = tokio::process::Command::new("sh");
+    command
+        .arg(repo_root().join("deploy/rabbitmq/setup-users.sh"))
+        .env("RABBITMQ_API", api)
+        .env("RABBITMQ_USER", "guest")
+        .env("RABBITMQ_PASS", "guest")
+        .env("STORAGESVC_AMQP_USER", "storagesvc")
+        .env("STORAGESVC_AMQP_PASS", storagesvc_pass)
+        .env("BOOKSVC_AMQP_USER", "booksvc")
+        .env("BOOKSVC_AMQP_PASS", booksvc_pass)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(SCRIPT_TIMEOUT, command.output())
+        .await
+        .context("setup-users.sh did not finish")?
+        .context("cannot run sh")?;
+    ensure!(
+        output.status.success(),
+        "setup-users.sh failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_services_work_as_their_least_privilege_users_and_nothing_more() -> anyhow::Result<()> {
+    let users = BrokerUsers::start().await?;
+
+    // storagesvc may declare only `books`, so it starts before booksvc has declared any
+    // queue: events of a write made now would wait in its outbox until booksvc is up.
+    let storage = Storage::spawn(&users.storagesvc_url).await?;
+    let booksvc = Booksvc::spawn(&users.booksvc_url, &storage.address).await?;
+    assert!(
+        consumer_running(&booksvc).await,
+        "booksvc's consumer did not start as user booksvc"
+    );
+    let id = storage.create("Least privilege").await?;
+    assert!(
+        serves_from_cache(&booksvc, id, "Least privilege").await,
+        "the write's event did not reach booksvc's cache"
+    );
+
+    // A poison message (published by the administrator, as from the UI) goes to the DLQ, and
+    // booksvc's own user can re-drive it (back through the default exchange).
+    let (admin, admin_channel) = open(&users.rabbit.amqp_url()).await?;
+    admin_channel
+        .basic_publish(
+            ShortString::from(EXCHANGE),
+            ShortString::from("book.updated"),
+            BasicPublishOptions::default(),
+            b"not an event",
+            BasicProperties::default(),
+        )
+        .await?;
+    assert!(
+        eventually(SOON, || depth(&admin_channel, DLQ, 1)).await,
+        "the poison message did not reach the DLQ"
+    );
+    let report = redrive_from_url(&users.booksvc_url, None).await?;
+    assert_eq!(report.moved, 1, "re-drive as user booksvc");
+    let _ = admin.close(200, ShortString::from("bye")).await;
+
+    // storagesvc's user may not read booksvc's queue, nor declare queues of its own.
+    let (connection, channel) = open(&users.storagesvc_url).await?;
+    let get = channel
+        .basic_get(ShortString::from(QUEUE), BasicGetOptions { no_ack: true })
+        .await;
+    assert_refused(get.map(drop), "storagesvc reading booksvc's queue");
+    let channel = connection.create_channel().await?;
+    let declare = channel
+        .queue_declare(
+            ShortString::from("storagesvc.sneaky"),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_refused(declare.map(drop), "storagesvc declaring a queue");
+    let _ = connection.close(200, ShortString::from("bye")).await;
+
+    booksvc.stop().await?;
+    storage.stop().await?;
+    drop(users.rabbit);
+    Ok(())
+}
+
+/// booksvc's per-replica queue (server-named `amq.gen-…`, exclusive, auto-delete, bound to
+/// `books`) is within its permissions, and its user cannot forge events on `books`.
+#[tokio::test]
+async fn booksvc_may_have_a_server_named_queue_on_books_but_not_publish_there() -> anyhow::Result<()>
+{
+    let users = BrokerUsers::start().await?;
+    let (connection, channel) = open(&users.booksvc_url).await?;
+    events::Topology::declare_exchange(&channel).await?;
+
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    let queue = channel
+        .queue_declare(ShortString::from(""), exclusive, FieldTable::default())
+        .await
+        .context("booksvc declaring a server-named queue")?;
+    let name = queue.name().to_string();
+    assert!(name.starts_with("amq.gen-"), "server-named queue {name}");
+    channel
+        .queue_bind(
+            ShortString::from(name.as_str()),
+            ShortString::from(EXCHANGE),
+            ShortString::from(BINDING_KEY),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .context("booksvc binding its server-named queue to books")?;
+    channel
+        .basic_consume(
+            ShortString::from(name.as_str()),
+            ShortString::from(""),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .context("booksvc consuming its server-named queue")?;
+
+    // Publishing is asynchronous: a refusal arrives as the channel's closing, which a
+    // confirmed publish on a channel of its own reports.
+    let publisher = events::ConfirmPublisher::open(&connection).await?;
+    let forged = events::Outgoing::event(&events::BookChanged::deleted(1, 9, chrono::Utc::now()));
+    let report = publisher
+        .publish_in_order(EXCHANGE, &[forged], 1, CONNECT_TIMEOUT)
+        .await;
+    let error = report
+        .error
+        .context("booksvc's user published to books: it must not be able to forge events")?;
+    assert!(
+        format!("{error:?}").contains("ACCESS") || format!("{error}").contains("ACCESS"),
+        "publishing to books failed, but not for lack of permission: {error:?}"
+    );
+    let _ = connection.close(200, ShortString::from("bye")).await;
+    drop(users.rabbit);
+    Ok(())
+}
+
+async fn open(url: &str) -> anyhow::Result<(Connection, Channel)> {
+    let connection = events::connect(url, "broker-users-test", CONNECT_TIMEOUT).await?;
+    let channel = connection.create_channel().await?;
+    Ok((connection, channel))
+}
+
+/// Whether `queue` holds `count` ready messages.
+async fn depth(channel: &Channel, queue: &str, count: u32) -> bool {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(ShortString::from(queue), passive, FieldTable::default())
+        .await
+        .is_ok_and(|queue| queue.message_count() == count)
+}
+
+fn assert_refused(result: Result<(), events::lapin::Error>, what: &str) {
+    match result {
+        Ok(()) => panic!("{what} was allowed"),
+        Err(error) => assert!(
+            events::is_access_refused(&error),
+            "{what} failed, but not with ACCESS_REFUSED: {error}"
+        ),
+    }
+}
