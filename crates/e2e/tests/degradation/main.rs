@@ -1,0 +1,61 @@
+//! End-to-end degradation scenarios: both services as real processes over real PostgreSQL,
+//! Redis and RabbitMQ. Each module is one failure; each test asserts what clients see and
+//! what happens to events, and prints its figures as a `DEGRADATION scenario=…` line (see
+//! `docs/degradation.md`). Scenarios that stop a dependency use private servers; the others
+//! share the binary's servers and run in parallel.
+
+mod postgres;
+mod rabbitmq;
+mod redis;
+mod relay_crash;
+mod sigterm;
+mod storagesvc;
+mod two_down;
+
+use std::path::Path;
+use std::time::Duration;
+
+use e2e::load::{Kind, Sample, p50_max};
+use e2e::{Binaries, Figures, Options, Samples};
+
+/// Both services, built from their own `main.rs` by this package (see its Cargo.toml).
+fn options() -> Options {
+    Options::new(Binaries {
+        booksvc: env!("CARGO_BIN_EXE_e2e-booksvc").into(),
+        storagesvc: env!("CARGO_BIN_EXE_e2e-storagesvc").into(),
+    })
+}
+
+/// Where the figures file goes (`target/tmp`).
+fn figures_dir() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// Adds `<prefix>_p50`, `<prefix>_max` and `<prefix>_n` for `samples`.
+fn latency_figures(figures: &mut Figures, prefix: &str, samples: &[&Sample]) {
+    let (p50, max) = p50_max(samples);
+    figures
+        .millis(&format!("{prefix}_p50"), p50)
+        .millis(&format!("{prefix}_max"), max)
+        .add(&format!("{prefix}_n"), samples.len());
+}
+
+/// Asserts that every read in `phase` answered 200 within the budget; returns them.
+fn assert_reads_answered<'a>(samples: &'a Samples, phase: &str) -> Vec<&'a Sample> {
+    let reads = samples.of(Kind::Read, phase);
+    assert!(!reads.is_empty(), "no reads during {phase}");
+    for read in &reads {
+        assert_eq!(read.status, Some(200), "{phase}: read {read:?}");
+        assert!(
+            read.latency <= e2e::system::WITHIN_BUDGET,
+            "{phase}: read over budget: {read:?}"
+        );
+    }
+    reads
+}
+
+/// How long to let a phase run so the clients get a fair number of requests in.
+const PHASE: Duration = Duration::from_secs(3);
+/// Bound for "comes back" after a dependency returns (reconnect backoffs top out at 1 s here,
+/// RabbitMQ takes 5–10 s to boot on a loaded machine).
+const RECOVERY: Duration = Duration::from_secs(30);
