@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use booksvc::cache::{BookCache, CacheConfig};
-use events::lapin::options::QueueDeclareOptions;
+use std::collections::HashSet;
+
+use events::lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use events::lapin::types::{FieldTable, ShortString};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -336,6 +338,63 @@ impl System {
             .await?;
         let _ = connection.close(200, ShortString::from("bye")).await;
         Ok(queue.message_count())
+    }
+}
+
+/// A durable queue of the scenario's own, bound like booksvc's: a second, independent
+/// subscriber that sees every event storagesvc published (booksvc's cache keeps only the
+/// newest version of a book, so it cannot prove that each event arrived).
+const AUDIT_QUEUE: &str = "e2e.audit";
+
+impl System {
+    /// Declares and binds the audit queue; events published from now on are kept there.
+    pub async fn start_audit(&self) -> anyhow::Result<()> {
+        let connection =
+            events::connect(&self.amqp_url, "e2e-audit", Duration::from_secs(5)).await?;
+        let channel = connection.create_channel().await?;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(
+                ShortString::from(AUDIT_QUEUE),
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                ShortString::from(AUDIT_QUEUE),
+                ShortString::from(events::EXCHANGE),
+                ShortString::from(events::BINDING_KEY),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = connection.close(200, ShortString::from("bye")).await;
+        Ok(())
+    }
+
+    /// Takes every event waiting in the audit queue: `(book_id, version)` of each.
+    pub async fn audited_events(&self) -> anyhow::Result<HashSet<(i64, i64)>> {
+        let connection =
+            events::connect(&self.amqp_url, "e2e-audit", Duration::from_secs(5)).await?;
+        let channel = connection.create_channel().await?;
+        let mut seen = HashSet::new();
+        while let Some(message) = channel
+            .basic_get(
+                ShortString::from(AUDIT_QUEUE),
+                BasicGetOptions { no_ack: true },
+            )
+            .await?
+        {
+            let event = events::BookChanged::parse(&message.delivery.data)
+                .map_err(|error| anyhow::anyhow!("storagesvc published a bad event: {error}"))?;
+            seen.insert((event.book_id, event.version));
+        }
+        let _ = connection.close(200, ShortString::from("bye")).await;
+        Ok(seen)
     }
 }
 
