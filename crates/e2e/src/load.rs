@@ -41,7 +41,10 @@ pub enum Kind {
 /// One request and what came back.
 #[derive(Debug, Clone)]
 pub struct Sample {
+    /// The phase when the request started.
     pub phase: &'static str,
+    /// The phase when its answer (or error) came.
+    pub end_phase: &'static str,
     pub kind: Kind,
     pub book: i64,
     pub latency: Duration,
@@ -72,11 +75,12 @@ impl Sample {
 pub struct Samples(pub Vec<Sample>);
 
 impl Samples {
-    /// The samples of `kind` started during `phase`.
+    /// The samples of `kind` that started and ended during `phase`.
     pub fn of(&self, kind: Kind, phase: &str) -> Vec<&Sample> {
         self.0
             .iter()
             .filter(|sample| sample.kind == kind && sample.phase == phase)
+            .filter(|sample| sample.end_phase == phase)
             .collect()
     }
 
@@ -185,10 +189,12 @@ impl Load {
 
 /// Sends `request` and records what came back.
 async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: &Phase) -> Sample {
+    let phase_now = phase;
     let phase = phase.get();
     let started = Instant::now();
     let mut sample = Sample {
         phase,
+        end_phase: phase,
         kind,
         book,
         latency: Duration::ZERO,
@@ -222,5 +228,6 @@ async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: 
         }
     }
     sample.latency = started.elapsed();
+    sample.end_phase = phase_now.get();
     sample
 }

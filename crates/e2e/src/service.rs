@@ -1,7 +1,9 @@
 //! [`Service`]: one service binary running as a child process on a fixed port.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -77,14 +79,15 @@ impl Service {
         let deadline = Instant::now() + START_TIMEOUT;
         let live = format!("{}/healthz/live", self.url());
         loop {
-            if let Ok(response) = self.client.get(&live).send().await
-                && response.status().is_success()
-            {
-                return Ok(());
-            }
+            let live = self.client.get(&live).send().await;
+            // Checked after the request: a live answer from a process that has just failed
+            // to bind the port would be somebody else's.
             if let Some(status) = self.child_mut()?.try_wait()? {
                 self.child = None;
                 bail!("{} exited during start-up: {status}", self.name);
+            }
+            if live.is_ok_and(|response| response.status().is_success()) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("{} not live within {START_TIMEOUT:?}", self.name);
@@ -133,9 +136,19 @@ impl Service {
     }
 }
 
-/// A port nothing listens on right now (the OS picks it; the service binds it a moment later).
+/// A port nothing listens on right now (the OS picks it; the service binds it a moment
+/// later), never one handed out before in this process: the OS may offer a port again as
+/// soon as it is released, and two scenarios starting services at once must not share one
+/// (the second service would fail to bind while the first answered its health checks).
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
 }
