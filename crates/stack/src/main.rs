@@ -5,17 +5,19 @@
 //! and booksvc as child processes (real binaries, so you can `kill` one and watch the other
 //! degrade), prints the URLs, and stops everything on Ctrl-C.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use rustix::process::{Pid, Signal, kill_process};
+use stack::launcher::{binary_dir, service_command, stop_child};
 use tokio::process::{Child, Command};
 
 /// Development write token for storagesvc, printed at start-up.
 const DEV_TOKEN: &str = "dev-token";
+/// How long each service gets to shut down gracefully on Ctrl-C.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -79,20 +81,12 @@ async fn main() -> anyhow::Result<()> {
         status = booksvc.wait() => eprintln!("stack: booksvc exited ({status:?}); stopping"),
     }
     // booksvc first: it depends on storagesvc, not the other way round.
-    stop_child(&mut booksvc).await;
-    stop_child(&mut storagesvc).await;
+    stop_child(&mut booksvc, STOP_GRACE).await;
+    stop_child(&mut storagesvc, STOP_GRACE).await;
     // Dropping the handles stops the private servers and removes their data.
     drop((postgres, redis, rabbit));
     eprintln!("stack: stopped");
     Ok(())
-}
-
-/// The directory of this binary: `cargo build` puts the service binaries beside it.
-fn binary_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot find this executable")?;
-    exe.parent()
-        .map(Path::to_path_buf)
-        .context("this executable has no parent directory")
 }
 
 /// When run by `cargo run`, builds the services with the same profile first, so the one
@@ -149,33 +143,6 @@ async fn announce<T>(
     Ok(server)
 }
 
-fn spawn_service(bin_dir: &Path, name: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
-    let path = bin_dir.join(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build it with `cargo build -p {name}` (or run this with `cargo run -p stack`)",
-            path.display()
-        );
-    }
-    let mut command = Command::new(&path);
-    command
-        .envs(env.iter().map(|(key, value)| (key, value)))
-        .env(
-            "LOG_FORMAT",
-            std::env::var("LOG_FORMAT").unwrap_or_else(|_| "pretty".to_owned()),
-        )
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    // We hand booksvc a REDIS_URL; a REDIS_ADDR inherited from the user's shell would make
-    // it refuse to start (setting both is a configuration error).
-    if env.iter().any(|(key, _)| *key == "REDIS_URL") {
-        command.env_remove("REDIS_ADDR");
-    }
-    command
-        .spawn()
-        .with_context(|| format!("cannot start {}", path.display()))
-}
-
 fn print_urls(
     args: &Args,
     storagesvc_url: &str,
@@ -206,15 +173,12 @@ fn print_urls(
     eprintln!();
 }
 
-/// SIGTERM, then a bounded wait: the services shut down gracefully within their timeout.
-async fn stop_child(child: &mut Child) {
-    if let Some(pid) = child.id().and_then(|id| Pid::from_raw(id as i32)) {
-        let _ = kill_process(pid, Signal::TERM);
-    }
-    if tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
+/// Starts a service binary from `bin_dir`, its logs on this terminal.
+fn spawn_service(bin_dir: &Path, name: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
+    let path = bin_dir.join(name);
+    service_command(&path, env)?
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", path.display()))
 }

@@ -7,6 +7,7 @@
 //! - `containers`: the same servers as Docker containers through testcontainers.
 //! - [`Postgres`], [`Redis`], [`RabbitMq`]: the handles tests use; each wraps one of the two
 //!   backends and offers the same operations (fresh namespaces, stop, start again).
+//! - [`TcpProxy`]: a TCP forwarder that adds latency, cuts or refuses connections on demand.
 //!
 //! # Use
 //! A test asks for a server shared by its whole test binary and isolates itself with a
@@ -30,12 +31,14 @@ mod containers;
 mod local;
 mod postgres;
 mod probe;
+mod proxy;
 mod rabbitmq;
 mod redis;
 mod worker;
 
 pub use backend::{Backend, backend};
 pub use postgres::Postgres;
+pub use proxy::{Direction, TcpProxy};
 pub use rabbitmq::RabbitMq;
 pub use redis::Redis;
 

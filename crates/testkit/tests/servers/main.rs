@@ -4,6 +4,7 @@
 //! printed with `--nocapture` for the record.
 
 mod postgres;
+mod proxy;
 mod rabbitmq;
 mod redis;
 mod watchdog;
