@@ -8,6 +8,7 @@ mod coalescing;
 mod compose;
 mod health;
 mod helpers;
+mod id_properties;
 mod outages;
 mod proxy;
 mod races;

@@ -7,6 +7,7 @@ mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod id_properties;
 mod outbox;
 mod relay;
 mod startup;
