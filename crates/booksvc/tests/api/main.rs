@@ -2,11 +2,13 @@
 //! PostgreSQL and Redis from `testkit` (private, never the machine's shared servers).
 //! Failures are caused for real: servers stopped, answers held back, Redis that never answers.
 
+mod bad_input;
 mod cli;
 mod coalescing;
 mod compose;
 mod health;
 mod helpers;
+mod id_properties;
 mod outages;
 mod proxy;
 mod races;

@@ -8,6 +8,7 @@
 //! `TEST_LOG=1` shows the logs.
 
 mod app;
+mod bad_events;
 mod dead_letters;
 mod helpers;
 mod outages;

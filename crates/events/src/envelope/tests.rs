@@ -475,3 +475,78 @@ proptest! {
         prop_assert_eq!(BookChanged::parse(&event.to_json()).ok(), Some(event));
     }
 }
+
+/// Any JSON value, nested a few levels: what a producer might put in a field.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        ".{0,20}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+/// What a parsed event must satisfy, whatever body it came from.
+fn assert_valid(event: &BookChanged) -> Result<(), TestCaseError> {
+    prop_assert!(event.book_id >= 1 && event.version >= 1, "{event:?}");
+    match (event.kind, &event.book) {
+        (EventType::Deleted, None) => {}
+        (EventType::Created | EventType::Updated, Some(book)) => {
+            prop_assert_eq!(book.id, event.book_id);
+        }
+        _ => prop_assert!(false, "book presence does not match the type: {event:?}"),
+    }
+    // Whatever was accepted re-serializes to a body that parses to the same event.
+    let again = BookChanged::parse(&event.to_json()).ok();
+    prop_assert_eq!(again.as_ref(), Some(event));
+    Ok(())
+}
+
+proptest! {
+    /// Valid samples with bytes overwritten, removed or cut short: never a panic, and
+    /// whatever still parses is a valid event (rejections carry a one-line reason).
+    #[test]
+    fn parse_survives_mutated_samples(
+        sample in prop::sample::select(vec![CREATED, UPDATED, DELETED, FROM_UI]),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut body = sample.to_vec();
+        for (at, byte) in edits {
+            let at = at.index(body.len());
+            body[at] = byte;
+        }
+        if truncate {
+            body.truncate(cut.index(body.len()));
+        }
+        match BookChanged::parse(&body) {
+            Ok(event) => assert_valid(&event)?,
+            Err(error) => prop_assert!(!error.to_string().contains('\n'), "{error}"),
+        }
+    }
+
+    /// Any JSON value in any field of a valid event: accepted only if the rules hold.
+    #[test]
+    fn any_value_in_any_field_is_accepted_only_when_valid(
+        field in prop::sample::select(vec!["event_id", "type", "book_id", "version", "occurred_at", "book", "extra"]),
+        value in any_json(),
+    ) {
+        let mut body = valid();
+        body[field] = value;
+        let bytes = serde_json::to_vec(&body).expect("serializes");
+        match BookChanged::parse(&bytes) {
+            Ok(event) => assert_valid(&event)?,
+            Err(error) => prop_assert!(!error.to_string().contains('\n'), "{error}"),
+        }
+    }
+}

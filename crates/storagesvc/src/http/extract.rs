@@ -5,7 +5,7 @@
 
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody, JsonRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::header::{AUTHORIZATION, IF_MATCH};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, IF_MATCH};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
@@ -20,11 +20,29 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        // A declared length over the limit is refused before reading a byte: otherwise a
+        // client announcing a huge body and sending it slowly holds the request open.
+        if declared_length(&req).is_some_and(|length| length > state.body_limit as u64) {
+            return Err(ApiError::PayloadTooLarge {
+                limit_bytes: state.body_limit,
+            });
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(JsonBody(value)),
             Err(rejection) => Err(json_rejection(rejection, state.body_limit)),
         }
     }
+}
+
+/// The body length the request declares in `Content-Length`, if it does and it is a number.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn json_rejection(rejection: JsonRejection, limit_bytes: usize) -> ApiError {

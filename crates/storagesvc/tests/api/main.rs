@@ -1,11 +1,13 @@
 //! storagesvc's integration tests: one binary, the real service against real PostgreSQL and
 //! RabbitMQ from `testkit` (private, never the machine's shared servers).
 
+mod bad_input;
 mod books;
 mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod id_properties;
 mod outbox;
 mod relay;
 mod startup;
