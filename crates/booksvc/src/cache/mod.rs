@@ -78,12 +78,16 @@
 mod book;
 mod connection;
 mod entry;
+pub mod invalidation;
+pub mod local;
 mod lookup;
 mod store;
 
 use std::time::Duration;
 
 pub use book::{Book, CachedBook};
+pub use invalidation::{InvalidationSettings, Invalidator};
+pub use local::{LocalCache, LocalCacheConfig, LocalHit, LocalKey, LocalState, Ticket};
 pub use lookup::{Cached, Lookup, Seen};
 pub use store::BookCache;
 
