@@ -122,7 +122,11 @@ impl Invalidator {
         reason
     }
 
-    async fn consume(&self, subscription: &mut Subscription, shutdown: &CancellationToken) -> String {
+    async fn consume(
+        &self,
+        subscription: &mut Subscription,
+        shutdown: &CancellationToken,
+    ) -> String {
         let mut watchdog = tokio::time::interval(self.settings.watchdog_interval);
         watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {

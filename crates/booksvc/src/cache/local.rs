@@ -171,12 +171,9 @@ struct Handles {
 
 impl Handles {
     fn new() -> Handles {
-        let hits = |resource: &'static str| {
-            counter!(crate::metrics::LOCAL_HITS, "resource" => resource)
-        };
-        let read_hits = |resource: &'static str| {
-            counter!(crate::metrics::CACHE_RESULTS, "resource" => resource, "result" => "hit")
-        };
+        let hits =
+            |resource: &'static str| counter!(crate::metrics::LOCAL_HITS, "resource" => resource);
+        let read_hits = |resource: &'static str| counter!(crate::metrics::CACHE_RESULTS, "resource" => resource, "result" => "hit");
         Handles {
             hits: [hits("book"), hits("list")],
             read_hits: [read_hits("book"), read_hits("list")],
@@ -413,7 +410,13 @@ mod tests {
 
     fn store(layer: &LocalCache, id: i64, version: i64, text: &str) -> bool {
         let ticket = layer.ticket().expect("live");
-        layer.store(LocalKey::Book(id), ticket, version, body(text), Duration::ZERO)
+        layer.store(
+            LocalKey::Book(id),
+            ticket,
+            version,
+            body(text),
+            Duration::ZERO,
+        )
     }
 
     fn served(layer: &LocalCache, id: i64) -> Option<Bytes> {
@@ -512,7 +515,13 @@ mod tests {
         layer.go_live();
         // Already past CACHE_FRESH_TTL in Redis: not a hit, so not stored.
         let ticket = layer.ticket().unwrap();
-        assert!(!layer.store(LocalKey::Book(1), ticket, 1, body("old"), Duration::from_secs(5)));
+        assert!(!layer.store(
+            LocalKey::Book(1),
+            ticket,
+            1,
+            body("old"),
+            Duration::from_secs(5)
+        ));
         // Fresh, but the cap ends it first.
         assert!(store(&layer, 2, 1, "capped"));
         assert!(served(&layer, 2).is_some());
@@ -561,11 +570,19 @@ mod tests {
                 let (layer, redis) = (layer.clone(), Arc::clone(&redis));
                 scope.spawn(move || {
                     for _ in 0..2000 {
-                        let Some(ticket) = layer.ticket() else { continue };
+                        let Some(ticket) = layer.ticket() else {
+                            continue;
+                        };
                         let version = redis.load(Ordering::Acquire) as i64;
                         std::thread::yield_now();
                         let text = version.to_string();
-                        layer.store(LocalKey::Book(1), ticket, version, body(&text), Duration::ZERO);
+                        layer.store(
+                            LocalKey::Book(1),
+                            ticket,
+                            version,
+                            body(&text),
+                            Duration::ZERO,
+                        );
                     }
                 });
             }
