@@ -73,6 +73,10 @@
 //! }
 //! ```
 //!
+//! # In front of it
+//! [`local`]: the in-process hit layer (ready-to-send bodies of fresh entries), and
+//! [`invalidation`]: the per-replica event subscription that keeps it coherent.
+//!
 //! Needs Redis >= 5 (scripts read `TIME` before writing, which needs effects replication).
 
 mod book;
