@@ -1,12 +1,14 @@
 //! Read-path benchmark: `cargo run --release -p booksvc --example read_bench`.
 //!
-//! One run, against real servers (private testkit PostgreSQL and Redis, storagesvc
+//! One run, against real servers (private testkit PostgreSQL, Redis and RabbitMQ, storagesvc
 //! in-process), every server under test in a child process of its own (this binary run with
 //! `child <mode>`) so each gets the same 2 cores and its RSS is its own:
-//! 1. `GET /books/1` served fresh from booksvc's cache (`X-Cache: hit`);
-//! 2. a bare axum handler returning the same bytes (the ceiling; goal: booksvc ≥ 0.7 of it);
-//! 3. an axum handler doing one Redis `GET` of those bytes (what one round trip costs);
-//! 4. the same read during a PostgreSQL outage once the breaker is open (`stale`), whose
+//! 1. `GET /books/1` served fresh from booksvc's cache (`X-Cache: hit`), from its in-process
+//!    hit layer (live: subscribed to the events on the private broker);
+//! 2. the same with the layer off (`LOCAL_CACHE_MAX_ENTRIES=0`): every hit reads Redis;
+//! 3. a bare axum handler returning the same bytes (the ceiling; goal: booksvc ≥ 0.7 of it);
+//! 4. an axum handler doing one Redis `GET` of those bytes (what one round trip costs);
+//! 5. the same read during a PostgreSQL outage once the breaker is open (`stale`), whose
 //!    p50/p99 are compared with the healthy hit path (goal: ≤ 2×).
 //!
 //! The load generator is in-process: `BENCH_CONCURRENCY` (16) tokio tasks sharing a
@@ -135,14 +137,30 @@ async fn parent() -> anyhow::Result<()> {
     let run = |label, url| load(label, url, concurrency, Duration::from_secs(seconds));
     let postgres = testkit::Postgres::start().await?;
     let redis = testkit::Redis::start().await?;
+    // booksvc's consumer and the local layer's subscription need a broker: a private one,
+    // never the machine's.
+    let rabbit = testkit::RabbitMq::start().await?;
+    let amqp_url = rabbit.amqp_url();
     let storagesvc = start_storagesvc(&postgres.fresh_database().await?).await?;
     println!("read_bench: {concurrency} connections, {seconds}s per run, loopback\n");
 
-    let hits = Server::booksvc(&storagesvc, &redis.url(), &[("CACHE_FRESH_TTL", "1h")]).await?;
+    let deps = Deps {
+        storagesvc: &storagesvc,
+        redis_url: &redis.url(),
+        amqp_url: &amqp_url,
+    };
+    let hits = Server::booksvc(&deps, &[("CACHE_FRESH_TTL", "1h")]).await?;
+    hits.wait_for_local_layer().await?;
     let body = hits.warm("/books/1", "hit").await?;
-    let hit = run("booksvc hit", hits.url("/books/1")).await?;
+    let hit = run("booksvc hit (local layer)", hits.url("/books/1")).await?;
     let hit_rss = hits.rss()?;
     drop(hits);
+
+    let redis_hits = [("CACHE_FRESH_TTL", "1h"), ("LOCAL_CACHE_MAX_ENTRIES", "0")];
+    let redis_hits = Server::booksvc(&deps, &redis_hits).await?;
+    redis_hits.warm("/books/1", "hit").await?;
+    let redis_hit = run("booksvc hit (Redis only)", redis_hits.url("/books/1")).await?;
+    drop(redis_hits);
 
     let bare = Server::start("bare", &[("BENCH_BODY", body.as_str())]).await?;
     let bare_stats = run("bare axum, same bytes", bare.url("/books/1")).await?;
@@ -153,7 +171,7 @@ async fn parent() -> anyhow::Result<()> {
     let redis_stats = run("axum + one Redis GET", one_get.url("/books/1")).await?;
     drop(one_get);
 
-    let outage = outage_server(&storagesvc, &redis.url()).await?;
+    let outage = outage_server(&deps).await?;
     outage.warm("/books/1", "miss").await?;
     postgres.stop().await?;
     outage.warm("/books/1", "stale").await?;
@@ -161,26 +179,28 @@ async fn parent() -> anyhow::Result<()> {
     let stale_rss = outage.rss()?;
 
     report(
-        &[&hit, &bare_stats, &redis_stats, &stale],
+        &[&hit, &redis_hit, &bare_stats, &redis_stats, &stale],
         hit_rss,
         stale_rss,
     );
     Ok(())
 }
 
-fn report(runs: &[&Stats; 4], hit_rss: Rss, stale_rss: Rss) {
-    let [hit, bare, redis, stale] = runs;
+fn report(runs: &[&Stats; 5], hit_rss: Rss, stale_rss: Rss) {
+    let [hit, redis_hit, bare, redis, stale] = runs;
     for stats in runs.iter() {
         stats.print();
     }
     println!();
     println!(
-        "hit / bare          = {:.2} (goal >= 0.70)",
-        hit.per_sec() / bare.per_sec()
+        "hit / bare          = {:.2} (goal >= 0.70; Redis-only hit: {:.2})",
+        hit.per_sec() / bare.per_sec(),
+        redis_hit.per_sec() / bare.per_sec()
     );
     println!(
-        "hit / one Redis GET = {:.2}",
-        hit.per_sec() / redis.per_sec()
+        "hit / one Redis GET = {:.2} (Redis-only hit: {:.2})",
+        hit.per_sec() / redis.per_sec(),
+        redis_hit.per_sec() / redis.per_sec()
     );
     let p50 = stale.quantile(0.5).as_secs_f64() / hit.quantile(0.5).as_secs_f64();
     let p99 = stale.quantile(0.99).as_secs_f64() / hit.quantile(0.99).as_secs_f64();
@@ -188,16 +208,23 @@ fn report(runs: &[&Stats; 4], hit_rss: Rss, stale_rss: Rss) {
     println!("booksvc RSS         = hit run {hit_rss}; outage run {stale_rss}");
 }
 
+/// What a booksvc under test talks to.
+struct Deps<'a> {
+    storagesvc: &'a str,
+    redis_url: &'a str,
+    amqp_url: &'a str,
+}
+
 /// booksvc for the outage run: always asks storagesvc first (so reads are stale, not hits,
 /// once it fails) and keeps the breaker open for the whole run once it trips.
-async fn outage_server(storagesvc: &str, redis_url: &str) -> anyhow::Result<Server> {
+async fn outage_server(deps: &Deps<'_>) -> anyhow::Result<Server> {
     let settings = [
         ("CACHE_FRESH_TTL", "0s"),
         ("CACHE_PREFIX", "bench-outage:"),
         ("BREAKER_CONSECUTIVE_FAILURES", "3"),
         ("BREAKER_TIMEOUT", "10m"),
     ];
-    Server::booksvc(storagesvc, redis_url, &settings).await
+    Server::booksvc(deps, &settings).await
 }
 
 /// A server under test in a child process; killed when dropped.
@@ -208,15 +235,12 @@ struct Server {
 }
 
 impl Server {
-    async fn booksvc(
-        storagesvc: &str,
-        redis_url: &str,
-        extra: &[(&str, &str)],
-    ) -> anyhow::Result<Server> {
+    async fn booksvc(deps: &Deps<'_>, extra: &[(&str, &str)]) -> anyhow::Result<Server> {
         let mut env = vec![
             ("HTTP_PORT", "127.0.0.1:0"),
-            ("STORAGESVC_URL", storagesvc),
-            ("REDIS_URL", redis_url),
+            ("STORAGESVC_URL", deps.storagesvc),
+            ("REDIS_URL", deps.redis_url),
+            ("AMQP_URL", deps.amqp_url),
         ];
         env.extend_from_slice(extra);
         Server::start("booksvc", &env).await
@@ -264,6 +288,20 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::bail!("{path} never answered X-Cache: {expect}")
+    }
+
+    /// Waits (at most 30 s) until booksvc reports its local hit layer live.
+    async fn wait_for_local_layer(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let response = self.client.get(self.url("/healthz/ready")).send().await?;
+            let body: serde_json::Value = response.json().await?;
+            if body["dependencies"]["local_cache"]["status"] == "live" {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the local hit layer never went live")
     }
 
     fn rss(&self) -> anyhow::Result<Rss> {

@@ -3,10 +3,12 @@
 //! [`Application::build`] does everything that can fail at start-up (bad URLs, port bound)
 //! and nothing that waits for a dependency: booksvc starts, and answers what it can, while
 //! storagesvc or Redis is down. [`Application::run_until_stopped`] runs the HTTP server, the
-//! breaker's active probe and the event consumer (unless `CONSUMER_ENABLED=false`) until the
-//! caller's token is cancelled, then shuts down in order:
+//! breaker's active probe, the event consumer (unless `CONSUMER_ENABLED=false`) and the local
+//! hit layer's invalidation subscription (unless the layer is off) until the caller's token
+//! is cancelled, then shuts down in order:
 //! 1. readiness answers 503 at once (while requests are still served), and the consumer stops
-//!    taking deliveries, acks those it finished and closes its broker connection;
+//!    taking deliveries, acks those it finished and closes its broker connection; the local
+//!    layer is bypassed and its subscription closed;
 //! 2. after `SHUTDOWN_DRAIN_DELAY` (time for load balancers to notice), the server stops
 //!    accepting and in-flight requests finish (each is bounded by `REQUEST_BUDGET`), the
 //!    probe stops. Step 2 is bounded by `SHUTDOWN_TIMEOUT`.
@@ -19,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::CircuitBreaker;
-use crate::cache::BookCache;
+use crate::cache::{BookCache, Invalidator, LocalCache};
 use crate::client::StorageClient;
 use crate::config::Settings;
 use crate::consumer::{Consumer, ConsumerStatus};
@@ -35,6 +37,7 @@ pub struct Application {
     state: AppState,
     probe: ActiveProbe,
     consumer: Option<Consumer<BookCache>>,
+    invalidator: Option<Invalidator>,
     drain_delay: Duration,
     shutdown_timeout: Duration,
 }
@@ -43,7 +46,11 @@ impl Application {
     /// Builds the read path and binds the port; see the module docs.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let metrics = metrics::install_recorder().context("installing the metrics recorder")?;
-        let service = BookService::new(read_path(&settings)?);
+        let local = LocalCache::new(settings.local_cache_config());
+        let invalidator = local
+            .is_enabled()
+            .then(|| Invalidator::new(settings.invalidation_settings(), local.clone()));
+        let service = BookService::with_local(read_path(&settings)?, local);
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding HTTP_PORT {}", settings.http_addr))?;
@@ -68,6 +75,7 @@ impl Application {
             state,
             probe,
             consumer,
+            invalidator,
             drain_delay: settings.shutdown_drain_delay,
             shutdown_timeout: settings.shutdown_timeout,
         })
@@ -102,6 +110,9 @@ impl Application {
         let consumer = self
             .consumer
             .map(|consumer| tokio::spawn(consumer.run(stop_consuming.clone())));
+        let invalidator = self
+            .invalidator
+            .map(|invalidator| tokio::spawn(invalidator.run(stop_consuming.clone())));
         let mut server = spawn_server(self.listener, self.state, stop_serving.clone());
         tracing::info!(port = self.port, "booksvc is serving");
 
@@ -119,7 +130,8 @@ impl Application {
         let stopped = tokio::time::timeout(self.shutdown_timeout, async {
             tokio::time::sleep(self.drain_delay).await;
             stop_serving.cancel();
-            let (server, _probe, ()) = tokio::join!(server, probe, finished(consumer));
+            let (server, _probe, (), ()) =
+                tokio::join!(server, probe, finished(consumer), finished(invalidator));
             server
         })
         .await;
@@ -137,7 +149,7 @@ impl Application {
 async fn finished(task: Option<JoinHandle<()>>) {
     if let Some(task) = task {
         if let Err(error) = task.await {
-            tracing::error!(%error, "the event consumer task failed");
+            tracing::error!(%error, "an event subscription task failed");
         }
     }
 }

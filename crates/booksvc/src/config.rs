@@ -14,7 +14,7 @@ use clap::Parser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
 use crate::breaker::BreakerSettings;
-use crate::cache::CacheConfig;
+use crate::cache::{CacheConfig, InvalidationSettings, LocalCacheConfig};
 use crate::consumer::ConsumerSettings;
 use crate::retry::RetryPolicy;
 
@@ -157,6 +157,17 @@ pub struct Settings {
     /// Longest pause between attempts to reconnect to RabbitMQ.
     #[arg(long, env = "CONSUMER_RECONNECT_MAX", default_value = "5s", value_parser = parse_positive_duration)]
     pub consumer_reconnect_max: Duration,
+
+    /// Fresh answers kept in memory in front of Redis (0: off), dropped by each replica's
+    /// own subscription to the book-changed events and bypassed while it is down. Off when
+    /// CONSUMER_ENABLED is false (no events to keep it coherent).
+    #[arg(long, env = "LOCAL_CACHE_MAX_ENTRIES", default_value = "10000", value_parser = parse_count::<0, 10_000_000>)]
+    pub local_cache_max_entries: u32,
+
+    /// Longest an answer is served from memory before Redis is asked again, however fresh
+    /// (bounds what a missed event could cost).
+    #[arg(long, env = "LOCAL_CACHE_TTL", default_value = "1s", value_parser = parse_positive_duration)]
+    pub local_cache_ttl: Duration,
 }
 
 impl Settings {
@@ -253,6 +264,27 @@ impl Settings {
             reconnect_max: self.consumer_reconnect_max,
             ..defaults
         })
+    }
+
+    /// The in-process hit layer's sizes; `max_entries` 0 (off) without the event stream.
+    pub fn local_cache_config(&self) -> LocalCacheConfig {
+        let max_entries = match self.consumer_enabled {
+            true => u64::from(self.local_cache_max_entries),
+            false => 0,
+        };
+        LocalCacheConfig {
+            max_entries,
+            max_age: self.local_cache_ttl,
+            fresh_ttl: self.cache_fresh_ttl,
+        }
+    }
+
+    /// The local layer's event subscription (on the consumer's broker and reconnect cap).
+    pub fn invalidation_settings(&self) -> InvalidationSettings {
+        InvalidationSettings {
+            reconnect_max: self.consumer_reconnect_max,
+            ..InvalidationSettings::new(self.amqp_url.expose())
+        }
     }
 
     /// The retry part of the settings (the multiplier and jitter are fixed: see `retry`).
@@ -529,6 +561,20 @@ mod tests {
             both.is_err(),
             "REDIS_ADDR and REDIS_URL together are ambiguous"
         );
+    }
+
+    #[test]
+    fn the_local_layer_is_sized_by_its_variables_and_off_without_events() {
+        let defaults = parse(&[]).expect("parses").local_cache_config();
+        assert_eq!(defaults.max_entries, 10_000);
+        assert_eq!(defaults.max_age, Duration::from_secs(1));
+        assert_eq!(defaults.fresh_ttl, Duration::from_secs(5));
+        let off = parse(&["--local-cache-max-entries", "0"]).expect("parses");
+        assert_eq!(off.local_cache_config().max_entries, 0);
+        let no_events = parse(&["--consumer-enabled", "false"]).expect("parses");
+        assert_eq!(no_events.local_cache_config().max_entries, 0);
+        assert!(parse(&["--local-cache-ttl", "0s"]).is_err(), "a zero cap");
+        assert!(parse(&["--local-cache-max-entries", "-1"]).is_err());
     }
 
     #[test]

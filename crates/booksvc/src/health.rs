@@ -10,7 +10,8 @@
 //! {"status": "ready", "mode": "DEGRADED",
 //!  "dependencies": {"storagesvc": {"status": "down", "error": "..."},
 //!                   "breaker": {"status": "open"}, "redis": {"status": "up"},
-//!                   "consumer": {"status": "running"}}}
+//!                   "consumer": {"status": "running"},
+//!                   "local_cache": {"status": "live"}}}
 //! ```
 //!
 //! `mode` ([`Mode`]):
@@ -24,7 +25,8 @@
 //!
 //! The consumer's state (`running`, `paused`, `reconnecting`, `stopped`, or `disabled`) is
 //! reported but does not change the mode: it affects how warm the cache is, not whether or
-//! how booksvc answers.
+//! how booksvc answers. Nor does the local hit layer's (`live`, `bypassed` while its event
+//! subscription is down, or `disabled`): bypassed, reads simply go to Redis.
 
 use std::time::Duration;
 
@@ -88,6 +90,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "breaker": { "status": breaker.as_str() },
             "redis": redis,
             "consumer": consumer_status(&state),
+            "local_cache": { "status": state.service.local().state().as_str() },
         },
     });
     if shutting_down {

@@ -12,7 +12,8 @@
 //! - [`probe`]: the breaker's active probe, so it closes without waiting for a cache miss.
 //! - [`retry`]: exponential backoff with jitter, bounded by the request deadline.
 //! - [`client`]: the typed storagesvc client; statuses mapped once to not-found / transient / permanent.
-//! - [`cache`]: the Redis cache of the last good data; fills and events race, versions decide.
+//! - [`cache`]: the Redis cache of the last good data; fills and events race, versions decide;
+//!   and the in-process hit layer in front of it, kept coherent by events.
 //! - [`consumer`]: warms the cache from book-changed events: retry queues, DLQ, pause on Redis
 //!   down, reconnect on broker loss.
 //! - [`redrive`]: `booksvc redrive-dlq`, moving dead letters back for another go.
@@ -20,7 +21,8 @@
 //!
 //! # Data flow
 //! A read passes the [`http`] extractors (id, request id) to [`service::BookService`]. It
-//! looks in the [`cache`]; a fresh entry is the answer (`X-Cache: hit`). Otherwise it joins
+//! looks in the local hit layer ([`cache::LocalCache`]), then in the [`cache`]; a fresh entry
+//! is the answer (`X-Cache: hit`). Otherwise it joins
 //! the [`coalesce`] flight for that key, whose task calls storagesvc through [`client`],
 //! each attempt asking the [`breaker`] first, with pauses and limits from [`retry`], all
 //! within `REQUEST_BUDGET`; the answer fills the cache and is served (`miss`). If storagesvc

@@ -7,6 +7,9 @@
 //! | `booksvc_cache_results_total` | `resource` (`book`/`list`), `result` (`hit`/`miss`/`stale`/`unavailable`) | [`record_read`] |
 //! | `booksvc_stale_age_seconds` (histogram) | `resource` | [`record_read`] |
 //! | `booksvc_storagesvc_request_duration_seconds` | `endpoint`, `outcome` (`ok`/`not_found`/`error`) | [`record_storagesvc_call`] |
+//! | `booksvc_local_cache_hits_total` (also counted as `hit` above) | `resource` | [`crate::cache::LocalCache`] |
+//! | `booksvc_local_cache_invalidations_total` | `reason` (`event`: one book; `reset`: emptied on going live or bypassed; `unreadable`: an event it could not parse) | [`record_local_invalidation`] |
+//! | `booksvc_local_cache_state` (1 for the current state) | `state` (`disabled`/`bypassed`/`live`) | [`record_local_state`] |
 //! | `booksvc_coalesced_requests_total` | `resource` | [`crate::coalesce`] |
 //! | `booksvc_breaker_probes_total` | `outcome` | [`crate::probe`] |
 //! | `booksvc_breaker_state`, `booksvc_breaker_transitions_total`, `booksvc_breaker_calls_not_permitted_total` | | [`crate::breaker`] |
@@ -28,13 +31,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::cache::LocalState;
 use crate::client::ClientError;
 use crate::consumer::metrics::{EVENT_LAG, EVENT_LAG_BUCKETS};
 use crate::http::AppState;
 
 const HTTP_REQUESTS: &str = "booksvc_http_requests_total";
 const HTTP_DURATION: &str = "booksvc_http_request_duration_seconds";
-const CACHE_RESULTS: &str = "booksvc_cache_results_total";
+pub(crate) const CACHE_RESULTS: &str = "booksvc_cache_results_total";
+pub(crate) const LOCAL_HITS: &str = "booksvc_local_cache_hits_total";
+const LOCAL_INVALIDATIONS: &str = "booksvc_local_cache_invalidations_total";
+const LOCAL_STATE: &str = "booksvc_local_cache_state";
 const STALE_AGE: &str = "booksvc_stale_age_seconds";
 const STORAGESVC_DURATION: &str = "booksvc_storagesvc_request_duration_seconds";
 
@@ -100,6 +107,18 @@ fn describe() {
         "Book reads by how they were answered: hit, miss, stale, or unavailable (503)."
     );
     describe_histogram!(STALE_AGE, Unit::Seconds, "Age of the stale data served.");
+    describe_counter!(
+        LOCAL_HITS,
+        "Reads answered by the in-process hit layer without asking Redis."
+    );
+    describe_counter!(
+        LOCAL_INVALIDATIONS,
+        "Entries of the in-process hit layer dropped: one book by an event, or all of them."
+    );
+    metrics::describe_gauge!(
+        LOCAL_STATE,
+        "State of the in-process hit layer: 1 for the current one of disabled, bypassed, live."
+    );
     describe_histogram!(
         STORAGESVC_DURATION,
         Unit::Seconds,
@@ -160,6 +179,19 @@ pub fn record_read(resource: &'static str, result: ReadResult) {
         ReadResult::Unavailable => "unavailable",
     };
     metrics::counter!(CACHE_RESULTS, "resource" => resource, "result" => label).increment(1);
+}
+
+/// Sets `booksvc_local_cache_state`: 1 for `state`, 0 for the others.
+pub fn record_local_state(state: LocalState) {
+    for each in LocalState::ALL {
+        let value = if each == state { 1.0 } else { 0.0 };
+        metrics::gauge!(LOCAL_STATE, "state" => each.as_str()).set(value);
+    }
+}
+
+/// Counts one invalidation of the in-process hit layer.
+pub fn record_local_invalidation(reason: &'static str) {
+    metrics::counter!(LOCAL_INVALIDATIONS, "reason" => reason).increment(1);
 }
 
 /// Records one storagesvc attempt.

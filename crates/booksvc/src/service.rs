@@ -1,7 +1,10 @@
 //! The read path, composed in one place: [`BookService::read`].
 //!
 //! ```text
-//! cache lookup ── fresh? ──▶ serve `hit`
+//! local hit layer ── live and fresh? ──▶ serve `hit` (no Redis round trip)
+//!      │ no
+//!      ▼
+//! cache lookup ── fresh? ──▶ serve `hit` (and copy it into the local layer)
 //!      │ no (stale, absent, or Redis down/slow)
 //!      ▼
 //! coalesced( retry_within( breaker-guarded storagesvc call ) ) then fill the cache
@@ -22,6 +25,10 @@
 //!   a client going away does not cancel it: the call still fills the cache. A flight cut
 //!   short (runtime shutting down) drops its [`crate::breaker::Permit`] unreported, which
 //!   the breaker counts as neither success nor failure.
+//! - **Local layer.** [`BookService::get_book_body`] and [`BookService::list_books_body`]
+//!   answer with ready-to-send bytes and look in the [`LocalCache`] first. Only a fresh
+//!   Redis hit is copied into it, with the ticket taken before the lookup, so a read that
+//!   raced an invalidation stores nothing (see [`crate::cache::local`]).
 //! - **Who wins.** The fill hands back the revision the lookup saw ([`Seen`]); the cache
 //!   keeps an entry written since (an event) if it is newer. Redis down: the fill fails
 //!   fast and is only logged.
@@ -31,10 +38,11 @@ mod resource;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use tokio::time::Instant;
 
 use crate::breaker::{CircuitBreaker, NotPermitted};
-use crate::cache::{Book, BookCache, Cached, Lookup, Seen};
+use crate::cache::{Book, BookCache, Cached, LocalCache, Lookup, Seen};
 use crate::client::{ClientError, StorageClient};
 use crate::coalesce::{Coalescer, Role};
 use crate::metrics::{self, ReadResult};
@@ -97,14 +105,22 @@ pub struct ReadPath {
 
 struct Core {
     path: ReadPath,
+    local: LocalCache,
     books: Coalescer<OneBook, Result<Option<Book>, FetchFailure>>,
     lists: Coalescer<AllBooks, Result<Vec<Book>, FetchFailure>>,
 }
 
 impl BookService {
+    /// The read path without the local hit layer.
     pub fn new(path: ReadPath) -> BookService {
+        BookService::with_local(path, LocalCache::disabled())
+    }
+
+    /// The read path with `local` in front of Redis (it serves once it is live).
+    pub fn with_local(path: ReadPath, local: LocalCache) -> BookService {
         let core = Core {
             path,
+            local,
             books: Coalescer::new(OneBook::NAME),
             lists: Coalescer::new(AllBooks::NAME),
         };
@@ -130,9 +146,65 @@ impl BookService {
         self.read(AllBooks, request_id).await
     }
 
+    /// `GET /books/{id}` as the JSON body to send; `None` when the book does not exist.
+    pub async fn get_book_body(
+        &self,
+        id: i64,
+        request_id: Option<String>,
+    ) -> Result<Served<Option<Bytes>>, FetchFailure> {
+        self.read_body(OneBook(id), request_id).await
+    }
+
+    /// `GET /books` as the JSON body to send.
+    pub async fn list_books_body(
+        &self,
+        request_id: Option<String>,
+    ) -> Result<Served<Bytes>, FetchFailure> {
+        self.read_body(AllBooks, request_id).await
+    }
+
     /// The dependencies and knobs, for health reports and the probe.
     pub fn path(&self) -> &ReadPath {
         &self.core.path
+    }
+
+    /// The in-process hit layer (disabled unless built [`BookService::with_local`]).
+    pub fn local(&self) -> &LocalCache {
+        &self.core.local
+    }
+
+    /// The local hit layer, then [`BookService::read`]; a fresh Redis hit is copied into the
+    /// layer under the ticket taken before it was read.
+    async fn read_body<R: Resource>(
+        &self,
+        resource: R,
+        request_id: Option<String>,
+    ) -> Result<Served<R::Body>, FetchFailure>
+    where
+        Core: Flights<R>,
+    {
+        let local = &self.core.local;
+        let key = resource.local_key();
+        if let Some(hit) = local.get(key) {
+            return Ok(Served {
+                value: R::from_local(hit.body),
+                source: Source::Fresh { age: hit.age },
+            });
+        }
+        let ticket = local.ticket();
+        let served = self.read(resource, request_id).await?;
+        let body = R::encode(&served.value).map_err(|error| FetchFailure::Upstream {
+            reason: format!("the answer does not encode as JSON: {error}"),
+        })?;
+        if let (Some(ticket), Source::Fresh { age }) = (ticket, &served.source) {
+            if let Some((version, bytes)) = R::storable(&served.value, &body) {
+                local.store(key, ticket, version, bytes, *age);
+            }
+        }
+        Ok(Served {
+            value: body,
+            source: served.source,
+        })
     }
 
     /// The order of the read path, in one place (see the module docs).

@@ -73,17 +73,25 @@
 //! }
 //! ```
 //!
+//! # In front of it
+//! [`local`]: the in-process hit layer (ready-to-send bodies of fresh entries), and
+//! [`invalidation`]: the per-replica event subscription that keeps it coherent.
+//!
 //! Needs Redis >= 5 (scripts read `TIME` before writing, which needs effects replication).
 
 mod book;
 mod connection;
 mod entry;
+pub mod invalidation;
+pub mod local;
 mod lookup;
 mod store;
 
 use std::time::Duration;
 
 pub use book::{Book, CachedBook};
+pub use invalidation::{InvalidationSettings, Invalidator};
+pub use local::{LocalCache, LocalCacheConfig, LocalHit, LocalKey, LocalState, Ticket};
 pub use lookup::{Cached, Lookup, Seen};
 pub use store::BookCache;
 

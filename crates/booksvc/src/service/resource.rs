@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::cache::{Book, BookCache, CacheError, Cached, CachedBook, Lookup, Seen};
+use axum::body::Bytes;
+
+use crate::cache::{Book, BookCache, CacheError, Cached, CachedBook, LocalKey, Lookup, Seen};
 use crate::client::{ClientError, StorageClient};
 
 /// One cacheable thing booksvc serves. `Value` is what the client gets: for one book,
@@ -12,8 +14,24 @@ use crate::client::{ClientError, StorageClient};
 pub(crate) trait Resource: Clone + Eq + std::hash::Hash + Send + Sync + 'static {
     type Value: Clone + Send + Sync + 'static;
 
+    /// The answer as a ready-to-send JSON body (for one book, `None`: not found).
+    type Body: Send + 'static;
+
     /// `resource` label of the read metrics, and the storagesvc endpoint name.
     const NAME: &'static str;
+
+    /// Its slot in the in-process hit layer.
+    fn local_key(&self) -> LocalKey;
+
+    /// The body of a value; fails only if it cannot be encoded as JSON.
+    fn encode(value: &Self::Value) -> Result<Self::Body, serde_json::Error>;
+
+    /// A body the local layer held.
+    fn from_local(body: Bytes) -> Self::Body;
+
+    /// What the local layer may keep of a fresh answer: the bytes and the version they are
+    /// at (`None`: nothing, e.g. a tombstone, which Redis remembers on its own).
+    fn storable(value: &Self::Value, body: &Self::Body) -> Option<(i64, Bytes)>;
 
     fn lookup(
         &self,
@@ -43,7 +61,24 @@ pub(crate) struct OneBook(pub(crate) i64);
 
 impl Resource for OneBook {
     type Value = Option<Book>;
+    type Body = Option<Bytes>;
     const NAME: &'static str = "book";
+
+    fn local_key(&self) -> LocalKey {
+        LocalKey::Book(self.0)
+    }
+
+    fn encode(value: &Option<Book>) -> Result<Option<Bytes>, serde_json::Error> {
+        value.as_ref().map(json).transpose()
+    }
+
+    fn from_local(body: Bytes) -> Option<Bytes> {
+        Some(body)
+    }
+
+    fn storable(value: &Option<Book>, body: &Option<Bytes>) -> Option<(i64, Bytes)> {
+        Some((value.as_ref()?.version, body.clone()?))
+    }
 
     async fn lookup(&self, cache: &BookCache) -> Result<Lookup<Option<Book>>, CacheError> {
         let lookup = cache.get_book(self.0).await?;
@@ -92,7 +127,25 @@ pub(crate) struct AllBooks;
 
 impl Resource for AllBooks {
     type Value = Vec<Book>;
+    type Body = Bytes;
     const NAME: &'static str = "list";
+
+    fn local_key(&self) -> LocalKey {
+        LocalKey::List
+    }
+
+    fn encode(value: &Vec<Book>) -> Result<Bytes, serde_json::Error> {
+        json(value)
+    }
+
+    fn from_local(body: Bytes) -> Bytes {
+        body
+    }
+
+    /// Any event drops the list, so it needs no version.
+    fn storable(_: &Vec<Book>, body: &Bytes) -> Option<(i64, Bytes)> {
+        Some((0, body.clone()))
+    }
 
     async fn lookup(&self, cache: &BookCache) -> Result<Lookup<Vec<Book>>, CacheError> {
         cache.get_list().await
@@ -115,4 +168,9 @@ impl Resource for AllBooks {
     ) -> Result<(), CacheError> {
         cache.fill_list(seen, value).await.map(drop)
     }
+}
+
+/// The JSON booksvc sends, exactly as `axum::Json` would have written it.
+fn json<T: serde::Serialize>(value: &T) -> Result<Bytes, serde_json::Error> {
+    serde_json::to_vec(value).map(Bytes::from)
 }

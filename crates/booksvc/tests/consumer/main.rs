@@ -1,7 +1,7 @@
 //! The event consumer against real servers (RabbitMQ, Redis, and for end-to-end cases
 //! storagesvc with PostgreSQL), all from `testkit`: warming, ordering, poison, retries with
 //! delays, the DLQ, a Redis outage (pause), a broker restart (reconnect), re-drive and
-//! shutdown.
+//! shutdown, and the in-process hit layer those events keep coherent.
 //!
 //! Tests share one broker, one Redis and one PostgreSQL per binary and isolate themselves by
 //! vhost, key prefix and database; tests that stop a server start a private one.
@@ -11,6 +11,7 @@ mod app;
 mod bad_events;
 mod dead_letters;
 mod helpers;
+mod local_cache;
 mod outages;
 mod redrive;
 mod storage;

@@ -1,0 +1,603 @@
+//! The in-process hit layer in front of Redis: ready-to-send response bodies, so a hit is a
+//! map lookup and a `Bytes` clone (docs/decisions/0007-local-hit-layer.md).
+//!
+//! # What it holds
+//! One slot per [`LocalKey`] (a book, or the list), bounded by `LOCAL_CACHE_MAX_ENTRIES`
+//! (moka: TinyLFU admission, LRU eviction). A slot is either
+//! - a **body**: the JSON booksvc serves, copied from a *fresh* Redis entry, with that entry's
+//!   age and version. It is a `hit` only while the Redis entry it copies would still be fresh
+//!   (`CACHE_FRESH_TTL`), and never for longer than `LOCAL_CACHE_TTL` (the safety net: any
+//!   incoherence this layer could add is bounded by it); or
+//! - a **floor**: an event said book `id` is at version `v`; nothing older may be stored for
+//!   it. The event may reach this replica before the consumer (perhaps another replica's) has
+//!   written it to Redis, and a read in that gap must not copy the old entry back in.
+//!
+//! Tombstones are never held: a deleted book is asked of Redis, which remembers it.
+//!
+//! # Coherence
+//! Each replica's [`super::invalidation`] subscription sees every book-changed event and calls
+//! [`LocalCache::invalidate_book`]: the book's body goes (unless it already is that version or
+//! newer) and the list goes. While that subscription is not known to be live (start-up,
+//! broker down, channel lost) the layer is **bypassed and empty**: [`LocalCache::get`]
+//! answers nothing and nothing is stored, because events may be going by unseen.
+//!
+//! A read that raced an invalidation must not store what it read before it: a read takes a
+//! [`Ticket`] (the epoch) before asking Redis, and [`LocalCache::store`] refuses it if any
+//! invalidation or bypass happened since. Store and invalidation of one key are serialised by
+//! moka's per-key lock, and the epoch moves before the slot is touched, so either the store
+//! sees the new epoch, or the invalidation comes after it and removes what it stored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use metrics::{Counter, counter};
+use moka::Expiry;
+use moka::ops::compute::{CompResult, Op};
+use moka::sync::Cache;
+
+/// Default `LOCAL_CACHE_MAX_ENTRIES`: a few MiB of book bodies.
+pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+/// Default `LOCAL_CACHE_TTL`: how stale this layer could ever make an answer, at worst.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(1);
+/// How long a floor keeps older versions out: well beyond a consumer's normal lag. Once it
+/// lapses, `LOCAL_CACHE_TTL` still bounds what a late consumer could leave behind.
+const FLOOR_TTL: Duration = Duration::from_secs(60);
+
+/// What the layer can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LocalKey {
+    /// `GET /books/{id}`.
+    Book(i64),
+    /// `GET /books` and `GET /`.
+    List,
+}
+
+/// A local hit: the body to send and the age of the Redis entry it copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalHit {
+    pub body: Bytes,
+    pub age: Duration,
+}
+
+/// The epoch a read saw before asking Redis; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
+/// Sizes of the layer (from `LOCAL_CACHE_MAX_ENTRIES`, `LOCAL_CACHE_TTL`, `CACHE_FRESH_TTL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalCacheConfig {
+    /// Slots at most; 0 turns the layer off.
+    pub max_entries: u64,
+    /// Longest a body is served from here, however fresh its Redis entry.
+    pub max_age: Duration,
+    /// `CACHE_FRESH_TTL`: a body is a hit only while its Redis entry would be.
+    pub fresh_ttl: Duration,
+}
+
+/// Whether the layer serves, for health reports and the state gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalState {
+    /// Turned off by configuration (or `CACHE_FRESH_TTL=0s`, or no event stream).
+    Disabled,
+    /// On, but its invalidation subscription is not live: every read goes to Redis.
+    Bypassed,
+    /// Serving hits.
+    Live,
+}
+
+impl LocalState {
+    pub const ALL: [LocalState; 3] = [LocalState::Disabled, LocalState::Bypassed, LocalState::Live];
+
+    /// The name in health bodies and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalState::Disabled => "disabled",
+            LocalState::Bypassed => "bypassed",
+            LocalState::Live => "live",
+        }
+    }
+}
+
+/// The layer. Cheap to clone: clones share the slots and the state.
+#[derive(Clone)]
+pub struct LocalCache {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    slots: Cache<LocalKey, Slot>,
+    live: AtomicBool,
+    epoch: AtomicU64,
+    fresh_ttl: Duration,
+    max_age: Duration,
+    metrics: Handles,
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Body {
+        body: Bytes,
+        version: i64,
+        stored_at: Instant,
+        age_at_store: Duration,
+        expires_at: Instant,
+    },
+    Floor {
+        version: i64,
+        expires_at: Instant,
+    },
+}
+
+impl Slot {
+    fn version(&self) -> i64 {
+        match self {
+            Slot::Body { version, .. } | Slot::Floor { version, .. } => *version,
+        }
+    }
+
+    fn expires_at(&self) -> Instant {
+        match self {
+            Slot::Body { expires_at, .. } | Slot::Floor { expires_at, .. } => *expires_at,
+        }
+    }
+}
+
+/// Each slot expires when its own `expires_at` says, on creation and on replacement alike.
+struct SlotExpiry;
+
+impl Expiry<LocalKey, Slot> for SlotExpiry {
+    fn expire_after_create(&self, _: &LocalKey, slot: &Slot, now: Instant) -> Option<Duration> {
+        Some(slot.expires_at().saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &LocalKey,
+        slot: &Slot,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(slot.expires_at().saturating_duration_since(now))
+    }
+}
+
+/// Metric handles, registered once: the hit path must not build label sets.
+struct Handles {
+    hits: [Counter; 2],
+    read_hits: [Counter; 2],
+}
+
+impl Handles {
+    fn new() -> Handles {
+        let hits =
+            |resource: &'static str| counter!(crate::metrics::LOCAL_HITS, "resource" => resource);
+        let read_hits = |resource: &'static str| counter!(crate::metrics::CACHE_RESULTS, "resource" => resource, "result" => "hit");
+        Handles {
+            hits: [hits("book"), hits("list")],
+            read_hits: [read_hits("book"), read_hits("list")],
+        }
+    }
+
+    fn record_hit(&self, key: LocalKey) {
+        let index = usize::from(key == LocalKey::List);
+        self.hits[index].increment(1);
+        self.read_hits[index].increment(1);
+    }
+}
+
+impl LocalCache {
+    /// A layer that holds nothing and is never consulted.
+    pub fn disabled() -> LocalCache {
+        crate::metrics::record_local_state(LocalState::Disabled);
+        LocalCache { inner: None }
+    }
+
+    /// The layer, bypassed until [`LocalCache::go_live`]; disabled when `max_entries` is 0
+    /// or nothing could ever be fresh (`fresh_ttl` or `max_age` zero).
+    pub fn new(config: LocalCacheConfig) -> LocalCache {
+        if config.max_entries == 0 || config.fresh_ttl.is_zero() || config.max_age.is_zero() {
+            return LocalCache::disabled();
+        }
+        let slots = Cache::builder()
+            .name("booksvc-local")
+            .max_capacity(config.max_entries)
+            .expire_after(SlotExpiry)
+            .build();
+        let inner = Inner {
+            slots,
+            live: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            fresh_ttl: config.fresh_ttl,
+            max_age: config.max_age,
+            metrics: Handles::new(),
+        };
+        crate::metrics::record_local_state(LocalState::Bypassed);
+        LocalCache {
+            inner: Some(Arc::new(inner)),
+        }
+    }
+
+    /// Whether the layer is on at all (then it needs its invalidation subscription).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Disabled, bypassed or live.
+    pub fn state(&self) -> LocalState {
+        match &self.inner {
+            None => LocalState::Disabled,
+            Some(inner) if inner.live.load(Ordering::Acquire) => LocalState::Live,
+            Some(_) => LocalState::Bypassed,
+        }
+    }
+
+    /// The body for `key` if the layer is live and holds a fresh one.
+    pub fn get(&self, key: LocalKey) -> Option<LocalHit> {
+        let inner = self.inner.as_ref()?;
+        if !inner.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let Slot::Body {
+            body,
+            stored_at,
+            age_at_store,
+            expires_at,
+            ..
+        } = inner.slots.get(&key)?
+        else {
+            return None;
+        };
+        let now = Instant::now();
+        if now >= expires_at {
+            return None;
+        }
+        inner.metrics.record_hit(key);
+        Some(LocalHit {
+            body,
+            age: age_at_store + now.duration_since(stored_at),
+        })
+    }
+
+    /// The epoch to hand to [`LocalCache::store`], taken *before* reading Redis; `None` when
+    /// nothing may be stored (disabled or bypassed).
+    pub fn ticket(&self) -> Option<Ticket> {
+        let inner = self.inner.as_ref()?;
+        let epoch = inner.epoch.load(Ordering::Acquire);
+        inner.live.load(Ordering::Acquire).then_some(Ticket(epoch))
+    }
+
+    /// Stores `body` (a fresh Redis entry of `age`, at `version`; for the list, any version)
+    /// unless an invalidation or bypass happened since `ticket`, an event said the book is
+    /// newer, or the entry is no longer fresh. Says whether it was stored.
+    pub fn store(
+        &self,
+        key: LocalKey,
+        ticket: Ticket,
+        version: i64,
+        body: Bytes,
+        age: Duration,
+    ) -> bool {
+        let Some(inner) = self.inner.as_ref() else {
+            return false;
+        };
+        let Some(fresh_left) = inner.fresh_ttl.checked_sub(age).filter(|d| !d.is_zero()) else {
+            return false;
+        };
+        let now = Instant::now();
+        let slot = Slot::Body {
+            body,
+            version,
+            stored_at: now,
+            age_at_store: age,
+            expires_at: now + fresh_left.min(inner.max_age),
+        };
+        let result = inner.slots.entry(key).and_compute_with(|existing| {
+            if !inner.is_current(ticket) {
+                return Op::Nop;
+            }
+            match existing {
+                // Never back to an older version: a floor from an event, or a newer body a
+                // concurrent read stored first.
+                Some(existing) if version < existing.value().version() => Op::Nop,
+                _ => Op::Put(slot),
+            }
+        });
+        matches!(
+            result,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
+        )
+    }
+
+    /// A book-changed event for `id` at `version`: the book's body goes unless it already is
+    /// that version or newer, a floor keeps older copies out, and the list goes.
+    pub fn invalidate_book(&self, id: i64, version: i64) {
+        let Some(inner) = self.inner.as_ref() else {
+            return;
+        };
+        inner.epoch.fetch_add(1, Ordering::AcqRel);
+        let floor = Slot::Floor {
+            version,
+            expires_at: Instant::now() + FLOOR_TTL,
+        };
+        inner
+            .slots
+            .entry(LocalKey::Book(id))
+            .and_compute_with(|existing| match existing {
+                Some(existing) if existing.value().version() >= version => Op::Nop,
+                _ => Op::Put(floor),
+            });
+        inner.slots.invalidate(&LocalKey::List);
+        crate::metrics::record_local_invalidation("event");
+    }
+
+    /// Forgets everything (an event that cannot be read: which book it was is unknown).
+    pub fn invalidate_all(&self, reason: &'static str) {
+        if let Some(inner) = self.inner.as_ref() {
+            inner.epoch.fetch_add(1, Ordering::AcqRel);
+            inner.slots.invalidate_all();
+            crate::metrics::record_local_invalidation(reason);
+        }
+    }
+
+    /// The invalidation subscription is bound and consuming: serve from here again, starting
+    /// empty (events may have gone by unseen while bypassed).
+    pub fn go_live(&self) {
+        let Some(inner) = self.inner.as_ref() else {
+            return;
+        };
+        self.invalidate_all("reset");
+        if !inner.live.swap(true, Ordering::AcqRel) {
+            tracing::info!("local hit layer live");
+            crate::metrics::record_local_state(LocalState::Live);
+        }
+    }
+
+    /// The subscription is not (or no longer) known to be live: stop serving and storing,
+    /// and empty the layer.
+    pub fn bypass(&self, reason: &str) {
+        let Some(inner) = self.inner.as_ref() else {
+            return;
+        };
+        let was_live = inner.live.swap(false, Ordering::AcqRel);
+        self.invalidate_all("reset");
+        if was_live {
+            tracing::warn!(reason, "local hit layer bypassed: reads go to Redis");
+            crate::metrics::record_local_state(LocalState::Bypassed);
+        }
+    }
+
+    /// Slots held (bodies and floors), after pending maintenance; for tests and metrics.
+    pub fn len(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |inner| {
+            inner.slots.run_pending_tasks();
+            inner.slots.entry_count()
+        })
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Inner {
+    fn is_current(&self, ticket: Ticket) -> bool {
+        self.live.load(Ordering::Acquire) && self.epoch.load(Ordering::Acquire) == ticket.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRESH: Duration = Duration::from_secs(5);
+
+    fn live_layer() -> LocalCache {
+        let layer = LocalCache::new(LocalCacheConfig {
+            max_entries: 100,
+            max_age: Duration::from_secs(60),
+            fresh_ttl: FRESH,
+        });
+        layer.go_live();
+        layer
+    }
+
+    fn body(text: &str) -> Bytes {
+        Bytes::copy_from_slice(text.as_bytes())
+    }
+
+    fn store(layer: &LocalCache, id: i64, version: i64, text: &str) -> bool {
+        let ticket = layer.ticket().expect("live");
+        layer.store(
+            LocalKey::Book(id),
+            ticket,
+            version,
+            body(text),
+            Duration::ZERO,
+        )
+    }
+
+    fn served(layer: &LocalCache, id: i64) -> Option<Bytes> {
+        layer.get(LocalKey::Book(id)).map(|hit| hit.body)
+    }
+
+    #[test]
+    fn a_stored_body_is_served_with_the_age_of_its_redis_entry() {
+        let layer = live_layer();
+        let ticket = layer.ticket().unwrap();
+        let age = Duration::from_millis(1500);
+        assert!(layer.store(LocalKey::Book(1), ticket, 1, body("one"), age));
+        let hit = layer.get(LocalKey::Book(1)).expect("a hit");
+        assert_eq!(hit.body, body("one"));
+        assert!(hit.age >= age && hit.age < FRESH, "{:?}", hit.age);
+        assert_eq!(layer.get(LocalKey::Book(2)), None);
+    }
+
+    #[test]
+    fn a_read_that_raced_an_invalidation_stores_nothing() {
+        let layer = live_layer();
+        // The read takes its ticket, then reads Redis (the old version 1)…
+        let ticket = layer.ticket().unwrap();
+        // …meanwhile the event for version 2 arrives…
+        layer.invalidate_book(1, 2);
+        // …so the old value must not land, even though no floor would stop a newer one.
+        assert!(!layer.store(LocalKey::Book(1), ticket, 1, body("old"), Duration::ZERO));
+        assert_eq!(served(&layer, 1), None);
+        // The same race on another key is refused too: the epoch is global.
+        assert!(!layer.store(LocalKey::Book(7), ticket, 1, body("x"), Duration::ZERO));
+        // A read started after the event stores the new version.
+        assert!(store(&layer, 1, 2, "new"));
+        assert_eq!(served(&layer, 1), Some(body("new")));
+    }
+
+    #[test]
+    fn an_event_ahead_of_redis_keeps_older_copies_out() {
+        let layer = live_layer();
+        assert!(store(&layer, 1, 1, "v1"));
+        layer.invalidate_book(1, 2);
+        assert_eq!(served(&layer, 1), None, "the event must evict version 1");
+        // The consumer has not written version 2 to Redis yet: a read finds version 1.
+        assert!(!store(&layer, 1, 1, "v1 again"));
+        assert_eq!(served(&layer, 1), None);
+        assert!(store(&layer, 1, 3, "v3"));
+        assert_eq!(served(&layer, 1), Some(body("v3")));
+    }
+
+    #[test]
+    fn an_event_the_layer_already_reflects_keeps_the_body_and_never_goes_back() {
+        let layer = live_layer();
+        assert!(store(&layer, 1, 5, "v5"));
+        layer.invalidate_book(1, 4); // late duplicate
+        assert_eq!(served(&layer, 1), Some(body("v5")));
+        layer.invalidate_book(1, 5); // this replica's read was quicker than the event
+        assert_eq!(served(&layer, 1), Some(body("v5")));
+        assert!(!store(&layer, 1, 4, "v4"), "a slower read must not go back");
+        assert_eq!(served(&layer, 1), Some(body("v5")));
+    }
+
+    #[test]
+    fn any_event_drops_the_list() {
+        let layer = live_layer();
+        let ticket = layer.ticket().unwrap();
+        assert!(layer.store(LocalKey::List, ticket, 0, body("[]"), Duration::ZERO));
+        assert!(layer.get(LocalKey::List).is_some());
+        layer.invalidate_book(42, 1);
+        assert_eq!(layer.get(LocalKey::List), None);
+    }
+
+    #[test]
+    fn bypassed_it_serves_and_stores_nothing_and_comes_back_empty() {
+        let layer = live_layer();
+        assert!(store(&layer, 1, 1, "v1"));
+        let before_loss = layer.ticket().unwrap();
+        layer.bypass("test");
+        assert_eq!(layer.state(), LocalState::Bypassed);
+        assert_eq!(served(&layer, 1), None);
+        assert_eq!(layer.ticket(), None);
+        assert!(!layer.store(LocalKey::Book(2), before_loss, 1, body("x"), Duration::ZERO));
+        layer.go_live();
+        assert_eq!(layer.state(), LocalState::Live);
+        assert_eq!(served(&layer, 1), None, "it must come back empty");
+        // A read from before the loss must not land after the layer is live again.
+        assert!(!layer.store(LocalKey::Book(2), before_loss, 1, body("x"), Duration::ZERO));
+        assert!(store(&layer, 2, 1, "v1"));
+    }
+
+    #[test]
+    fn freshness_follows_the_redis_entry_and_the_cap() {
+        let layer = LocalCache::new(LocalCacheConfig {
+            max_entries: 100,
+            max_age: Duration::from_millis(50),
+            fresh_ttl: Duration::from_secs(5),
+        });
+        layer.go_live();
+        // Already past CACHE_FRESH_TTL in Redis: not a hit, so not stored.
+        let ticket = layer.ticket().unwrap();
+        assert!(!layer.store(
+            LocalKey::Book(1),
+            ticket,
+            1,
+            body("old"),
+            Duration::from_secs(5)
+        ));
+        // Fresh, but the cap ends it first.
+        assert!(store(&layer, 2, 1, "capped"));
+        assert!(served(&layer, 2).is_some());
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(served(&layer, 2), None, "served past LOCAL_CACHE_TTL");
+    }
+
+    #[test]
+    fn the_entry_count_is_bounded() {
+        let layer = LocalCache::new(LocalCacheConfig {
+            max_entries: 10,
+            max_age: Duration::from_secs(60),
+            fresh_ttl: FRESH,
+        });
+        layer.go_live();
+        for id in 0..1000 {
+            store(&layer, id, 1, "a body");
+        }
+        assert!(layer.len() <= 10, "{} slots", layer.len());
+    }
+
+    #[test]
+    fn zero_entries_or_zero_freshness_turn_it_off() {
+        for (max_entries, fresh_ttl) in [(0, FRESH), (100, Duration::ZERO)] {
+            let layer = LocalCache::new(LocalCacheConfig {
+                max_entries,
+                max_age: Duration::from_secs(1),
+                fresh_ttl,
+            });
+            layer.go_live();
+            assert_eq!(layer.state(), LocalState::Disabled);
+            assert_eq!(layer.ticket(), None);
+            assert_eq!(served(&layer, 1), None);
+        }
+    }
+
+    #[test]
+    fn concurrent_reads_and_events_never_leave_an_older_version_behind() {
+        // Readers store what "Redis" held when they took their ticket; an invalidator moves
+        // the version on. Whatever the interleaving, once the last event is in, the layer
+        // holds the last version or nothing.
+        let layer = live_layer();
+        let redis = Arc::new(AtomicU64::new(1));
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let (layer, redis) = (layer.clone(), Arc::clone(&redis));
+                scope.spawn(move || {
+                    for _ in 0..2000 {
+                        let Some(ticket) = layer.ticket() else {
+                            continue;
+                        };
+                        let version = redis.load(Ordering::Acquire) as i64;
+                        std::thread::yield_now();
+                        let text = version.to_string();
+                        layer.store(
+                            LocalKey::Book(1),
+                            ticket,
+                            version,
+                            body(&text),
+                            Duration::ZERO,
+                        );
+                    }
+                });
+            }
+            let (layer, redis) = (layer.clone(), Arc::clone(&redis));
+            scope.spawn(move || {
+                for version in 2..=200_u64 {
+                    // The consumer writes Redis, then the event reaches this replica.
+                    redis.store(version, Ordering::Release);
+                    layer.invalidate_book(1, version as i64);
+                    std::thread::yield_now();
+                }
+            });
+        });
+        if let Some(body) = served(&layer, 1) {
+            assert_eq!(body, self::body("200"));
+        }
+    }
+}

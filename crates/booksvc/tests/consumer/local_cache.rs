@@ -1,0 +1,186 @@
+//! The in-process hit layer, in the real booksvc against a real broker and Redis: an event
+//! from anywhere drops the local copy; with the broker down the layer is bypassed; off by
+//! configuration, reads are what they were.
+//!
+//! "Another replica" is played by writing Redis directly (as its consumer or a fill would)
+//! and by publishing to `books` directly (as storagesvc's relay does). The layer is kept
+//! for an hour in these tests (`CACHE_FRESH_TTL` and `LOCAL_CACHE_TTL`), so what it serves
+//! does not depend on how fast a loaded machine runs.
+
+use booksvc::cache::{Book, BookCache, LocalState, Seen};
+use chrono::Utc;
+use events::BookChanged;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::app::Booksvc;
+use crate::helpers::{Broker, SOON, created, data, eventually, updated};
+
+const KEEP_AN_HOUR: [&str; 4] = ["--cache-fresh-ttl", "1h", "--local-cache-ttl", "1h"];
+
+/// A storagesvc URL nothing listens on: every read in these tests is a cache hit.
+fn no_storagesvc() -> anyhow::Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
+/// Another replica's consumer writing Redis, without any event reaching this one.
+async fn write_redis_only(cache: &BookCache, event: &BookChanged) -> anyhow::Result<()> {
+    cache.apply_event(event).await?;
+    Ok(())
+}
+
+/// The title booksvc answers for `id`, after checking the answer is a 200 hit.
+async fn title(booksvc: &Booksvc, id: i64) -> anyhow::Result<String> {
+    let response = booksvc.get(&format!("/books/{id}")).await?;
+    anyhow::ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    anyhow::ensure!(
+        response.headers()["x-cache"] == "hit",
+        "{:?}",
+        response.headers()
+    );
+    let book: Value = response.json().await?;
+    Ok(book["title"].as_str().unwrap_or_default().to_owned())
+}
+
+/// The ids `GET /books` lists, after checking the answer is a 200 hit.
+async fn list_ids(booksvc: &Booksvc) -> anyhow::Result<Vec<i64>> {
+    let response = booksvc.get("/books").await?;
+    anyhow::ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    anyhow::ensure!(
+        response.headers()["x-cache"] == "hit",
+        "{:?}",
+        response.headers()
+    );
+    let books: Vec<Value> = response.json().await?;
+    Ok(books
+        .iter()
+        .filter_map(|book| book["id"].as_i64())
+        .collect())
+}
+
+async fn local_state_is(booksvc: &Booksvc, state: LocalState) -> bool {
+    eventually(SOON, || async { booksvc.local.state() == state }).await
+}
+
+async fn ready_says(booksvc: &Booksvc) -> anyhow::Result<String> {
+    let body: Value = booksvc.get("/healthz/ready").await?.json().await?;
+    Ok(body["dependencies"]["local_cache"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[tokio::test]
+async fn an_event_from_another_replica_drops_the_local_copy() -> anyhow::Result<()> {
+    let broker = Broker::fresh().await?;
+    let booksvc = Booksvc::spawn_with(&broker.url, &no_storagesvc()?, &KEEP_AN_HOUR).await?;
+    assert!(
+        local_state_is(&booksvc, LocalState::Live).await,
+        "never went live"
+    );
+    assert_eq!(ready_says(&booksvc).await?, "live");
+    write_redis_only(&booksvc.cache, &created(1, "first")).await?;
+
+    // The first read copies the Redis hit; the second is served from memory, byte for byte
+    // and header for header the same.
+    let from_redis = booksvc.get("/books/1").await?;
+    let from_memory = booksvc.get("/books/1").await?;
+    for name in ["x-cache", "cache-status", "content-type"] {
+        assert_eq!(
+            from_memory.headers().get(name),
+            from_redis.headers().get(name),
+            "{name}"
+        );
+    }
+    assert_eq!(from_memory.headers()["x-cache"], "hit");
+    assert!(from_memory.headers().contains_key("age"));
+    assert_eq!(from_memory.bytes().await?, from_redis.bytes().await?);
+
+    // Redis moves on without an event reaching this replica: memory still answers (this is
+    // what the events are for)…
+    write_redis_only(&booksvc.cache, &updated(1, 2, "second")).await?;
+    assert_eq!(title(&booksvc, 1).await?, "first");
+
+    // …and the event, published by anyone, drops the copy: the next reads are the new data.
+    broker.publish(&[updated(1, 3, "third")]).await?;
+    let caught_up = eventually(SOON, || async {
+        title(&booksvc, 1).await.is_ok_and(|title| title == "third")
+    });
+    assert!(caught_up.await, "the local copy outlived the event");
+
+    // The list is held and dropped the same way: another replica filled it…
+    let books = [Book::from_event(&data(1, "third"), 3, Utc::now())];
+    booksvc.cache.fill_list(Seen::NOTHING, &books).await?;
+    assert_eq!(list_ids(&booksvc).await?, [1]);
+    assert_eq!(list_ids(&booksvc).await?, [1]); // from memory now
+    // …then any book's event drops it, here a new book's (applied to Redis by booksvc's own
+    // consumer, or any other).
+    broker.publish(&[created(2, "new")]).await?;
+    let listed = eventually(SOON, || async {
+        list_ids(&booksvc).await.is_ok_and(|ids| ids == [1, 2])
+    });
+    assert!(listed.await, "the local list outlived the event");
+    booksvc.stop().await?;
+    broker.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_the_broker_down_reads_bypass_the_local_layer() -> anyhow::Result<()> {
+    testkit::init_test_logging();
+    let rabbit = testkit::RabbitMq::start().await?; // private: this test stops it
+    let booksvc = Booksvc::spawn_with(&rabbit.amqp_url(), &no_storagesvc()?, &KEEP_AN_HOUR).await?;
+    assert!(
+        local_state_is(&booksvc, LocalState::Live).await,
+        "never went live"
+    );
+    write_redis_only(&booksvc.cache, &created(1, "before")).await?;
+    assert_eq!(title(&booksvc, 1).await?, "before");
+    assert_eq!(title(&booksvc, 1).await?, "before"); // from memory now
+
+    // The broker goes: events could go by unseen, so memory must not answer any more.
+    rabbit.stop().await?;
+    assert!(
+        local_state_is(&booksvc, LocalState::Bypassed).await,
+        "the loss went unnoticed"
+    );
+    assert_eq!(ready_says(&booksvc).await?, "bypassed");
+    assert!(booksvc.local.is_empty(), "bypassed but not emptied");
+    // A write whose event cannot reach anyone lands in Redis (say, by a fill): it is served
+    // at once.
+    write_redis_only(&booksvc.cache, &updated(1, 2, "during")).await?;
+    assert_eq!(title(&booksvc, 1).await?, "during");
+    assert_eq!(title(&booksvc, 1).await?, "during");
+    assert!(booksvc.local.is_empty(), "stored while bypassed");
+
+    // The broker is back: the layer goes live again only once subscribed, and serves again.
+    rabbit.start_again().await?;
+    assert!(
+        local_state_is(&booksvc, LocalState::Live).await,
+        "never went live again"
+    );
+    assert_eq!(title(&booksvc, 1).await?, "during");
+    assert!(!booksvc.local.is_empty(), "live again but storing nothing");
+    booksvc.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn turned_off_by_configuration_every_read_asks_redis() -> anyhow::Result<()> {
+    let broker = Broker::fresh().await?;
+    let mut args = KEEP_AN_HOUR.to_vec();
+    args.extend(["--local-cache-max-entries", "0"]);
+    let booksvc = Booksvc::spawn_with(&broker.url, &no_storagesvc()?, &args).await?;
+    assert_eq!(booksvc.local.state(), LocalState::Disabled);
+    assert_eq!(ready_says(&booksvc).await?, "disabled");
+    write_redis_only(&booksvc.cache, &created(1, "first")).await?;
+    assert_eq!(title(&booksvc, 1).await?, "first");
+    write_redis_only(&booksvc.cache, &updated(1, 2, "second")).await?;
+    assert_eq!(title(&booksvc, 1).await?, "second", "served from memory");
+    booksvc.stop().await?;
+    broker.close().await;
+    Ok(())
+}
