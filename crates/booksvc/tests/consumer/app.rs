@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use booksvc::cache::BookCache;
+use booksvc::cache::{BookCache, LocalCache};
 use clap::Parser;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct Booksvc {
     pub(crate) address: String,
     pub(crate) cache: BookCache,
+    /// Its in-process hit layer.
+    pub(crate) local: LocalCache,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -22,17 +24,17 @@ impl Booksvc {
         Booksvc::spawn_with(amqp_url, storagesvc_url, &[]).await
     }
 
-    /// [`Booksvc::spawn`] with more command-line settings (ones it does not set itself).
+    /// [`Booksvc::spawn`] with more command-line settings.
     pub(crate) async fn spawn_with(
         amqp_url: &str,
         storagesvc_url: &str,
-        extra_args: &[&str],
+        extra: &[&str],
     ) -> anyhow::Result<Booksvc> {
         // One metrics recorder per process: booksvc shares storagesvc's (see booksvc::metrics).
         booksvc::metrics::adopt_recorder(storagesvc::metrics::install_recorder()?);
         let redis = testkit::Redis::shared().await?;
         let prefix = format!("test:{:016x}:", rand::random::<u64>());
-        let args = [
+        let base = [
             "booksvc",
             "--http-port",
             "127.0.0.1:0",
@@ -49,15 +51,17 @@ impl Booksvc {
             "--shutdown-timeout",
             "5s",
         ];
-        let settings = booksvc::Settings::try_parse_from(args.iter().chain(extra_args).copied())?;
+        let settings = booksvc::Settings::try_parse_from(base.iter().chain(extra).copied())?;
         let app = booksvc::Application::build(settings).await?;
         let address = format!("http://127.0.0.1:{}", app.port());
         let cache = app.service().path().cache.clone();
+        let local = app.service().local().clone();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         Ok(Booksvc {
             address,
             cache,
+            local,
             shutdown,
             task: Some(task),
         })
