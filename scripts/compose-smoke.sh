@@ -46,6 +46,7 @@ teardown() {
   say "tearing down"
   [ -f "$work/compose.yaml" ] \
     && "${COMPOSE[@]}" -p "$PROJECT" -f "$work/compose.yaml" down -v --remove-orphans >&2 || true
+  docker image prune -f --filter label=bookstore.standin.service=true >/dev/null 2>&1 || true
   rm -rf "$work"
   exit $status
 }

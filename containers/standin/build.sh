@@ -16,7 +16,8 @@
 # Engine: podman when installed (scripts/container-engine.sh), else docker; CONTAINER_ENGINE
 # overrides. Prints one line per image saying whether it was reused or built.
 set -euo pipefail
-cd "$(dirname "$0")"
+self=$(readlink -f "$0")
+cd "$(dirname "$self")"
 
 CACHE=${BOOKSTORE_IMAGE_CACHE:-/var/cache/bookstore-images}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -37,7 +38,7 @@ die() { say "$*"; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap and the image store need it)"
 
 # What the rootfs is made of, and what the thin layers are made of: a change rebuilds.
-rootfs_key=$(printf '%s\n' "$SUITE" "$PACKAGES" "$(sed -n '/^clean_rootfs()/,/^}/p' "$0")" \
+rootfs_key=$(printf '%s\n' "$SUITE" "$PACKAGES" "$(sed -n '/^clean_rootfs()/,/^}/p' "$self")" \
   | sha256sum | cut -c1-12)
 defs_key=$(cat ./*.Containerfile ./*-entrypoint.sh | sha256sum | cut -c1-12)
 tarball=$CACHE/rootfs-$SUITE-$rootfs_key.tar
@@ -105,3 +106,6 @@ for entry in "${IMAGES[@]}"; do
   "${build[@]}" . >/dev/null || die "building $tag failed"
   say "built $tag"
 done
+
+# Images replaced by this run are left untagged: remove ours (by label), nobody else's.
+"$ENGINE" image prune -f --filter label=bookstore.standin.rootfs >/dev/null 2>&1 || true
