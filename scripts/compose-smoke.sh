@@ -100,7 +100,8 @@ compose() { "${COMPOSE[@]}" -p "$PROJECT" -f "$work/compose.yaml" "$@"; }
 
 # Podman runs healthchecks from systemd timers; without systemd nobody runs them and
 # `depends_on: service_healthy` would wait forever. Run them ourselves while the stack lives.
-if docker version 2>/dev/null | grep -q 'Podman Engine'; then
+# (A string match, not `| grep -q`: grep's early exit would fail the pipe under pipefail.)
+if [[ "$(docker version 2>/dev/null)" == *"Podman Engine"* ]]; then
   (while sleep 2; do
     for id in $(podman ps -q --filter "label=com.docker.compose.project=$PROJECT"); do
       podman healthcheck run "$id" >/dev/null 2>&1 || true
@@ -111,7 +112,7 @@ fi
 
 say "docker-compose up --build ($PROJECT): booksvc $BOOKS, storagesvc $STORAGE, management $MGMT"
 started=$(date +%s)
-timeout 600 "${COMPOSE[@]}" -p "$PROJECT" -f "$work/compose.yaml" up -d --build >&2 \
+timeout 300 "${COMPOSE[@]}" -p "$PROJECT" -f "$work/compose.yaml" up -d --build >&2 \
   || fail "compose up"
 
 # `get URL` -> "<status> <X-Cache> <body>" on one line.
