@@ -4,7 +4,7 @@
 //! default). `auto` uses containers when a Docker engine answers a ping and local processes
 //! otherwise, and says so on stderr: a test run always states what it ran against.
 
-use std::io::Read as _;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
@@ -81,72 +81,103 @@ fn choose() -> Result<(Backend, String), String> {
 
 /// Pings the engine named by `DOCKER_HOST` (or the default socket); returns where it answered.
 fn ping_docker() -> Result<String, String> {
-    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
-    if host.is_empty() {
-        let socket = "/var/run/docker.sock";
-        return ping_unix(socket)
-            .map(|()| socket.to_owned())
-            .map_err(|e| format!("{e} at {socket}"));
-    }
-    if let Some(path) = host.strip_prefix("unix://") {
-        return ping_unix(path)
-            .map(|()| host.clone())
+    let host = engine_host();
+    // A TLS engine does not answer plain HTTP; reaching its port is the best we can check.
+    if let Some(address) = tls_address(&host) {
+        return connect_tcp(address)
+            .map(|_| host.clone())
             .map_err(|e| format!("{e} at {host}"));
+    }
+    match engine_request("GET", "/_ping", PING_TIMEOUT) {
+        Ok((200, _)) => Ok(host),
+        Ok(_) => Err(format!("engine did not answer the ping at {host}")),
+        Err(e) => Err(format!("{e} at {host}")),
+    }
+}
+
+/// `DOCKER_HOST`, or the default socket as a URL.
+pub(crate) fn engine_host() -> String {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => host,
+        _ => "unix:///var/run/docker.sock".to_owned(),
+    }
+}
+
+/// The `host:port` of a TLS engine, which plain HTTP cannot talk to.
+fn tls_address(host: &str) -> Option<&str> {
+    let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
+    let address = host.strip_prefix("tcp://")?.trim_end_matches('/');
+    tls.then_some(address)
+}
+
+/// One plain HTTP/1.0 request to the Docker API of `DOCKER_HOST` (unix socket or plain tcp):
+/// the status code and the whole body. `timeout` bounds each read and write, not the total,
+/// so a long image pull that keeps reporting progress is not cut short.
+///
+/// Testcontainers keeps its client to itself; the few questions testkit asks (ping, does an
+/// image exist, can it be pulled) do not justify a second HTTP client.
+pub(crate) fn engine_request(
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let host = engine_host();
+    if tls_address(&host).is_some() {
+        return Err(format!("{host} needs TLS, which testkit does not speak"));
+    }
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: docker\r\n\r\n");
+    if let Some(path) = host.strip_prefix("unix://") {
+        let stream = UnixStream::connect(path).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        return exchange(stream, &request);
     }
     if let Some(address) = host.strip_prefix("tcp://") {
-        let address = address.trim_end_matches('/');
-        // A TLS engine does not answer plain HTTP; reaching its port is the best we can check.
-        let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
-        return ping_tcp(address, tls)
-            .map(|()| host.clone())
-            .map_err(|e| format!("{e} at {host}"));
+        let stream = connect_tcp(address.trim_end_matches('/'))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        return exchange(stream, &request);
     }
     Err(format!(
-        "DOCKER_HOST={host} has a scheme testkit cannot ping"
+        "DOCKER_HOST={host} has a scheme testkit cannot talk to"
     ))
 }
 
-fn ping_unix(path: &str) -> Result<(), String> {
-    let stream = UnixStream::connect(path).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(PING_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(PING_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    http_ping(stream)
-}
-
-fn ping_tcp(address: &str, tls: bool) -> Result<(), String> {
+fn connect_tcp(address: &str) -> Result<TcpStream, String> {
     let addr = std::net::ToSocketAddrs::to_socket_addrs(address)
         .map_err(|e| e.to_string())?
         .next()
         .ok_or_else(|| "address does not resolve".to_owned())?;
-    let stream = TcpStream::connect_timeout(&addr, PING_TIMEOUT).map_err(|e| e.to_string())?;
-    if tls {
-        return Ok(());
-    }
-    stream
-        .set_read_timeout(Some(PING_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(PING_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    http_ping(stream)
+    TcpStream::connect_timeout(&addr, PING_TIMEOUT).map_err(|e| e.to_string())
 }
 
-/// `GET /_ping` must answer `200 OK`: a socket file alone may belong to a stopped engine.
-fn http_ping<S: std::io::Read + std::io::Write>(mut stream: S) -> Result<(), String> {
+/// Sends `request` and reads the answer to the end: the engine closes the connection after an
+/// HTTP/1.0 answer, and a timeout ends a stuck read (keeping what arrived).
+fn exchange<S: Read + Write>(mut stream: S, request: &str) -> Result<(u16, String), String> {
     stream
-        .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .write_all(request.as_bytes())
         .map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
-    // The engine closes the connection after an HTTP/1.0 answer; a timeout ends a stuck read.
-    let _ = stream.take(4096).read_to_end(&mut answer);
+    let _ = stream.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
-    if answer.starts_with("HTTP/1.") && answer.lines().next().is_some_and(|l| l.contains(" 200 ")) {
-        Ok(())
-    } else {
-        Err("engine did not answer the ping".to_owned())
-    }
+    let status = answer
+        .lines()
+        .next()
+        .filter(|line| line.starts_with("HTTP/1."))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| "the engine's answer is not HTTP".to_owned())?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    Ok((status, body))
 }

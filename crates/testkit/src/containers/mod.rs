@@ -4,11 +4,15 @@
 //! `#[tokio::test]` has its own runtime, and a shared container (or the Docker client inside
 //! it) must not depend on the runtime of whichever test happened to start it.
 //!
+//! Images: the official ones when the engine has or can pull them, otherwise stand-ins built
+//! from Debian's packages (`images`).
+//!
 //! Host ports are chosen by us and mapped explicitly, so a stopped and restarted container
 //! comes back on the same URL. Containers carry a per-process label; a watchdog process
 //! removes them with the `docker` CLI when the test process exits (shared containers are
 //! never dropped), and a private handle removes its container on drop.
 
+pub(crate) mod images;
 pub(crate) mod postgres;
 pub(crate) mod rabbitmq;
 pub(crate) mod redis;
@@ -20,6 +24,7 @@ use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use testcontainers_modules::testcontainers::core::ExecCommand;
 use testcontainers_modules::testcontainers::{ContainerAsync, Image};
 use tokio::runtime::Runtime;
 
@@ -105,6 +110,62 @@ pub(crate) fn remove_on_drop<I: Image + 'static>(container: ContainerAsync<I>) {
     // Bounded: a stuck engine must not hang the test; the watchdog removes it later.
     let _ = done_rx.recv_timeout(Duration::from_secs(30));
 }
+
+/// The image to run for `choice` (official or stand-in); asking the engine blocks, so it runs
+/// off the async workers.
+pub(crate) async fn image_for(choice: &'static images::Choice) -> anyhow::Result<images::Image> {
+    tokio::task::spawn_blocking(move || images::image(choice))
+        .await
+        .context("image choice panicked")?
+}
+
+/// Runs `command` in `container` to its end; fails unless it exits 0, quoting its output.
+///
+/// Reads the output streams to their close and has `sh` print the exit status, rather than
+/// using testcontainers' exit-code condition: podman's exec inspection reports exit code 0
+/// while the command still runs, so that condition returns at once there. (Asking the
+/// `ExecResult` for its code would also hold a non-`Sync` borrow across an await.)
+pub(crate) async fn exec_ok<I: Image>(
+    container: &ContainerAsync<I>,
+    command: &[&str],
+) -> anyhow::Result<()> {
+    let description = command.join(" ");
+    let wrapped = [EXIT_REPORTER, "sh"].iter().chain(command).copied();
+    let run = async {
+        let mut result = container
+            .exec(ExecCommand::new(
+                std::iter::once("sh").chain(["-c"]).chain(wrapped),
+            ))
+            .await?;
+        let stdout = String::from_utf8_lossy(&result.stdout_to_vec().await?).into_owned();
+        let stderr = String::from_utf8_lossy(&result.stderr_to_vec().await?).into_owned();
+        drop(result);
+        let (output, code) = stdout
+            .trim_end()
+            .rsplit_once(EXIT_MARKER)
+            .map_or((stdout.as_str(), None), |(output, code)| {
+                (output, Some(code))
+            });
+        if code == Some("0") {
+            return Ok(());
+        }
+        Err(anyhow::anyhow!(
+            "exit status {}: {} {}",
+            code.unwrap_or("unknown"),
+            stderr.trim(),
+            output.trim()
+        ))
+    };
+    tokio::time::timeout(READY_TIMEOUT, run)
+        .await
+        .with_context(|| format!("`{description}` timed out"))?
+        .with_context(|| format!("`{description}` failed"))
+}
+
+/// Printed by [`EXIT_REPORTER`] before the exit status of the command it ran.
+const EXIT_MARKER: &str = "testkit-exit=";
+/// `sh -c` script: runs its arguments, then prints the exit status after [`EXIT_MARKER`].
+const EXIT_REPORTER: &str = r#""$@"; echo "testkit-exit=$?""#;
 
 /// Polls a blocking probe from async code until it holds or `READY_TIMEOUT` passes.
 pub(crate) async fn wait_until(

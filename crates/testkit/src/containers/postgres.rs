@@ -1,18 +1,16 @@
-//! PostgreSQL in a container (`postgres:17-alpine`, fsync off as the module sets it).
+//! PostgreSQL in a container (`postgres:17-alpine` or its stand-in, fsync off).
 
 use anyhow::Context as _;
 use testcontainers_modules::postgres::Postgres;
-use testcontainers_modules::testcontainers::core::{
-    CmdWaitFor, ExecCommand, IntoContainerPort as _,
-};
+use testcontainers_modules::testcontainers::core::IntoContainerPort as _;
 use testcontainers_modules::testcontainers::runners::AsyncRunner as _;
 use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt as _};
 
-use super::{READY_TIMEOUT, SESSION_LABEL, STARTUP_TIMEOUT, remove_on_drop, session, wait_until};
+use super::{
+    SESSION_LABEL, STARTUP_TIMEOUT, exec_ok, image_for, images, remove_on_drop, session, wait_until,
+};
 use crate::local::free_port;
 use crate::probe::tcp_accepts;
-
-const TAG: &str = "17-alpine";
 
 #[derive(Debug)]
 pub(crate) struct ContainerPostgres {
@@ -26,8 +24,11 @@ impl ContainerPostgres {
 
     pub(crate) async fn start() -> anyhow::Result<Self> {
         let port = free_port()?;
+        let image = image_for(&images::POSTGRES).await?;
+        // The module's variables and readiness messages; the stand-in honours both.
         let container = Postgres::default()
-            .with_tag(TAG)
+            .with_name(image.name)
+            .with_tag(image.tag)
             .with_mapped_port(port, 5432.tcp())
             .with_label(SESSION_LABEL, session())
             // Many tests share one server, each with its own pool.
@@ -35,7 +36,7 @@ impl ContainerPostgres {
             .with_startup_timeout(STARTUP_TIMEOUT)
             .start()
             .await
-            .context("start a postgres container")?;
+            .with_context(|| format!("start a postgres container from {image}"))?;
         Ok(Self {
             container: Some(container),
             port,
@@ -63,17 +64,15 @@ impl ContainerPostgres {
         wait_until("PostgreSQL container", move || tcp_accepts(port)).await?;
         // The port accepts while the server still refuses with "starting up": wait for
         // `pg_isready` inside the container to agree.
-        let ready = ExecCommand::new([
-            "sh",
-            "-c",
-            "until pg_isready -q -h 127.0.0.1 -U postgres; do sleep 0.1; done",
-        ])
-        .with_cmd_ready_condition(CmdWaitFor::exit_code(0));
-        tokio::time::timeout(READY_TIMEOUT, self.container()?.exec(ready))
-            .await
-            .context("pg_isready timed out")?
-            .context("wait for pg_isready")?;
-        Ok(())
+        exec_ok(
+            self.container()?,
+            &[
+                "sh",
+                "-c",
+                "until pg_isready -q -h 127.0.0.1 -U postgres; do sleep 0.1; done",
+            ],
+        )
+        .await
     }
 
     fn container(&self) -> anyhow::Result<&ContainerAsync<Postgres>> {

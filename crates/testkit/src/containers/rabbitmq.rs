@@ -1,35 +1,35 @@
-//! RabbitMQ in a container (`rabbitmq:4-management-alpine`).
+//! RabbitMQ in a container (`rabbitmq:4-management-alpine` or its stand-in).
 //!
-//! The image always runs the management plugin, so the management port is always mapped.
-//! `rabbitmqctl` runs inside the container through `docker exec`; the official image lets
-//! `guest` connect from outside (it sets `loopback_users.guest = false`).
+//! Both images always run the management plugin, so the management port is always mapped.
+//! `rabbitmqctl` runs inside the container through `docker exec`; both images let `guest`
+//! connect from outside (they set `loopback_users.guest = false`).
 
 use anyhow::Context as _;
-use testcontainers_modules::testcontainers::core::{
-    CmdWaitFor, ExecCommand, IntoContainerPort as _, WaitFor,
-};
+use testcontainers_modules::testcontainers::core::{IntoContainerPort as _, WaitFor};
 use testcontainers_modules::testcontainers::runners::AsyncRunner as _;
 use testcontainers_modules::testcontainers::{ContainerAsync, GenericImage, ImageExt as _};
 
-use super::{READY_TIMEOUT, SESSION_LABEL, STARTUP_TIMEOUT, remove_on_drop, session, wait_until};
+use super::{
+    SESSION_LABEL, STARTUP_TIMEOUT, exec_ok, image_for, images, remove_on_drop, session, wait_until,
+};
 use crate::local::free_port;
 use crate::probe::amqp_answers;
-
-const IMAGE: &str = "rabbitmq";
-const TAG: &str = "4-management-alpine";
 
 #[derive(Debug)]
 pub(crate) struct ContainerRabbitMq {
     container: Option<ContainerAsync<GenericImage>>,
     port: u16,
     management_port: u16,
+    /// Whether the caller asked for the management plugin: the images run it anyway, but the
+    /// handle answers like the local backend so tests see one behaviour.
+    management: bool,
 }
 
 impl ContainerRabbitMq {
-    /// `_management` is accepted for symmetry with the local backend: the image has it anyway.
-    pub(crate) async fn start(_management: bool) -> anyhow::Result<Self> {
+    pub(crate) async fn start(management: bool) -> anyhow::Result<Self> {
         let (port, management_port) = (free_port()?, free_port()?);
-        let container = GenericImage::new(IMAGE, TAG)
+        let image = image_for(&images::RABBITMQ).await?;
+        let container = GenericImage::new(image.name, image.tag)
             // Printed once boot is complete, whatever the number of plugins.
             .with_wait_for(WaitFor::message_on_stdout("Server startup complete"))
             .with_mapped_port(port, 5672.tcp())
@@ -38,11 +38,12 @@ impl ContainerRabbitMq {
             .with_startup_timeout(STARTUP_TIMEOUT)
             .start()
             .await
-            .context("start a rabbitmq container")?;
+            .with_context(|| format!("start a rabbitmq container from {image}"))?;
         let this = Self {
             container: Some(container),
             port,
             management_port,
+            management,
         };
         this.wait_for_amqp().await?;
         Ok(this)
@@ -53,7 +54,7 @@ impl ContainerRabbitMq {
     }
 
     pub(crate) fn management_port(&self) -> Option<u16> {
-        Some(self.management_port)
+        self.management.then_some(self.management_port)
     }
 
     /// Two stable CLI commands (rather than an `eval`, whose internals change across majors).
@@ -72,7 +73,7 @@ impl ContainerRabbitMq {
         self.wait_for_amqp().await
     }
 
-    /// `docker stop`: the image's entrypoint stops RabbitMQ gracefully on SIGTERM, so durable
+    /// `docker stop`: both images run RabbitMQ as PID 1, which stops gracefully on SIGTERM, so durable
     /// queues and persistent messages survive in the container's volume.
     pub(crate) async fn stop(&self) -> anyhow::Result<()> {
         self.container()?
@@ -96,19 +97,10 @@ impl ContainerRabbitMq {
 
     /// Runs `rabbitmqctl args...` in the container and fails unless it exits 0.
     async fn ctl(&self, args: &[&str]) -> anyhow::Result<()> {
-        let command = ExecCommand::new(std::iter::once("rabbitmqctl").chain(args.iter().copied()))
-            // testcontainers waits for the exit and turns another code into an error.
-            .with_cmd_ready_condition(CmdWaitFor::exit_code(0));
-        let description = format!("rabbitmqctl {}", args.join(" "));
-        let run = async {
-            // The result holds output streams that are not `Sync`: drop it without awaiting.
-            drop(self.container()?.exec(command).await?);
-            anyhow::Ok(())
-        };
-        tokio::time::timeout(READY_TIMEOUT, run)
-            .await
-            .with_context(|| format!("{description} timed out"))?
-            .with_context(|| format!("{description} failed"))
+        let command: Vec<&str> = std::iter::once("rabbitmqctl")
+            .chain(args.iter().copied())
+            .collect();
+        exec_ok(self.container()?, &command).await
     }
 
     fn container(&self) -> anyhow::Result<&ContainerAsync<GenericImage>> {

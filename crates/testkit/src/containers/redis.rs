@@ -1,4 +1,4 @@
-//! Redis in a container (`redis:7-alpine`).
+//! Redis in a container (`redis:7-alpine` or its stand-in).
 
 use anyhow::Context as _;
 use testcontainers_modules::redis::Redis;
@@ -6,11 +6,11 @@ use testcontainers_modules::testcontainers::core::IntoContainerPort as _;
 use testcontainers_modules::testcontainers::runners::AsyncRunner as _;
 use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt as _};
 
-use super::{SESSION_LABEL, STARTUP_TIMEOUT, remove_on_drop, session, wait_until};
+use super::{
+    SESSION_LABEL, STARTUP_TIMEOUT, image_for, images, remove_on_drop, session, wait_until,
+};
 use crate::local::free_port;
 use crate::probe::redis_answers;
-
-const TAG: &str = "7-alpine";
 
 #[derive(Debug)]
 pub(crate) struct ContainerRedis {
@@ -21,14 +21,16 @@ pub(crate) struct ContainerRedis {
 impl ContainerRedis {
     pub(crate) async fn start() -> anyhow::Result<Self> {
         let port = free_port()?;
+        let image = image_for(&images::REDIS).await?;
         let container = Redis::default()
-            .with_tag(TAG)
+            .with_name(image.name)
+            .with_tag(image.tag)
             .with_mapped_port(port, 6379.tcp())
             .with_label(SESSION_LABEL, session())
             .with_startup_timeout(STARTUP_TIMEOUT)
             .start()
             .await
-            .context("start a redis container")?;
+            .with_context(|| format!("start a redis container from {image}"))?;
         Ok(Self {
             container: Some(container),
             port,

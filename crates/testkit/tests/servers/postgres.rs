@@ -12,8 +12,13 @@ async fn private_postgres_keeps_data_across_stop_and_start_again() {
     let url = timed("postgres fresh_database", server.fresh_database())
         .await
         .unwrap();
+    // Local servers trust local connections; the images want the password they were given.
+    let user = match testkit::backend() {
+        testkit::Backend::Local => "postgres",
+        testkit::Backend::Containers => "postgres:postgres",
+    };
     assert!(
-        url.starts_with(&format!("postgres://postgres@127.0.0.1:{}/", server.port())),
+        url.starts_with(&format!("postgres://{user}@127.0.0.1:{}/", server.port())),
         "{url}"
     );
     let mut conn = PgConnection::connect(&url).await.unwrap();

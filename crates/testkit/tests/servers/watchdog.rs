@@ -53,10 +53,14 @@ fn killed_test_process_leaves_no_servers_behind() {
         .map(|port| port.parse().unwrap())
         .collect();
     let processes = descendants(child.id());
-    assert!(
-        processes.len() >= 5,
-        "expected servers below the child, found {processes:?}"
-    );
+    // Local servers are processes below the child; containers live under the engine, and
+    // their closed ports below are what shows the watchdog removed them.
+    if testkit::backend() == testkit::Backend::Local {
+        assert!(
+            processes.len() >= 5,
+            "expected servers below the child, found {processes:?}"
+        );
+    }
 
     child.kill().unwrap();
     child.wait().unwrap();
