@@ -41,10 +41,18 @@ fn latency_figures(figures: &mut Figures, prefix: &str, samples: &[&Sample]) {
         .add(&format!("{prefix}_n"), samples.len());
 }
 
-/// Asserts that every read in `phase` answered 200 within the budget; returns them.
+/// Asserts that there were reads in `phase` and every one answered 200 within the budget;
+/// returns them.
 fn assert_reads_answered<'a>(samples: &'a Samples, phase: &str) -> Vec<&'a Sample> {
-    let reads = samples.of(Kind::Read, phase);
+    let reads = assert_any_reads_answered(samples, phase);
     assert!(!reads.is_empty(), "no reads during {phase}");
+    reads
+}
+
+/// Asserts that every read in `phase`, if any, answered 200 within the budget: for a phase
+/// that can be over before a read both starts and ends in it (a restart on an idle machine).
+fn assert_any_reads_answered<'a>(samples: &'a Samples, phase: &str) -> Vec<&'a Sample> {
+    let reads = samples.of(Kind::Read, phase);
     for read in &reads {
         assert_eq!(read.status, Some(200), "{phase}: read {read:?}");
         assert!(
