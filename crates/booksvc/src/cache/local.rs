@@ -275,7 +275,7 @@ impl LocalCache {
         })
     }
 
-    /// The epoch to hand to [`LocalCache::store`], taken *before* reading Redis; `None` when
+    /// The epoch to hand to [`LocalCache::store_book`] or [`LocalCache::store_list`], taken *before* reading Redis; `None` when
     /// nothing may be stored (disabled or bypassed).
     pub fn ticket(&self) -> Option<Ticket> {
         let inner = self.inner.as_ref()?;
