@@ -14,7 +14,7 @@
 //!
 //! The list has the same gap, so it has a floor too, kept beside the slots: the recent events
 //! (book, version, whether the book exists after it). A copy of the list is stored only if it
-//! reflects every one of them; see [`ListFloor`].
+//! reflects every one of them (`ListFloor`, below).
 //!
 //! Tombstones are never held: a deleted book is asked of Redis, which remembers it.
 //!
@@ -275,8 +275,8 @@ impl LocalCache {
         })
     }
 
-    /// The epoch to hand to [`LocalCache::store_book`] or [`LocalCache::store_list`], taken *before* reading Redis; `None` when
-    /// nothing may be stored (disabled or bypassed).
+    /// The epoch to hand to [`LocalCache::store_book`] or [`LocalCache::store_list`], taken
+    /// *before* reading Redis; `None` when nothing may be stored (disabled or bypassed).
     pub fn ticket(&self) -> Option<Ticket> {
         let inner = self.inner.as_ref()?;
         let epoch = inner.epoch.load(Ordering::Acquire);
