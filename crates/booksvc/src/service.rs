@@ -192,14 +192,12 @@ impl BookService {
             });
         }
         let ticket = local.ticket();
-        let served = self.read(resource, request_id).await?;
+        let served = self.read(resource.clone(), request_id).await?;
         let body = R::encode(&served.value).map_err(|error| FetchFailure::Upstream {
             reason: format!("the answer does not encode as JSON: {error}"),
         })?;
         if let (Some(ticket), Source::Fresh { age }) = (ticket, &served.source) {
-            if let Some((version, bytes)) = R::storable(&served.value, &body) {
-                local.store(key, ticket, version, bytes, *age);
-            }
+            resource.store_local(local, ticket, &served.value, &body, *age);
         }
         Ok(Served {
             value: body,

@@ -154,7 +154,9 @@ impl Invalidator {
     /// any book, so everything goes.
     fn invalidate(&self, body: &[u8]) {
         match BookChanged::parse(body) {
-            Ok(event) => self.local.invalidate_book(event.book_id, event.version),
+            Ok(event) => self
+                .local
+                .invalidate_book(event.book_id, event.kind, event.version),
             Err(error) => {
                 tracing::debug!(%error, "unreadable event: emptying the local hit layer");
                 self.local.invalidate_all("unreadable");

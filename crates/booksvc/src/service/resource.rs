@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 
-use crate::cache::{Book, BookCache, CacheError, Cached, CachedBook, LocalKey, Lookup, Seen};
+use crate::cache::{
+    Book, BookCache, CacheError, Cached, CachedBook, LocalCache, LocalKey, Lookup, Seen, Ticket,
+};
 use crate::client::{ClientError, StorageClient};
 
 /// One cacheable thing booksvc serves. `Value` is what the client gets: for one book,
@@ -29,9 +31,16 @@ pub(crate) trait Resource: Clone + Eq + std::hash::Hash + Send + Sync + 'static 
     /// A body the local layer held.
     fn from_local(body: Bytes) -> Self::Body;
 
-    /// What the local layer may keep of a fresh answer: the bytes and the version they are
-    /// at (`None`: nothing, e.g. a tombstone, which Redis remembers on its own).
-    fn storable(value: &Self::Value, body: &Self::Body) -> Option<(i64, Bytes)>;
+    /// Offers a fresh answer (a Redis entry of `age`) to the local layer, which keeps it if
+    /// nothing happened since `ticket`. A tombstone is not offered: Redis remembers it.
+    fn store_local(
+        &self,
+        local: &LocalCache,
+        ticket: Ticket,
+        value: &Self::Value,
+        body: &Self::Body,
+        age: Duration,
+    );
 
     fn lookup(
         &self,
@@ -76,8 +85,17 @@ impl Resource for OneBook {
         Some(body)
     }
 
-    fn storable(value: &Option<Book>, body: &Option<Bytes>) -> Option<(i64, Bytes)> {
-        Some((value.as_ref()?.version, body.clone()?))
+    fn store_local(
+        &self,
+        local: &LocalCache,
+        ticket: Ticket,
+        value: &Option<Book>,
+        body: &Option<Bytes>,
+        age: Duration,
+    ) {
+        if let (Some(book), Some(body)) = (value, body) {
+            local.store_book(self.0, ticket, book.version, body.clone(), age);
+        }
     }
 
     async fn lookup(&self, cache: &BookCache) -> Result<Lookup<Option<Book>>, CacheError> {
@@ -142,9 +160,16 @@ impl Resource for AllBooks {
         body
     }
 
-    /// Any event drops the list, so it needs no version.
-    fn storable(_: &Vec<Book>, body: &Bytes) -> Option<(i64, Bytes)> {
-        Some((0, body.clone()))
+    /// The layer checks the books against recent events (the list's floor).
+    fn store_local(
+        &self,
+        local: &LocalCache,
+        ticket: Ticket,
+        value: &Vec<Book>,
+        body: &Bytes,
+        age: Duration,
+    ) {
+        local.store_list(ticket, value, body.clone(), age);
     }
 
     async fn lookup(&self, cache: &BookCache) -> Result<Lookup<Vec<Book>>, CacheError> {
