@@ -197,6 +197,22 @@ impl CircuitBreaker {
         self.lock_current().counts
     }
 
+    /// The refusal a call would get now if the breaker is open (counted as a call not
+    /// permitted), without taking a permit; `None` when a call may be tried (closed, or
+    /// half-open: probes are left to the caller that takes a permit). Lets a read that has
+    /// a fallback skip the whole call machinery while storagesvc is known to be down.
+    pub fn refusal_while_open(&self) -> Option<NotPermitted> {
+        let inner = self.lock_current();
+        if inner.state != State::Open {
+            return None;
+        }
+        let retry_after = inner.expiry.map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        metrics::counter!("booksvc_breaker_calls_not_permitted_total").increment(1);
+        Some(NotPermitted::Open { retry_after })
+    }
+
     /// Asks to make one call. Refused while open, and in half-open once every probe slot is taken.
     pub fn try_acquire(&self) -> Result<Permit, NotPermitted> {
         let mut inner = self.lock_current();
@@ -380,6 +396,20 @@ mod tests {
         advance(Duration::from_secs(2)).await;
         let refused = breaker.try_acquire().err().expect("still open");
         assert_eq!(refused.retry_after(), Some(Duration::from_secs(3)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusal_while_open_only_when_open_and_takes_no_probe_slot() {
+        let breaker = CircuitBreaker::new(settings());
+        assert_eq!(breaker.refusal_while_open(), None, "closed");
+        fail(&breaker, 3);
+        let refused = breaker.refusal_while_open().expect("open");
+        assert_eq!(refused.retry_after(), Some(Duration::from_secs(5)));
+        advance(Duration::from_secs(5)).await;
+        // Half-open: not a refusal, and asking took none of the two probe slots.
+        assert_eq!(breaker.refusal_while_open(), None, "half-open");
+        let _first = breaker.try_acquire().expect("probe 1");
+        let _second = breaker.try_acquire().expect("probe 2");
     }
 
     #[tokio::test(start_paused = true)]

@@ -225,6 +225,17 @@ impl BookService {
         {
             return Ok(served(R::NAME, fresh.clone(), None));
         }
+        // An open breaker with something cached: the fallback at once. No flight, no retry
+        // loop, no task: nothing could reach storagesvc anyway, and during an outage this
+        // is the hot path (stale costs a Redis read, as a hit does).
+        if let Some(cached) = &lookup.cached {
+            if let Some(refused) = path.breaker.refusal_while_open() {
+                let why = FetchFailure::CircuitOpen {
+                    retry_after: refused.retry_after(),
+                };
+                return Ok(served(R::NAME, cached.clone(), Some(why)));
+            }
+        }
         // 2. storagesvc: one coalesced flight per key, retried within the budget, each
         //    attempt behind the breaker; the flight fills the cache with `lookup.seen`.
         let refreshed = lookup.cached.is_some();
