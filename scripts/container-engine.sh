@@ -86,6 +86,14 @@ fi
 # 4. The API service, started once and reused while it answers.
 mkdir -p "$STATE_DIR" "$(dirname "$SOCKET")"
 api_answers() { curl -sf --max-time 5 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; }
+# A service started from a directory that was deleted since (a CI clone) still answers _ping,
+# but every container start fails ("conmon: Failed to get working directory"): restart it.
+pid=$(cat "$STATE_DIR/podman.pid" 2>/dev/null || true)
+if [ -n "$pid" ] && [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == *"(deleted)" ]]; then
+  say "podman service $pid runs in a deleted directory; restarting it"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+fi
 if ! api_answers; then
   pid=$(cat "$STATE_DIR/podman.pid" 2>/dev/null || true)
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
@@ -94,9 +102,10 @@ if ! api_answers; then
     sleep 1
   fi
   rm -f "$SOCKET"
-  # setsid + nohup: the service outlives this script and the shell that ran it.
-  setsid nohup podman system service --time=0 "unix://$SOCKET" \
-    >>"$STATE_DIR/podman.log" 2>&1 </dev/null &
+  # setsid + nohup: the service outlives this script and the shell that ran it. From `/`:
+  # conmon inherits its working directory, and this script's may be deleted later.
+  (cd / && exec setsid nohup podman system service --time=0 "unix://$SOCKET" \
+    >>"$STATE_DIR/podman.log" 2>&1 </dev/null) &
   echo $! >"$STATE_DIR/podman.pid"
   for _ in $(seq 1 100); do api_answers && break; sleep 0.1; done
   api_answers || die "podman service did not answer on $SOCKET; see $STATE_DIR/podman.log: $(tail -5 "$STATE_DIR/podman.log")"
