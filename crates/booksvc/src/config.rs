@@ -45,6 +45,9 @@ pub struct Settings {
     pub redis_addr: Option<String>,
 
     /// Redis as a full URL, redis://[:PASSWORD@]HOST:PORT[/DB]; set this or REDIS_ADDR.
+    // This doc is also `--help` (and docs/configuration.md, checked against it), so the
+    // brackets stay as they are and rustdoc is told they are not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url, hide_env_values = true)]
     pub redis_url: Option<Secret>,
 

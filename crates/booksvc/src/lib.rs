@@ -14,8 +14,8 @@
 //! - [`client`]: the typed storagesvc client; statuses mapped once to not-found / transient / permanent.
 //! - [`cache`]: the Redis cache of the last good data; fills and events race, versions decide;
 //!   and the in-process hit layer in front of it, kept coherent by events.
-//! - [`consumer`]: warms the cache from book-changed events: retry queues, DLQ, pause on Redis
-//!   down, reconnect on broker loss.
+//! - [`consumer`]: warms the cache from book-changed events: retry queues, DLQ, a pause when
+//!   an event finds Redis down, reconnect on broker loss.
 //! - [`redrive`]: `booksvc redrive-dlq`, moving dead letters back for another go.
 //! - [`health`], [`metrics`], [`telemetry`]: probes and readiness modes, Prometheus, logging.
 //!

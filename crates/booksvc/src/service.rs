@@ -1,4 +1,5 @@
-//! The read path, composed in one place: [`BookService::read`].
+//! The read path: `BookService::read_body` (the local hit layer, on ready-to-send bytes)
+//! around `BookService::read` (cache, storagesvc, fallback).
 //!
 //! ```text
 //! local hit layer ── live and fresh? ──▶ serve `hit` (no Redis round trip)

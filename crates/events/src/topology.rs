@@ -1,4 +1,5 @@
-//! The AMQP topology both services declare on start-up, idempotently.
+//! The AMQP topology, declared idempotently on start-up: by booksvc, and by storagesvc as far
+//! as its broker user may (only the `books` exchange as the least-privilege `storagesvc`).
 //!
 //! ```text
 //!  storagesvc ─▶ [books] topic ──book.*──▶ (booksvc.book-changed) quorum ──▶ booksvc

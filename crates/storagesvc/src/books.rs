@@ -28,7 +28,8 @@ pub struct Book {
     pub desc: String,
     /// 1 on creation, +1 per update.
     pub version: i64,
-    /// When the last write committed (RFC 3339 in JSON).
+    /// When the last write statement ran (`clock_timestamp()`, just before its commit; RFC
+    /// 3339 in JSON). A book's events carry it as `occurred_at`.
     pub updated_at: DateTime<Utc>,
 }
 

@@ -8,7 +8,7 @@
 //! [`OutboxRelay::run`] only decides *when* to do that work (and runs two such units at once
 //! on separate channels, so PostgreSQL round trips overlap with publishing):
 //! - on every (re)connect to the broker it declares the topology and drains until idle;
-//! - then it sleeps until a commit's `NOTIFY` arrives (see [`wake`]), the slow
+//! - then it sleeps until a commit's `NOTIFY` arrives (see `wake`), the slow
 //!   `poll_interval` safety net fires (NOTIFY is not stored: a listener that was
 //!   disconnected misses it), or shutdown;
 //! - a lost broker connection or failed publish → close, back off, reconnect; a database

@@ -1,7 +1,7 @@
 //! Real PostgreSQL, Redis and RabbitMQ for tests — never mocks.
 //!
 //! # Layout
-//! - [`backend`]: picks how servers run, once per process (`TESTKIT_BACKEND`).
+//! - [`backend`](mod@backend): picks how servers run, once per process (`TESTKIT_BACKEND`).
 //! - `local`: private server processes started from locally installed binaries, each in its
 //!   own temporary directory and guarded by a watchdog that cleans up when the test process dies.
 //! - `containers`: the same servers as Docker containers through testcontainers.

@@ -17,8 +17,9 @@ pub struct Book {
     pub desc: String,
     /// 1 on creation, +1 per update; orders writes.
     pub version: i64,
-    /// When the last write committed (RFC 3339 in JSON). For an entry written by an event,
-    /// the event's `occurred_at`, or when the event was applied if it carried none.
+    /// When storagesvc's last write statement ran (RFC 3339 in JSON). For an entry written
+    /// by an event, the event's `occurred_at`, or when the event was applied if it carried
+    /// none.
     pub updated_at: DateTime<Utc>,
 }
 

@@ -1,17 +1,17 @@
-//! The event consumer: warms the cache from book-changed events (DESIGN.md "The asynchronous
-//! path").
+//! The event consumer: warms the cache from book-changed events.
 //!
 //! # Flow
-//! [`Consumer::run`] loops over broker sessions until shutdown. Each [`session`] connects,
+//! [`Consumer::run`] loops over broker sessions until shutdown. Each `session` connects,
 //! declares the whole topology (from `events`), sets a bounded prefetch and consumes
-//! `booksvc.book-changed` with manual acks. Each delivery goes through the [`handler`]:
+//! `booksvc.book-changed` with manual acks. Each delivery goes through the `handler`:
 //! parsed, written with [`BookCache::apply_event`](crate::cache::BookCache::apply_event)
 //! (the same version rule the read path's fills race against), and acked. A transient
 //! failure goes to a retry queue whose TTL dead-letters it back after a growing delay, then,
 //! after the last attempt, to the DLQ with `x-error`, `x-retry-count` and
-//! `x-original-routing-key` ([`routing`]); poison goes to the DLQ at once. When the cache
-//! itself is down the consumer *pauses*: it holds the delivery in hand, takes no others, and
-//! resumes when the cache answers again, so a Redis outage sends nothing to the DLQ.
+//! `x-original-routing-key` (`routing`); poison goes to the DLQ at once. When an event
+//! finds the cache itself down the consumer *pauses*: it holds that delivery in hand, takes
+//! no others, and resumes when the cache answers again, so a Redis outage sends nothing to
+//! the DLQ. With no event arriving it does not notice the outage and stays running.
 //!
 //! When the broker goes away the session ends (a stream error, or the watchdog finding the
 //! connection, the channel or the consumer gone) and the loop reconnects after a pause from
@@ -23,12 +23,12 @@
 //! stopped), for `/healthz/ready` and the `booksvc_consumer_state` gauge.
 //!
 //! # Modules
-//! - [`sink`]: [`EventSink`], the write side; [`BookCache`](crate::cache::BookCache) in production.
-//! - [`session`]: one connection: open, consume, watchdog, drain, close.
-//! - [`handler`]: one delivery: parse, apply, pause, retry or dead-letter, ack.
-//! - [`routing`]: retry tiers and the republished messages, as pure functions.
-//! - [`trace`]: W3C `traceparent` from AMQP headers.
-//! - [`metrics`], [`status`]: what the consumer reports.
+//! - `sink`: [`EventSink`], the write side; [`BookCache`](crate::cache::BookCache) in production.
+//! - `session`: one connection: open, consume, watchdog, drain, close.
+//! - `handler`: one delivery: parse, apply, pause, retry or dead-letter, ack.
+//! - `routing`: retry tiers and the republished messages, as pure functions.
+//! - `trace`: W3C `traceparent` from AMQP headers.
+//! - [`metrics`], `status`: what the consumer reports.
 
 mod handler;
 pub mod metrics;

@@ -12,7 +12,8 @@ pub enum ConsumerState {
     Reconnecting,
     /// Consuming and applying events.
     Running,
-    /// Holding its deliveries while the cache cannot be written (Redis down).
+    /// Holding the delivery that found the cache down (Redis down), taking no others, until
+    /// the cache answers. Redis down with no event arriving leaves the state `Running`.
     Paused,
     /// `run` has returned (shutdown).
     Stopped,

@@ -1,8 +1,11 @@
-//! W3C Trace Context from AMQP headers, so a consumer span joins the producer's trace.
+//! W3C Trace Context from AMQP headers: a valid `traceparent` on a delivery puts its trace
+//! id on the consumer's span.
 //!
-//! Without an OpenTelemetry pipeline in booksvc, continuing the trace means recording the
-//! parent's trace id (and span id) on the consumer's span: log search by trace id then finds
-//! the HTTP write, the outbox relay and this consumer together.
+//! Without an OpenTelemetry pipeline in booksvc, continuing a trace means recording the
+//! parent's trace and span ids on the consumer's span (`trace_id`, `parent_span_id`). Only
+//! a message that already carries a `traceparent` gets them: storagesvc does not send the
+//! header yet (its HTTP write, the outbox row and the relay carry no trace context), so
+//! nothing links a write, its relay and this consumer today.
 
 /// The parts of a valid `traceparent` header that identify the parent span.
 #[derive(Debug, Clone, PartialEq, Eq)]
