@@ -418,7 +418,9 @@ async fn start_storagesvc(database_url: &str) -> anyhow::Result<String> {
     let mut settings =
         storagesvc::Settings::try_parse_from(["storagesvc", "--http-port", "127.0.0.1:0"])?;
     settings.database_url = Secret::new(database_url);
-    settings.amqp_url = Secret::new(format!("amqp://guest:guest@127.0.0.1:{closed}/%2f"));
+    settings.amqp_url = format!("amqp://guest:guest@127.0.0.1:{closed}/%2f")
+        .parse()
+        .map_err(anyhow::Error::msg)?;
     let app = storagesvc::Application::build(settings).await?;
     let url = format!("http://127.0.0.1:{}", app.port());
     let shutdown = tokio_util::sync::CancellationToken::new();

@@ -49,7 +49,10 @@ async fn main() -> anyhow::Result<()> {
         cache: BookCache::new(CacheConfig::new(servers.redis.url()))?,
         applied: applied.clone(),
     };
-    let consumer = Consumer::new(ConsumerSettings::new(&servers.amqp_url), sink);
+    let consumer = Consumer::new(
+        ConsumerSettings::new(servers.amqp_url.parse().map_err(anyhow::Error::msg)?),
+        sink,
+    );
     let status = consumer.status();
     let consuming = tokio::spawn(consumer.run(shutdown.clone()));
     wait_until(|| status.state() == ConsumerState::Running).await?;
@@ -149,7 +152,7 @@ impl Storage {
             "warn",
         ])?;
         settings.database_url = Secret::new(&servers.database_url);
-        settings.amqp_url = Secret::new(&servers.amqp_url);
+        settings.amqp_url = servers.amqp_url.parse().map_err(anyhow::Error::msg)?;
         settings.write_token = Some(Secret::new(TOKEN));
         let app = storagesvc::Application::build(settings).await?;
         let address = format!("http://127.0.0.1:{}", app.port());

@@ -13,6 +13,8 @@ use std::time::Duration;
 use clap::Parser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
+use events::BrokerNodes;
+
 use crate::breaker::BreakerSettings;
 use crate::cache::{CacheConfig, InvalidationSettings, LocalCacheConfig};
 use crate::consumer::ConsumerSettings;
@@ -134,9 +136,11 @@ pub struct Settings {
     #[arg(long, env = "SHUTDOWN_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub shutdown_drain_delay: Duration,
 
-    /// RabbitMQ, for the event consumer: amqp://USER:PASSWORD@HOST:PORT/VHOST (`%2f` is `/`).
+    /// RabbitMQ, for the event consumer: amqp://USER:PASSWORD@HOST:PORT/VHOST (`%2f` is `/`),
+    /// or the nodes of one cluster as a comma-separated list of such URLs (each process starts
+    /// at a random node and moves to another when its node is lost).
     #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, value_parser = parse_amqp_url, hide_env_values = true)]
-    pub amqp_url: Secret,
+    pub amqp_url: BrokerNodes,
 
     /// Run the event consumer that warms the cache from book-changed events (`false`: the
     /// cache is filled by reads only).
@@ -257,7 +261,7 @@ impl Settings {
         if !self.consumer_enabled {
             return None;
         }
-        let defaults = ConsumerSettings::new(self.amqp_url.expose());
+        let defaults = ConsumerSettings::new(self.amqp_url.clone());
         Some(ConsumerSettings {
             prefetch: self.consumer_prefetch,
             max_attempts: self.consumer_max_attempts.unwrap_or_else(|| {
@@ -286,7 +290,7 @@ impl Settings {
     pub fn invalidation_settings(&self) -> InvalidationSettings {
         InvalidationSettings {
             reconnect_max: self.consumer_reconnect_max,
-            ..InvalidationSettings::new(self.amqp_url.expose())
+            ..InvalidationSettings::new(self.amqp_url.clone())
         }
     }
 
@@ -317,7 +321,13 @@ pub fn describe_error(err: &clap::Error) -> String {
         (Some(arg), Some(value)) => {
             let reason = std::error::Error::source(err)
                 .map_or_else(|| "not accepted".to_owned(), ToString::to_string);
-            format!("invalid {} {value:?}: {reason}", variable_of(&arg))
+            let variable = variable_of(&arg);
+            if is_secret(&variable) {
+                // A URL or token: its value may hold a password, so it is never echoed.
+                format!("invalid {variable}: {reason}")
+            } else {
+                format!("invalid {variable} {value:?}: {reason}")
+            }
         }
         (Some(arg), None) if err.kind() == ErrorKind::ArgumentConflict => {
             match context(ContextKind::PriorArg) {
@@ -349,6 +359,14 @@ fn variable_of(rendered_arg: &str) -> String {
             || rendered_arg.to_owned(),
             |env| env.to_string_lossy().into_owned(),
         )
+}
+
+/// Whether the variable's value is hidden from `--help` (`hide_env_values`): a secret.
+fn is_secret(variable: &str) -> bool {
+    let command = <Settings as clap::CommandFactory>::command();
+    command
+        .get_arguments()
+        .any(|arg| arg.get_env().is_some_and(|env| env == variable) && arg.is_hide_env_values_set())
 }
 
 fn first_line(text: &str) -> String {
@@ -476,11 +494,10 @@ fn parse_count<const MIN: u32, const MAX: u32>(text: &str) -> Result<u32, String
     }
 }
 
-/// An `amqp://` URL lapin can use; the message never echoes the URL (it may hold a password).
-fn parse_amqp_url(text: &str) -> Result<Secret, String> {
-    text.parse::<events::lapin::uri::AMQPUri>()
-        .map(|_| Secret::new(text))
-        .map_err(|_| "expected amqp://USER:PASSWORD@HOST:PORT/VHOST".to_owned())
+/// One `amqp://` URL lapin can use, or several, comma-separated; the message never echoes an
+/// entry (it may hold a password).
+fn parse_amqp_url(text: &str) -> Result<BrokerNodes, String> {
+    BrokerNodes::parse(text)
 }
 
 fn parse_bool(text: &str) -> Result<bool, String> {
@@ -624,7 +641,7 @@ mod tests {
     fn consumer_settings_come_from_their_variables_with_documented_defaults() {
         let settings = parse(&[]).expect("defaults parse");
         let consumer = settings.consumer_settings().expect("enabled by default");
-        assert_eq!(consumer.amqp_url, DEFAULT_AMQP_URL);
+        assert_eq!(consumer.amqp_url.addresses(), "localhost:5672");
         assert_eq!(consumer.prefetch, 32);
         assert_eq!(consumer.retry_delays, events::DEFAULT_RETRY_DELAYS.to_vec());
         assert_eq!(consumer.max_attempts, 5, "one attempt plus one per delay");

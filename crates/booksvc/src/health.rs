@@ -10,7 +10,7 @@
 //! {"status": "ready", "mode": "DEGRADED",
 //!  "dependencies": {"storagesvc": {"status": "down", "error": "..."},
 //!                   "breaker": {"status": "open"}, "redis": {"status": "up"},
-//!                   "consumer": {"status": "running"},
+//!                   "consumer": {"status": "running", "node": "mq1:5672"},
 //!                   "local_cache": {"status": "live"}}}
 //! ```
 //!
@@ -118,12 +118,15 @@ async fn check_redis(state: &AppState) -> Value {
     }
 }
 
+/// The consumer's state and, while connected, the broker node it uses (`host:port`).
 fn consumer_status(state: &AppState) -> Value {
-    let status = state
-        .consumer
-        .as_ref()
-        .map_or("disabled", |consumer| consumer.state().as_str());
-    json!({ "status": status })
+    let Some(consumer) = state.consumer.as_ref() else {
+        return json!({ "status": "disabled" });
+    };
+    match consumer.node() {
+        Some(node) => json!({ "status": consumer.state().as_str(), "node": node }),
+        None => json!({ "status": consumer.state().as_str() }),
+    }
 }
 
 /// How long a readiness probe waits for storagesvc: short, since load balancers call it often.

@@ -21,7 +21,7 @@ use events::headers::{X_ERROR, X_RETRY_COUNT};
 use events::lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use events::lapin::types::{FieldTable, ShortString};
 use events::lapin::{Channel, Connection};
-use events::{ConfirmPublisher, DLQ, Outgoing, QUEUE};
+use events::{BrokerNodes, ConfirmPublisher, DLQ, Outgoing, QUEUE};
 
 use crate::consumer::routing::kept_headers;
 
@@ -45,7 +45,7 @@ pub struct RedriveReport {
     version
 )]
 pub struct RedriveArgs {
-    /// RabbitMQ.
+    /// RabbitMQ: one URL, or a cluster's nodes comma-separated.
     #[arg(
         long,
         env = "AMQP_URL",
@@ -86,12 +86,18 @@ pub async fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
     }
 }
 
-/// Connects to `amqp_url`, re-drives, and closes the connection.
+/// Connects to `amqp_url` (one URL, or a cluster's nodes comma-separated: the first that
+/// answers), re-drives, and closes the connection.
 pub async fn redrive_from_url(amqp_url: &str, limit: Option<u64>) -> anyhow::Result<RedriveReport> {
-    let connection = events::connect(amqp_url, "booksvc-redrive-dlq", TIMEOUT).await?;
+    let nodes = BrokerNodes::parse(amqp_url)
+        .map_err(|reason| anyhow::anyhow!("invalid AMQP_URL: {reason}"))?;
+    let (connection, _node) = events::connect_any(&nodes, "booksvc-redrive-dlq", TIMEOUT).await?;
     let result = redrive_dlq(&connection, limit).await;
-    if let Err(error) = connection.close(200, ShortString::from("bye")).await {
-        tracing::debug!(%error, "closing the connection");
+    let closing = connection.close(200, ShortString::from("bye"));
+    match tokio::time::timeout(TIMEOUT, closing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "closing the connection"),
+        Err(_elapsed) => tracing::debug!("closing the connection timed out"),
     }
     result
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 
+use crate::nodes::{BrokerNode, BrokerNodes};
+
 /// Why [`connect`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -41,6 +43,44 @@ pub async fn connect(
     let uri: AMQPUri = url
         .parse()
         .map_err(|reason: String| ConnectError::InvalidUrl(redact(&reason, url)))?;
+    connect_uri(uri, connection_name, timeout).await
+}
+
+/// Connects to one node of an `AMQP_URL` list, like [`connect`].
+pub async fn connect_node(
+    node: &BrokerNode,
+    connection_name: &str,
+    timeout: Duration,
+) -> Result<Connection, ConnectError> {
+    connect_uri(node.uri().clone(), connection_name, timeout).await
+}
+
+/// Connects to the first node of `nodes` (in the listed order) that answers: for one-off
+/// tools; services use [`crate::session::run`], which also spreads and reconnects. The error
+/// is the last node's, prefixed with its `host:port`.
+pub async fn connect_any(
+    nodes: &BrokerNodes,
+    connection_name: &str,
+    timeout: Duration,
+) -> Result<(Connection, BrokerNode), ConnectError> {
+    let mut failure = None;
+    for node in nodes.nodes() {
+        match connect_node(node, connection_name, timeout).await {
+            Ok(connection) => return Ok((connection, node.clone())),
+            Err(error) => {
+                tracing::warn!(node = %node, %error, "cannot connect to a broker node");
+                failure = Some(error);
+            }
+        }
+    }
+    Err(failure.unwrap_or(ConnectError::Timeout(timeout)))
+}
+
+async fn connect_uri(
+    uri: AMQPUri,
+    connection_name: &str,
+    timeout: Duration,
+) -> Result<Connection, ConnectError> {
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
     match tokio::time::timeout(timeout, Connection::connect_uri(uri, properties)).await {
         Ok(connected) => Ok(connected?),

@@ -6,7 +6,11 @@
 //! - [`connection`]: connecting with lapin 4 on tokio, named and bounded in time.
 //! - [`publisher`]: a confirm-mode channel publishing batches in order with a window.
 //! - [`headers`]: the application headers of retries and dead letters, and tolerant readers.
-//! - [`reconnect`]: capped, jittered pauses between reconnects (the relay's and the consumer's).
+//! - [`nodes`]: `AMQP_URL` parsed once: the nodes of one cluster, never printing a password.
+//! - [`session`]: the one connect → declare → open channels → watch → reconnect loop that the
+//!   relay, the consumer and the invalidation subscription run on.
+//! - [`reconnect`]: capped, jittered pauses between reconnects (the session's and the relay's
+//!   database retries).
 //!
 //! # Data flow
 //! storagesvc builds a [`BookChanged`] inside its write transaction and stores
@@ -19,18 +23,22 @@
 pub mod connection;
 pub mod envelope;
 pub mod headers;
+pub mod nodes;
 pub mod publisher;
 pub mod reconnect;
+pub mod session;
 pub mod topology;
 
 /// The lapin version this crate is built against, so services name the same `Channel`,
 /// `Connection` and `FieldTable` types without pinning lapin twice.
 pub use lapin;
 
-pub use connection::{ConnectError, connect};
+pub use connection::{ConnectError, connect, connect_any, connect_node};
 pub use envelope::{BookChanged, BookData, EventType, MAX_BODY_BYTES, ParseError};
+pub use nodes::{BrokerNode, BrokerNodes};
 pub use publisher::{ConfirmPublisher, Outgoing, PublishError, PublishReport};
 pub use reconnect::ReconnectBackoff;
+pub use session::{BrokerClient, Link, SessionEnd, SessionSettings};
 pub use topology::{
     BINDING_KEY, DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, DLQ, DLQ_EXCHANGE, EXCHANGE, QUEUE,
     RETRY_EXCHANGE, Topology, is_access_refused,

@@ -127,7 +127,7 @@ impl Servers {
 /// The service's defaults (OUTBOX_BATCH_SIZE 256, OUTBOX_PUBLISH_WINDOW 64, ...).
 fn bench_config(amqp_url: &str) -> RelayConfig {
     RelayConfig {
-        amqp_url: amqp_url.to_owned(),
+        amqp_url: amqp_url.parse().expect("a broker URL parses"),
         batch_size: env_number("BENCH_BATCH", 256).unwrap_or(256),
         publish_window: env_number("BENCH_WINDOW", 64).unwrap_or(64),
         poll_interval: Duration::from_secs(5),

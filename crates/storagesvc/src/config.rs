@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
+use events::BrokerNodes;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::relay::RelayConfig;
@@ -34,9 +35,11 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://pg:pass@localhost:5432/crud", value_parser = parse_database_url, hide_env_values = true)]
     pub database_url: Secret,
 
-    /// RabbitMQ URL the outbox relay publishes to.
+    /// RabbitMQ the outbox relay publishes to: amqp://USER:PASSWORD@HOST:PORT/VHOST, or the
+    /// nodes of one cluster as a comma-separated list of such URLs (each process starts at a
+    /// random node and moves to another when its node is lost).
     #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@localhost:5672/%2f", value_parser = parse_amqp_url, hide_env_values = true)]
-    pub amqp_url: Secret,
+    pub amqp_url: BrokerNodes,
 
     /// Bearer token required by POST/PUT/DELETE. Unset: every write is refused with 403.
     #[arg(long, env = "STORAGESVC_WRITE_TOKEN", value_parser = parse_secret, hide_env_values = true)]
@@ -129,7 +132,7 @@ impl Settings {
     /// The outbox relay's part of the settings.
     pub fn relay_config(&self) -> RelayConfig {
         RelayConfig {
-            amqp_url: self.amqp_url.expose().to_owned(),
+            amqp_url: self.amqp_url.clone(),
             batch_size: self.outbox_batch_size as usize,
             publish_window: self.outbox_publish_window as usize,
             poll_interval: self.outbox_poll_interval,
@@ -157,7 +160,13 @@ pub fn describe_error(err: &clap::Error) -> String {
         (Some(arg), Some(value)) => {
             let reason = std::error::Error::source(err)
                 .map_or_else(|| "not accepted".to_owned(), ToString::to_string);
-            format!("invalid {} {value:?}: {reason}", variable_of(&arg))
+            let variable = variable_of(&arg);
+            if is_secret(&variable) {
+                // A URL or token: its value may hold a password, so it is never echoed.
+                format!("invalid {variable}: {reason}")
+            } else {
+                format!("invalid {variable} {value:?}: {reason}")
+            }
         }
         _ => first_line(&err.to_string()),
     }
@@ -179,6 +188,14 @@ fn variable_of(rendered_arg: &str) -> String {
             || rendered_arg.to_owned(),
             |env| env.to_string_lossy().into_owned(),
         )
+}
+
+/// Whether the variable's value is hidden from `--help` (`hide_env_values`): a secret.
+fn is_secret(variable: &str) -> bool {
+    let command = <Settings as clap::CommandFactory>::command();
+    command
+        .get_arguments()
+        .any(|arg| arg.get_env().is_some_and(|env| env == variable) && arg.is_hide_env_values_set())
 }
 
 fn first_line(text: &str) -> String {
@@ -243,12 +260,9 @@ fn parse_database_url(text: &str) -> Result<Secret, String> {
     }
 }
 
-fn parse_amqp_url(text: &str) -> Result<Secret, String> {
-    let scheme_ok = text.starts_with("amqp://") || text.starts_with("amqps://");
-    match text.split_once("://") {
-        Some((_, rest)) if scheme_ok && !rest.is_empty() => Ok(Secret::new(text)),
-        _ => Err("expected amqp://USER:PASSWORD@HOST:PORT/VHOST".to_owned()),
-    }
+/// One AMQP URL or several, comma-separated; the message never echoes an entry.
+fn parse_amqp_url(text: &str) -> Result<BrokerNodes, String> {
+    BrokerNodes::parse(text)
 }
 
 fn parse_log_filter(text: &str) -> Result<String, String> {

@@ -58,8 +58,8 @@ async fn check_postgres(state: &AppState) -> Value {
 }
 
 fn check_rabbitmq(state: &AppState) -> Value {
-    if state.relay.broker_connected() {
-        return json!({ "status": "up" });
+    if let Some(node) = state.relay.node() {
+        return json!({ "status": "up", "node": node });
     }
     match state.relay.last_error() {
         Some(error) => json!({ "status": "down", "error": error }),

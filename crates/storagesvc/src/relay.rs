@@ -7,12 +7,15 @@
 //!
 //! [`OutboxRelay::run`] only decides *when* to do that work (and runs two such units at once
 //! on separate channels, so PostgreSQL round trips overlap with publishing):
-//! - on every (re)connect to the broker it declares the topology and drains until idle;
+//! - on every (re)connect to the broker it declares the topology and drains until idle
+//!   (connecting, declaring, watching and reconnecting, to any node of `AMQP_URL`, is
+//!   [`events::session`]'s loop; `session` says what the relay opens on it);
 //! - then it sleeps until a commit's `NOTIFY` arrives (see `wake`), the slow
 //!   `poll_interval` safety net fires (NOTIFY is not stored: a listener that was
 //!   disconnected misses it), or shutdown;
-//! - a lost broker connection or failed publish → close, back off, reconnect; a database
-//!   error → back off and retry on the same connection. It never gives up: only the shutdown
+//! - a lost broker connection or failed publish → the session closes (bounded), backs off and
+//!   reconnects, to the next node first; a database error → back off and retry on the same
+//!   connection. It never gives up: only the shutdown
 //!   token ends it, after the batch in hand.
 //!
 //! A housekeeping task prunes sent rows past `retention` and exports the backlog gauges.
@@ -29,18 +32,16 @@ mod wake;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events::{ConfirmPublisher, EXCHANGE, Outgoing, PublishError};
+use events::{BrokerNodes, ConfirmPublisher, EXCHANGE, Outgoing, PublishError, SessionEnd};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use self::session::BrokerSession;
+use self::session::RelayClient;
 pub use self::status::RelayStatus;
 use crate::outbox::{self, PendingEvent};
 use events::ReconnectBackoff;
 
-/// How often an idle relay checks that its broker connection is still alive.
-const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often sent rows are pruned and the backlog gauges refreshed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
 /// Rows deleted per prune statement: short deletes, no long locks.
@@ -49,15 +50,16 @@ const PRUNE_BATCH: i64 = 5_000;
 /// The relay's knobs (env vars `OUTBOX_*`, see the service's `--help`).
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// The broker; the relay owns its own connection.
-    pub amqp_url: String,
+    /// The broker's nodes (`AMQP_URL`); the relay owns its own connection to one of them.
+    pub amqp_url: BrokerNodes,
     /// Most rows claimed and published per batch (one transaction).
     pub batch_size: usize,
     /// Most publishes awaiting a confirm at once.
     pub publish_window: usize,
     /// Safety-net poll for rows whose NOTIFY was missed.
     pub poll_interval: Duration,
-    /// How long the broker may take to confirm a publish (also bounds connecting).
+    /// How long the broker may take to confirm a publish (also bounds connecting and each
+    /// set-up and close step).
     pub confirm_timeout: Duration,
     /// Longest pause between reconnect attempts.
     pub reconnect_max: Duration,
@@ -90,21 +92,9 @@ pub enum RelayError {
         /// The first failure.
         source: PublishError,
     },
-    /// No connection to the broker.
-    #[error("cannot connect to the broker: {0}")]
-    Connect(#[from] events::ConnectError),
-    /// Declaring the exchange and queues failed.
-    #[error("cannot declare the AMQP topology: {0}")]
-    Topology(#[source] lapin::Error),
-    /// Opening the confirm-mode channel failed.
-    #[error("cannot open the publisher channel: {0}")]
-    OpenPublisher(#[source] PublishError),
-    /// A connection step got no answer in time.
-    #[error("the broker did not answer within {0:?}")]
-    SetupTimeout(Duration),
-    /// An idle connection was found closed.
-    #[error("the broker connection was lost")]
-    ConnectionLost,
+    /// The broker connection or a publisher channel was found closed.
+    #[error("the broker connection was lost: {0}")]
+    ConnectionLost(String),
 }
 
 /// Publishes outbox rows to RabbitMQ; see the module docs.
@@ -204,56 +194,47 @@ impl OutboxRelay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// The outer loop: (re)connect with backoff, relay until the connection is lost.
+    /// The outer loop: [`events::session::run`] with the relay as its client.
     async fn connect_and_relay(&self, wake: &Notify, shutdown: &CancellationToken) {
-        let mut backoff = ReconnectBackoff::new(self.config.reconnect_max);
-        self.status.set_connected(false);
-        loop {
-            // Connecting to a dead host can take `confirm_timeout`: shutdown does not wait.
-            let Some(opened) = shutdown
-                .run_until_cancelled(BrokerSession::open(&self.config))
-                .await
-            else {
-                return;
-            };
-            match opened {
-                Ok(session) => {
-                    self.status.set_connected(true);
-                    tracing::info!("outbox relay connected to the broker");
-                    backoff.reset();
-                    self.relay_until_lost(&session, wake, shutdown).await;
-                    self.status.set_connected(false);
-                    session.close().await;
-                }
-                Err(error) => self.status.record_error(&error),
-            }
-            if !backoff.pause(shutdown).await {
-                return;
-            }
-        }
+        self.status.set_connected(None);
+        let client = RelayClient { relay: self, wake };
+        events::session::run(&client.settings(), &client, shutdown).await;
+        self.status.set_connected(None);
     }
 
     /// Drains, then waits for work, until shutdown or the broker connection is lost.
     async fn relay_until_lost(
         &self,
-        session: &BrokerSession,
+        session: &session::Publishers<'_>,
         wake: &Notify,
         shutdown: &CancellationToken,
-    ) {
+    ) -> SessionEnd {
+        let mut watchdog = session.link.watchdog();
         loop {
             // An empty drain publishes nothing, so it would not notice a dead connection.
-            if !session.is_open() {
-                self.status.record_error(&RelayError::ConnectionLost);
-                return;
+            if let Err(reason) = session.check() {
+                return SessionEnd::Lost(RelayError::ConnectionLost(reason).to_string());
             }
-            if let Err(error) = self.drain(session.publishers(), shutdown).await {
-                self.status.record_error(&error);
-                return;
+            if let Err(error) = self.drain(session.publishers, shutdown).await {
+                return SessionEnd::Lost(error.to_string());
             }
-            if let Wake::Shutdown =
-                wait_for_work(session, wake, self.config.poll_interval, shutdown).await
+            if shutdown.is_cancelled() {
+                return SessionEnd::Shutdown;
+            }
+            match wait_for_work(
+                session,
+                &mut watchdog,
+                wake,
+                self.config.poll_interval,
+                shutdown,
+            )
+            .await
             {
-                return;
+                Wake::Work => {}
+                Wake::BrokerLost(reason) => {
+                    return SessionEnd::Lost(RelayError::ConnectionLost(reason).to_string());
+                }
+                Wake::Shutdown => return SessionEnd::Shutdown,
             }
         }
     }
@@ -285,6 +266,7 @@ impl OutboxRelay {
                 }
                 Ok(RelayOutcome::Idle) => return Ok(()),
                 Err(error @ RelayError::Database(_)) => {
+                    tracing::warn!(%error, "outbox relay: {error}; will retry");
                     self.status.record_error(&error);
                     if !db_backoff.pause(shutdown).await {
                         return Ok(());
@@ -322,15 +304,17 @@ enum Wake {
     /// A commit notified, or the safety-net poll fired: drain.
     Work,
     /// The idle broker connection died: reconnect.
-    BrokerLost,
+    BrokerLost(String),
     /// The shutdown token was cancelled.
     Shutdown,
 }
 
-/// Sleeps until a commit notifies, the poll fires or shutdown, checking every second that the
-/// idle broker connection is still alive (otherwise nothing would notice until the next batch).
+/// Sleeps until a commit notifies, the poll fires or shutdown, checking on every watchdog tick
+/// that the idle broker connection is still alive (otherwise nothing would notice until the
+/// next batch).
 async fn wait_for_work(
-    session: &BrokerSession,
+    session: &session::Publishers<'_>,
+    watchdog: &mut tokio::time::Interval,
     wake: &Notify,
     poll_interval: Duration,
     shutdown: &CancellationToken,
@@ -342,9 +326,9 @@ async fn wait_for_work(
             () = shutdown.cancelled() => return Wake::Shutdown,
             () = wake.notified() => return Wake::Work,
             () = &mut poll => return Wake::Work,
-            () = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {
-                if !session.is_open() {
-                    return Wake::BrokerLost;
+            _ = watchdog.tick() => {
+                if let Err(reason) = session.check() {
+                    return Wake::BrokerLost(reason);
                 }
             }
         }

@@ -1,8 +1,10 @@
 //! The event consumer: warms the cache from book-changed events.
 //!
 //! # Flow
-//! [`Consumer::run`] loops over broker sessions until shutdown. Each `session` connects,
-//! declares the whole topology (from `events`), sets a bounded prefetch and consumes
+//! [`Consumer::run`] runs [`events::session`]'s loop until shutdown: it connects to a node of
+//! `AMQP_URL` and reconnects, to another node first, when that one is lost. On each session
+//! the consumer (`session`) declares the whole topology (in `events`), sets a bounded
+//! prefetch and consumes
 //! `booksvc.book-changed` with manual acks. Each delivery goes through the `handler`:
 //! parsed, written with [`BookCache::apply_event`](crate::cache::BookCache::apply_event)
 //! (the same version rule the read path's fills race against), and acked. A transient
@@ -15,7 +17,8 @@
 //!
 //! When the broker goes away the session ends (a stream error, or the watchdog finding the
 //! connection, the channel or the consumer gone) and the loop reconnects after a pause from
-//! [`events::ReconnectBackoff`] (capped at `CONSUMER_RECONNECT_MAX`). On shutdown the consumer cancels its
+//! [`events::ReconnectBackoff`] (capped at `CONSUMER_RECONNECT_MAX`), trying every node of
+//! the list before each pause. On shutdown the consumer cancels its
 //! subscription, handles and acks the deliveries already received, and closes the channels,
 //! then the connection.
 //!
@@ -24,7 +27,7 @@
 //!
 //! # Modules
 //! - `sink`: [`EventSink`], the write side; [`BookCache`](crate::cache::BookCache) in production.
-//! - `session`: one connection: open, consume, watchdog, drain, close.
+//! - `session`: what one broker session opens, consumes, watches, drains and closes.
 //! - `handler`: one delivery: parse, apply, pause, retry or dead-letter, ack.
 //! - `routing`: retry tiers and the republished messages, as pure functions.
 //! - `trace`: W3C `traceparent` from AMQP headers.
@@ -40,17 +43,16 @@ mod trace;
 
 use std::time::Duration;
 
-use events::{DEFAULT_RETRY_DELAYS, Topology};
-use tokio::time::Instant;
+use events::session::SessionSettings;
+use events::{BrokerNodes, DEFAULT_RETRY_DELAYS, Topology};
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::DeadLetterReason;
 pub use sink::{EventSink, SinkError};
 pub use status::{ConsumerState, ConsumerStatus};
 
-use events::ReconnectBackoff;
 use routing::RetryTiers;
-use session::{Session, SessionContext, SessionEnd};
+use session::ConsumerClient;
 
 /// Default `CONSUMER_PREFETCH`: enough to keep the consumer busy across a broker round trip,
 /// few enough that a pause holds little.
@@ -61,8 +63,8 @@ pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How the consumer connects, retries and paces itself.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
-    /// `AMQP_URL`.
-    pub amqp_url: String,
+    /// `AMQP_URL`: the broker's nodes.
+    pub amqp_url: BrokerNodes,
     /// Name shown for the connection in the management UI.
     pub connection_name: String,
     /// `CONSUMER_PREFETCH`: unacked deliveries the broker may send ahead (at least 1).
@@ -87,9 +89,9 @@ pub struct ConsumerSettings {
 
 impl ConsumerSettings {
     /// Settings for `amqp_url` with the documented defaults.
-    pub fn new(amqp_url: impl Into<String>) -> ConsumerSettings {
+    pub fn new(amqp_url: BrokerNodes) -> ConsumerSettings {
         ConsumerSettings {
-            amqp_url: amqp_url.into(),
+            amqp_url,
             connection_name: "booksvc-consumer".to_owned(),
             prefetch: DEFAULT_PREFETCH,
             retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
@@ -107,6 +109,16 @@ impl ConsumerSettings {
     pub fn topology(&self) -> Topology {
         Topology {
             retry_delays: self.retry_delays.clone(),
+        }
+    }
+
+    /// The broker session's part: connecting, set-up and pauses.
+    fn session_settings(&self) -> SessionSettings {
+        SessionSettings {
+            connect_timeout: self.connect_timeout,
+            reconnect_max: self.reconnect_max,
+            watchdog_interval: self.watchdog_interval,
+            ..SessionSettings::new(self.amqp_url.clone(), self.connection_name.clone())
         }
     }
 
@@ -150,56 +162,14 @@ impl<S: EventSink> Consumer<S> {
     /// Consumes until `shutdown` is cancelled, reconnecting whenever the broker goes away.
     /// Never fails: broker trouble is logged, reported in the status, and ridden out.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut pauses = ReconnectBackoff::new(self.settings.reconnect_max);
-        while !shutdown.is_cancelled() {
-            match self.one_session(&shutdown, &mut pauses).await {
-                SessionEnd::Shutdown => break,
-                SessionEnd::Lost(reason) => {
-                    self.status.set(ConsumerState::Reconnecting);
-                    metrics::record_reconnect();
-                    tracing::warn!(%reason, "broker session ended; reconnecting");
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(pauses.next_delay()) => {}
-            }
-        }
-        self.status.set(ConsumerState::Stopped);
-        tracing::info!("consumer stopped");
-    }
-
-    async fn one_session(
-        &self,
-        shutdown: &CancellationToken,
-        pauses: &mut ReconnectBackoff,
-    ) -> SessionEnd {
-        let opened = tokio::select! {
-            () = shutdown.cancelled() => return SessionEnd::Shutdown,
-            opened = Session::open(&self.settings) => opened,
-        };
-        let mut session = match opened {
-            Ok(session) => session,
-            Err(error) => return SessionEnd::Lost(format!("{error:#}")),
-        };
-        self.status.set(ConsumerState::Running);
-        tracing::info!(
-            prefetch = self.settings.prefetch,
-            "consuming book-changed events"
-        );
-        let started = Instant::now();
-        let context = SessionContext {
+        let client = ConsumerClient {
             sink: &self.sink,
             settings: &self.settings,
             status: &self.status,
-            shutdown,
         };
-        let end = session.run(&context).await;
-        session.close().await;
-        // A session that stayed up a while proves the broker healthy: start pauses afresh.
-        if started.elapsed() >= self.settings.reconnect_max {
-            pauses.reset();
-        }
-        end
+        events::session::run(&self.settings.session_settings(), &client, &shutdown).await;
+        self.status.set_node(None);
+        self.status.set(ConsumerState::Stopped);
+        tracing::info!("consumer stopped");
     }
 }

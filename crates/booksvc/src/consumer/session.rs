@@ -1,4 +1,6 @@
-//! [`Session`]: one broker connection's life — open, consume, watch, drain, close.
+//! [`ConsumerClient`]: what the consumer opens on each broker session (whose loop —
+//! connect, reconnect, pauses, closing the connection — is [`events::session`]'s), and how
+//! it consumes, watches and drains there.
 //!
 //! A session ends for one of two reasons ([`SessionEnd`]): shutdown, or the broker path
 //! failing. lapin reports most failures on the consumer stream (an error, then the end), but
@@ -6,7 +8,7 @@
 //! without closing, can leave the stream silent for ever. So a watchdog checks every
 //! `watchdog_interval` that the connection and channel are up and that the broker still
 //! counts a consumer on the queue (a passive declare, bounded in time), and ends the session
-//! otherwise; the caller then reconnects, which also redeclares the topology.
+//! otherwise; the loop then reconnects, which also redeclares the topology.
 
 use std::time::Duration;
 
@@ -15,103 +17,79 @@ use events::lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use events::lapin::types::{FieldTable, ShortString};
-use events::lapin::{Channel, Connection, Consumer};
-use events::{ConfirmPublisher, QUEUE};
+use events::lapin::{Channel, Consumer};
+use events::session::{BrokerClient, Link, SetupError};
+use events::{BrokerNode, ConfirmPublisher, QUEUE};
 use futures::StreamExt;
-use tokio::time::{MissedTickBehavior, timeout};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
+
+pub(crate) use events::SessionEnd;
 
 use super::ConsumerSettings;
 use super::handler::DeliveryHandler;
+use super::metrics;
 use super::sink::EventSink;
-use super::status::ConsumerStatus;
+use super::status::{ConsumerState, ConsumerStatus};
 
-/// Bound on each broker round trip the session makes itself (watchdog check, cancel, close).
+/// Bound on each broker round trip the session makes itself (watchdog check, cancel).
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a session ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SessionEnd {
-    /// The shutdown token was cancelled.
-    Shutdown,
-    /// The broker path failed; reconnect. The text says why (one line, for the log).
-    Lost(String),
+/// The consumer as a session client.
+pub(crate) struct ConsumerClient<'a, S> {
+    pub(crate) sink: &'a S,
+    pub(crate) settings: &'a ConsumerSettings,
+    pub(crate) status: &'a ConsumerStatus,
 }
 
-/// An open connection consuming the main queue, with a confirm channel for republishing.
-pub(crate) struct Session {
-    connection: Connection,
+/// One session's channels: consuming the main queue, and a confirm channel for republishing.
+pub(crate) struct Channels {
     channel: Channel,
     publisher: ConfirmPublisher,
     consumer: Consumer,
 }
 
-/// What the session's loop needs from its consumer.
-pub(crate) struct SessionContext<'a, S> {
-    pub(crate) sink: &'a S,
-    pub(crate) settings: &'a ConsumerSettings,
-    pub(crate) status: &'a ConsumerStatus,
-    pub(crate) shutdown: &'a CancellationToken,
-}
+impl<S: EventSink> BrokerClient for ConsumerClient<'_, S> {
+    type Channels = Channels;
 
-impl Session {
-    /// Connects, declares the topology, sets the prefetch and starts consuming.
-    pub(crate) async fn open(settings: &ConsumerSettings) -> anyhow::Result<Session> {
-        let connection = events::connect(
-            &settings.amqp_url,
-            &settings.connection_name,
-            settings.connect_timeout,
-        )
-        .await?;
-        let setup = timeout(settings.connect_timeout, setup(&connection, settings)).await;
-        match setup {
-            Ok(Ok((channel, publisher, consumer))) => Ok(Session {
-                connection,
-                channel,
-                publisher,
-                consumer,
-            }),
-            Ok(Err(error)) => {
-                close_connection(&connection).await;
-                Err(error)
-            }
-            Err(_elapsed) => {
-                close_connection(&connection).await;
-                anyhow::bail!(
-                    "setting up the consumer took over {:?}",
-                    settings.connect_timeout
-                )
-            }
-        }
+    /// Declares the topology, sets the prefetch and starts consuming.
+    async fn open(&self, link: &Link) -> Result<Channels, SetupError> {
+        Ok(setup(link, self.settings).await?)
     }
 
     /// Consumes until shutdown (then drains what was already delivered) or a failure.
-    pub(crate) async fn run<S: EventSink>(
-        &mut self,
-        context: &SessionContext<'_, S>,
+    async fn run(
+        &self,
+        channels: &mut Channels,
+        link: &Link,
+        shutdown: &CancellationToken,
     ) -> SessionEnd {
-        let settings = context.settings;
+        self.status.set(ConsumerState::Running);
+        tracing::info!(
+            prefetch = self.settings.prefetch,
+            node = %link.node(),
+            "consuming book-changed events"
+        );
+        let settings = self.settings;
         let handler = DeliveryHandler {
-            sink: context.sink,
-            publisher: &self.publisher,
-            channel: &self.channel,
+            sink: self.sink,
+            publisher: &channels.publisher,
+            channel: &channels.channel,
             tiers: &settings.retry_tiers(),
             confirm_timeout: settings.confirm_timeout,
             pause_poll: settings.pause_poll,
-            status: context.status,
-            shutdown: context.shutdown,
+            status: self.status,
+            shutdown,
         };
-        let mut watchdog = tokio::time::interval(settings.watchdog_interval);
-        watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        watchdog.tick().await; // the first tick is immediate
+        let mut watchdog = link.watchdog();
         loop {
             tokio::select! {
                 biased;
-                () = context.shutdown.cancelled() => {
-                    drain(&self.channel, &mut self.consumer, &handler, settings.shutdown_grace).await;
+                () = shutdown.cancelled() => {
+                    drain(&channels.channel, &mut channels.consumer, &handler, settings.shutdown_grace).await;
                     return SessionEnd::Shutdown;
                 }
-                next = self.consumer.next() => match next {
+                next = channels.consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         if let Err(end) = handler.handle(delivery).await {
                             return end;
@@ -121,7 +99,7 @@ impl Session {
                     None => return SessionEnd::Lost("the consumer was cancelled".to_owned()),
                 },
                 _ = watchdog.tick() => {
-                    if let Err(reason) = check_alive(&self.connection, &self.channel).await {
+                    if let Err(reason) = check_alive(link, &channels.channel).await {
                         return SessionEnd::Lost(reason);
                     }
                 }
@@ -129,36 +107,36 @@ impl Session {
         }
     }
 
-    /// Closes the channels, then the connection (lapin: a connection closed first leaves the
-    /// channels' close handshakes waiting). Unacked deliveries go back to the queue.
-    pub(crate) async fn close(self) {
-        let closing = async {
-            if self.channel.status().connected() {
-                if let Err(error) = self.channel.close(200, ShortString::from("bye")).await {
-                    tracing::debug!(%error, "closing the consumer channel");
-                }
+    /// Closes the channels before the connection (lapin: a connection closed first leaves
+    /// the channels' close handshakes waiting). Unacked deliveries go back to the queue.
+    async fn close(&self, channels: Channels) {
+        if channels.channel.status().connected() {
+            if let Err(error) = channels.channel.close(200, ShortString::from("bye")).await {
+                tracing::debug!(%error, "closing the consumer channel");
             }
-            if let Err(error) = self.publisher.close().await {
-                tracing::debug!(%error, "closing the publisher channel");
-            }
-        };
-        if timeout(RPC_TIMEOUT, closing).await.is_err() {
-            tracing::debug!("closing the channels timed out");
         }
-        close_connection(&self.connection).await;
+        if let Err(error) = channels.publisher.close().await {
+            tracing::debug!(%error, "closing the publisher channel");
+        }
+    }
+
+    fn connected(&self, node: &BrokerNode) {
+        self.status.set_node(Some(node));
+    }
+
+    fn disconnected(&self, _reason: &str) {
+        self.status.set_node(None);
+        self.status.set(ConsumerState::Reconnecting);
+        metrics::record_reconnect();
     }
 }
 
-async fn setup(
-    connection: &Connection,
-    settings: &ConsumerSettings,
-) -> anyhow::Result<(Channel, ConfirmPublisher, Consumer)> {
-    let channel = connection.create_channel().await?;
-    settings
-        .topology()
-        .declare(&channel)
+async fn setup(link: &Link, settings: &ConsumerSettings) -> anyhow::Result<Channels> {
+    link.declare(&settings.topology())
         .await
         .context("declaring the topology")?;
+    let connection = link.connection();
+    let channel = connection.create_channel().await?;
     channel
         .basic_qos(settings.prefetch, BasicQosOptions::default())
         .await?;
@@ -172,17 +150,16 @@ async fn setup(
         )
         .await
         .context("starting to consume")?;
-    Ok((channel, publisher, consumer))
+    Ok(Channels {
+        channel,
+        publisher,
+        consumer,
+    })
 }
 
 /// The watchdog's check: connection and channel up, and our consumer still registered.
-async fn check_alive(connection: &Connection, channel: &Channel) -> Result<(), String> {
-    if !connection.status().connected() {
-        return Err("the connection is closed".to_owned());
-    }
-    if !channel.status().connected() {
-        return Err("the channel is closed".to_owned());
-    }
+async fn check_alive(link: &Link, channel: &Channel) -> Result<(), String> {
+    link.check(&[channel])?;
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
@@ -225,16 +202,5 @@ async fn drain<S: EventSink>(
     match handled {
         Ok(count) => tracing::info!(count, "consumer drained the deliveries in hand"),
         Err(_elapsed) => tracing::warn!(?grace, "drain timed out; the rest goes back to the queue"),
-    }
-}
-
-async fn close_connection(connection: &Connection) {
-    if !connection.status().connected() {
-        return;
-    }
-    match timeout(RPC_TIMEOUT, connection.close(200, ShortString::from("bye"))).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::debug!(%error, "closing the connection"),
-        Err(_elapsed) => tracing::debug!("closing the connection timed out"),
     }
 }

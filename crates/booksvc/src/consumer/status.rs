@@ -1,7 +1,9 @@
 //! [`ConsumerStatus`]: what the consumer is doing, readable at no cost by `/healthz/ready`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use events::BrokerNode;
 
 use super::metrics;
 
@@ -50,12 +52,15 @@ impl ConsumerState {
 #[derive(Debug, Clone)]
 pub struct ConsumerStatus {
     state: Arc<AtomicU8>,
+    /// `host:port` of the broker node the session runs on, if any.
+    node: Arc<Mutex<Option<String>>>,
 }
 
 impl ConsumerStatus {
     pub(crate) fn new() -> ConsumerStatus {
         let status = ConsumerStatus {
             state: Arc::new(AtomicU8::new(ConsumerState::Reconnecting as u8)),
+            node: Arc::default(),
         };
         metrics::record_state(ConsumerState::Reconnecting);
         status
@@ -64,6 +69,20 @@ impl ConsumerStatus {
     /// The current state.
     pub fn state(&self) -> ConsumerState {
         ConsumerState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// `host:port` of the broker node in use (never a password), while connected.
+    pub fn node(&self) -> Option<String> {
+        self.node_slot().clone()
+    }
+
+    pub(crate) fn set_node(&self, node: Option<&BrokerNode>) {
+        *self.node_slot() = node.map(|node| node.address().to_owned());
+    }
+
+    fn node_slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // A plain string: a panic elsewhere cannot leave it inconsistent.
+        self.node.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn set(&self, state: ConsumerState) {

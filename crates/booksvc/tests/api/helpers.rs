@@ -304,8 +304,9 @@ async fn start_storagesvc(database_url: &str) -> anyhow::Result<(String, Cancell
         "info",
     ])?;
     settings.database_url = storagesvc::config::Secret::new(database_url);
-    settings.amqp_url =
-        storagesvc::config::Secret::new(format!("amqp://guest:guest@127.0.0.1:{nowhere}/%2f"));
+    settings.amqp_url = format!("amqp://guest:guest@127.0.0.1:{nowhere}/%2f")
+        .parse()
+        .map_err(anyhow::Error::msg)?;
     settings.write_token = Some(storagesvc::config::Secret::new(TOKEN));
     settings.db_startup_timeout = Duration::from_secs(10);
     settings.shutdown_timeout = Duration::from_secs(2);

@@ -38,7 +38,7 @@ pub(crate) fn consumer_settings(amqp_url: &str) -> ConsumerSettings {
         watchdog_interval: Duration::from_secs(1),
         pause_poll: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(2),
-        ..ConsumerSettings::new(amqp_url)
+        ..ConsumerSettings::new(amqp_url.parse().expect("a test broker URL parses"))
     }
 }
 

@@ -12,6 +12,7 @@ mod bad_events;
 mod dead_letters;
 mod helpers;
 mod local_cache;
+mod nodes;
 mod outages;
 mod redrive;
 mod storage;

@@ -118,7 +118,7 @@ fn settings(database_url: &str, amqp_url: &str) -> anyhow::Result<storagesvc::Se
     let mut settings =
         storagesvc::Settings::try_parse_from(["storagesvc", "--http-port", "127.0.0.1:0"])?;
     settings.database_url = Secret::new(database_url);
-    settings.amqp_url = Secret::new(amqp_url);
+    settings.amqp_url = amqp_url.parse().map_err(anyhow::Error::msg)?;
     settings.write_token = Some(Secret::new(TOKEN));
     settings.db_startup_timeout = Duration::from_secs(10);
     settings.shutdown_timeout = Duration::from_secs(5);

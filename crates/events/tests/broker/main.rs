@@ -6,6 +6,7 @@
 //! own broker since it stops it.
 
 mod publisher;
+mod session;
 mod topology;
 
 use std::time::{Duration, Instant};

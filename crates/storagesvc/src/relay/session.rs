@@ -1,11 +1,13 @@
-//! One broker connection: connect, declare the topology, open a confirm-mode publisher.
+//! What the relay opens on each broker session ([`events::session`] runs the loop): the
+//! topology (or only the `books` exchange when its user may do no more) and one
+//! confirm-mode publisher per lane.
 
-use std::time::Duration;
+use events::session::{BrokerClient, Link, SessionSettings, SetupError};
+use events::{BrokerNode, ConfirmPublisher, SessionEnd};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use events::{ConfirmPublisher, Topology};
-use lapin::Connection;
-
-use super::{RelayConfig, RelayError};
+use super::OutboxRelay;
 
 /// The name the relay's connection shows in the management UI.
 const CONNECTION_NAME: &str = "storagesvc-outbox-relay";
@@ -16,75 +18,88 @@ const CONNECTION_NAME: &str = "storagesvc-outbox-relay";
 /// across replicas: a claim never takes a book whose earlier row another claim holds.
 pub(super) const LANES: usize = 2;
 
-/// A live connection and the publishers on it; dropped and rebuilt after any failure.
-pub(super) struct BrokerSession {
-    connection: Connection,
-    publishers: Vec<ConfirmPublisher>,
+/// The relay as a session client.
+pub(super) struct RelayClient<'a> {
+    pub(super) relay: &'a OutboxRelay,
+    pub(super) wake: &'a Notify,
 }
 
-impl BrokerSession {
-    /// Connects, declares the topology (idempotent; recreates anything deleted while we
-    /// were away) and opens the publisher, each step bounded by `confirm_timeout`.
-    pub(super) async fn open(config: &RelayConfig) -> Result<Self, RelayError> {
-        let limit = config.confirm_timeout;
-        let connection = events::connect(&config.amqp_url, CONNECTION_NAME, limit).await?;
-        let setup = async {
-            let channel = connection.create_channel().await?;
-            match config.topology.declare(&channel).await {
-                // The declaring channel is done; a failure to close it cleanly costs nothing.
-                Ok(()) => drop(channel.close(200, "topology declared".into()).await),
-                // A least-privilege user (deploy/rabbitmq/setup-users.sh) may declare only
-                // the exchange it publishes to; booksvc declares its own queues. The refusal
-                // closed that channel, so the exchange gets a new one.
-                Err(error) if events::is_access_refused(&error) => {
-                    tracing::info!(%error, "may not declare booksvc's queues; declaring exchange books only");
-                    let channel = connection.create_channel().await?;
-                    Topology::declare_exchange(&channel).await?;
-                    drop(channel.close(200, "exchange declared".into()).await);
-                }
-                Err(error) => return Err(error),
-            }
-            Ok::<_, lapin::Error>(())
-        };
-        bounded(limit, setup).await?.map_err(RelayError::Topology)?;
+/// One session's publishers, with the link they run on.
+pub(super) struct Publishers<'a> {
+    pub(super) link: &'a Link,
+    pub(super) publishers: &'a [ConfirmPublisher],
+}
+
+impl Publishers<'_> {
+    /// Whether the connection and every publisher's channel still work.
+    pub(super) fn check(&self) -> Result<(), String> {
+        self.link.check(&[])?;
+        if self.publishers.iter().all(ConfirmPublisher::is_open) {
+            Ok(())
+        } else {
+            Err(format!(
+                "a publisher channel on {} is closed",
+                self.link.node()
+            ))
+        }
+    }
+}
+
+impl RelayClient<'_> {
+    /// The session's settings: `confirm_timeout` bounds connecting, set-up and closing.
+    pub(super) fn settings(&self) -> SessionSettings {
+        let config = &self.relay.config;
+        SessionSettings {
+            connect_timeout: config.confirm_timeout,
+            rpc_timeout: config.confirm_timeout,
+            reconnect_max: config.reconnect_max,
+            ..SessionSettings::new(config.amqp_url.clone(), CONNECTION_NAME)
+        }
+    }
+}
+
+impl BrokerClient for RelayClient<'_> {
+    type Channels = Vec<ConfirmPublisher>;
+
+    /// Declares the topology (idempotent; recreates anything deleted while we were away),
+    /// then opens the publishers.
+    async fn open(&self, link: &Link) -> Result<Vec<ConfirmPublisher>, SetupError> {
+        link.declare_publisher_side(&self.relay.config.topology)
+            .await?;
         let mut publishers = Vec::with_capacity(LANES);
         for _ in 0..LANES {
-            let publisher = bounded(limit, ConfirmPublisher::open(&connection)).await?;
-            publishers.push(publisher.map_err(RelayError::OpenPublisher)?);
+            publishers.push(ConfirmPublisher::open(link.connection()).await?);
         }
-        Ok(Self {
-            connection,
-            publishers,
-        })
+        Ok(publishers)
     }
 
-    /// One confirm-mode publisher per lane.
-    pub(super) fn publishers(&self) -> &[ConfirmPublisher] {
-        &self.publishers
+    async fn run(
+        &self,
+        publishers: &mut Vec<ConfirmPublisher>,
+        link: &Link,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        let session = Publishers { link, publishers };
+        self.relay
+            .relay_until_lost(&session, self.wake, shutdown)
+            .await
     }
 
-    /// Whether the connection and every publisher's channel still work.
-    pub(super) fn is_open(&self) -> bool {
-        self.connection.status().connected() && self.publishers.iter().all(|p| p.is_open())
-    }
-
-    /// Closes the channel and the connection cleanly when they are still up.
-    pub(super) async fn close(self) {
-        for publisher in &self.publishers {
+    /// Closes each publisher's channel (the session bounds this, then closes the connection).
+    async fn close(&self, publishers: Vec<ConfirmPublisher>) {
+        for publisher in &publishers {
             if let Err(error) = publisher.close().await {
                 tracing::debug!(%error, "closing a relay channel failed");
             }
         }
-        if self.connection.status().connected() {
-            if let Err(error) = self.connection.close(200, "bye".into()).await {
-                tracing::debug!(%error, "closing the relay's connection failed");
-            }
-        }
     }
-}
 
-async fn bounded<T>(limit: Duration, step: impl Future<Output = T>) -> Result<T, RelayError> {
-    tokio::time::timeout(limit, step)
-        .await
-        .map_err(|_elapsed| RelayError::SetupTimeout(limit))
+    fn connected(&self, node: &BrokerNode) {
+        self.relay.status.set_connected(Some(node));
+    }
+
+    fn disconnected(&self, reason: &str) {
+        self.relay.status.set_connected(None);
+        self.relay.status.record_error(reason);
+    }
 }

@@ -1,9 +1,9 @@
 //! [`RelayStatus`]: the relay's health, shared cheaply with `/healthz/ready`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fmt::Display;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::RelayError;
+use events::BrokerNode;
 
 /// A cheap, cloneable view of the relay's state; the relay updates it as it goes.
 #[derive(Debug, Clone, Default)]
@@ -13,47 +13,50 @@ pub struct RelayStatus {
 
 #[derive(Debug, Default)]
 struct Inner {
-    connected: AtomicBool,
+    /// `host:port` of the node the relay's session runs on, if any.
+    node: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
 }
 
 impl RelayStatus {
     /// Whether the relay holds a working broker connection right now.
     pub fn broker_connected(&self) -> bool {
-        self.inner.connected.load(Ordering::Relaxed)
+        self.node().is_some()
+    }
+
+    /// `host:port` of the broker node in use (never a password), while connected.
+    pub fn node(&self) -> Option<String> {
+        lock(&self.inner.node).clone()
     }
 
     /// The most recent failure, cleared by the next successful connect or batch.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error_slot().clone()
+        lock(&self.inner.last_error).clone()
     }
 
-    pub(super) fn set_connected(&self, connected: bool) {
-        self.inner.connected.store(connected, Ordering::Relaxed);
+    pub(super) fn set_connected(&self, node: Option<&BrokerNode>) {
+        let connected = node.is_some();
+        *lock(&self.inner.node) = node.map(|node| node.address().to_owned());
         metrics::gauge!("storagesvc_relay_broker_connected").set(if connected { 1.0 } else { 0.0 });
         if connected {
             self.clear_error();
         }
     }
 
-    /// Logs `error` once and keeps it for readiness reports.
-    pub(super) fn record_error(&self, error: &RelayError) {
-        tracing::warn!(error = %error, "outbox relay: {error}; will retry");
-        *self.last_error_slot() = Some(error.to_string());
+    /// Keeps `error` for readiness reports (the caller has logged it).
+    pub(super) fn record_error(&self, error: impl Display) {
+        *lock(&self.inner.last_error) = Some(error.to_string());
     }
 
     pub(super) fn clear_error(&self) {
-        let mut slot = self.last_error_slot();
+        let mut slot = lock(&self.inner.last_error);
         if slot.is_some() {
             *slot = None;
         }
     }
+}
 
-    fn last_error_slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        // The slot holds a plain string: a panic elsewhere cannot leave it inconsistent.
-        self.inner
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
+fn lock<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The slots hold plain strings: a panic elsewhere cannot leave them inconsistent.
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }

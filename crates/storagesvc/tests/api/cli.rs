@@ -56,7 +56,7 @@ fn a_bad_variable_stops_start_up_with_one_line_naming_it_and_exit_code_2() {
         (
             "STORAGESVC_WRITE_TOKEN",
             "",
-            "invalid STORAGESVC_WRITE_TOKEN \"\": must not be empty",
+            "invalid STORAGESVC_WRITE_TOKEN: must not be empty",
         ),
     ];
     for (variable, value, expected) in cases {
@@ -80,6 +80,46 @@ fn a_bad_variable_stops_start_up_with_one_line_naming_it_and_exit_code_2() {
         assert!(
             stderr.starts_with(&format!("storagesvc: {expected}")),
             "{variable}: {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn a_malformed_amqp_url_list_stops_start_up_naming_the_variable_but_not_the_password() {
+    let cases = [
+        (
+            "amqp://u:s3cret@mq1:5672/%2f,http://u:s3cret@mq2:5672/%2f",
+            "entry 2 of 2",
+        ),
+        (
+            "amqp://u:s3cret@mq1:5672/%2f,,amqp://u:s3cret@mq3:5672/%2f",
+            "entry 2 of 3 is empty",
+        ),
+        ("amqp://u:s3cret@mq1:5672/%2f,", "entry 2 of 2 is empty"),
+        ("amqp://u:s3cret@mq1:notaport/%2f", "expected amqp://"),
+    ];
+    for (value, reason) in cases {
+        let output = Command::new(BINARY)
+            .env_clear()
+            .env("AMQP_URL", value)
+            .output()
+            .expect("the binary runs");
+
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{value}: one line, got {stderr:?}"
+        );
+        assert!(
+            stderr.starts_with("storagesvc: invalid AMQP_URL: "),
+            "{value}: {stderr:?}"
+        );
+        assert!(stderr.contains(reason), "{value}: {stderr:?}");
+        assert!(
+            !stderr.contains("s3cret"),
+            "the password leaked: {stderr:?}"
         );
     }
 }

@@ -9,6 +9,43 @@ use storagesvc::config::Secret;
 use crate::helpers::{TestApp, assert_json_error, book_body, eventually};
 
 #[tokio::test]
+async fn with_a_dead_node_first_in_amqp_url_readiness_names_the_live_node_in_use()
+-> anyhow::Result<()> {
+    let live = testkit::RabbitMq::shared().await?.fresh_vhost().await?;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let list = format!("amqp://guest:s3cret@127.0.0.1:{closed}/%2f,{live}");
+    let app = TestApp::spawn_with(|settings| {
+        settings.amqp_url = list.parse().expect("a valid list");
+    })
+    .await?;
+    let live_node = live
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(node, _)| node.to_owned())
+        .expect("a testkit URL names host:port");
+
+    let seen = std::cell::RefCell::new(Value::Null);
+    let named = eventually(Duration::from_secs(20), || async {
+        let Ok(response) = app.request(Method::GET, "/healthz/ready").send().await else {
+            return false;
+        };
+        let body = response.json::<Value>().await.unwrap_or_default();
+        let named = body["dependencies"]["rabbitmq"]["node"] == live_node.as_str();
+        *seen.borrow_mut() = body;
+        named
+    })
+    .await;
+    let last = seen.into_inner();
+    assert!(named, "the node in use is not reported: {last}");
+    assert_eq!(last["dependencies"]["rabbitmq"]["status"], "up");
+    assert!(!last.to_string().contains("s3cret"), "{last}");
+    assert!(!last.to_string().contains("guest"), "{last}");
+    app.stop().await
+}
+
+#[tokio::test]
 async fn readiness_names_each_dependency_and_is_ready_when_postgres_answers() -> anyhow::Result<()>
 {
     let app = TestApp::spawn().await?;

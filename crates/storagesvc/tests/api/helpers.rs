@@ -195,7 +195,7 @@ pub(crate) fn test_settings(database_url: &str, amqp_url: &str) -> anyhow::Resul
         "info",
     ])?;
     settings.database_url = Secret::new(database_url);
-    settings.amqp_url = Secret::new(amqp_url);
+    settings.amqp_url = amqp_url.parse().map_err(anyhow::Error::msg)?;
     settings.write_token = Some(Secret::new(TOKEN));
     settings.db_startup_timeout = Duration::from_secs(10);
     settings.shutdown_timeout = Duration::from_secs(5);

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::StatusCode;
-use storagesvc::config::Secret;
 use storagesvc::relay::RelayConfig;
 
 use super::support::{
@@ -137,7 +136,7 @@ async fn http_writes_succeed_while_the_broker_is_down_and_their_events_follow() 
     let amqp_url = rabbit.amqp_url();
     drop(QueueReader::connect(&amqp_url).await?);
     let app = TestApp::spawn_with(|settings| {
-        settings.amqp_url = Secret::new(amqp_url.clone());
+        settings.amqp_url = amqp_url.parse().expect("a test broker URL parses");
         settings.outbox_reconnect_max = Duration::from_secs(1);
     })
     .await?;
@@ -184,4 +183,76 @@ fn all_versions_arrived(received: &[Received], ids: &[i64], versions: i64) -> bo
                 .any(|m| m.event.book_id == id && m.event.version == version)
         })
     })
+}
+
+/// The index in `urls` of the broker whose `host:port` is `node`.
+fn index_of(urls: &[String], node: &str) -> usize {
+    urls.iter()
+        .position(|url| url.contains(&format!("@{node}/")))
+        .unwrap_or_else(|| panic!("{node} is not one of {urls:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_its_node_stops_the_relay_moves_to_another_and_carries_on() -> anyhow::Result<()> {
+    let pool = migrated_database().await?;
+    // Two separate brokers stand in for two nodes of a cluster: the relay's side is the same.
+    let (first, second) = tokio::try_join!(testkit::RabbitMq::start(), testkit::RabbitMq::start())?;
+    let brokers = [first, second];
+    let urls: Vec<String> = brokers.iter().map(testkit::RabbitMq::amqp_url).collect();
+    for url in &urls {
+        drop(QueueReader::connect(url).await?);
+    }
+    let relay = RunningRelay::spawn(&pool, relay_config(&urls.join(",")));
+    let status = relay.status.clone();
+    wait_until(|| status.node().is_some(), "the relay to connect").await?;
+    let in_use = index_of(&urls, &status.node().context("connected")?);
+    let other = 1 - in_use;
+
+    let events = interleaved_events(2, 10);
+    enqueue_each(&pool, &events[..10]).await?;
+    wait_for_empty_outbox(&pool).await?;
+    brokers[in_use].stop_app().await?;
+    wait_until(
+        || {
+            status
+                .node()
+                .is_some_and(|node| index_of(&urls, &node) == other)
+        },
+        "the relay to move to the other node",
+    )
+    .await?;
+    enqueue_each(&pool, &events[10..]).await?;
+    wait_for_empty_outbox(&pool).await?;
+    relay.stop().await?;
+
+    let mut after = QueueReader::connect(&urls[other]).await?;
+    let mut received = after.take(10, RECOVERY).await?;
+    brokers[in_use].start_app().await?;
+    let mut before = QueueReader::connect(&urls[in_use]).await?;
+    received.extend(before.take(10, RECOVERY).await?);
+    assert_all_arrived(&received, 2, 10);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_while_the_broker_does_not_answer() -> anyhow::Result<()> {
+    // Review finding L3: the relay's close RPCs had no timeout, so a broker that stopped
+    // reading the connection (a disk or memory alarm blocks it) held the shutdown.
+    let pool = migrated_database().await?;
+    let broker = testkit::RabbitMq::shared().await?;
+    let url = broker.fresh_vhost().await?;
+    let upstream = format!("127.0.0.1:{}", broker.port());
+    let proxy = testkit::TcpProxy::start(&upstream).await?;
+    let config = RelayConfig {
+        confirm_timeout: Duration::from_millis(500),
+        ..relay_config(&url.replace(&upstream, &proxy.address().to_string()))
+    };
+    let relay = RunningRelay::spawn(&pool, config);
+    let status = relay.status.clone();
+    wait_until(|| status.broker_connected(), "the relay to connect").await?;
+
+    proxy.set_latency(testkit::Direction::Downstream, Duration::from_secs(3600));
+    // Two channel closes and a connection close, each bounded by `confirm_timeout`:
+    // `stop` allows 10 s.
+    relay.stop().await
 }

@@ -36,7 +36,7 @@ pub(crate) async fn database_at(url: &str) -> anyhow::Result<PgPool> {
 /// A relay configuration for tests: quick reconnects, a short safety-net poll.
 pub(crate) fn relay_config(amqp_url: &str) -> RelayConfig {
     RelayConfig {
-        amqp_url: amqp_url.to_owned(),
+        amqp_url: amqp_url.parse().expect("a test broker URL parses"),
         batch_size: 256,
         publish_window: 64,
         poll_interval: Duration::from_millis(500),
