@@ -40,6 +40,6 @@ pub use publisher::{ConfirmPublisher, Outgoing, PublishError, PublishReport};
 pub use reconnect::ReconnectBackoff;
 pub use session::{BrokerClient, Link, SessionEnd, SessionSettings};
 pub use topology::{
-    BINDING_KEY, DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, DLQ, DLQ_EXCHANGE, EXCHANGE, QUEUE,
-    RETRY_EXCHANGE, Topology, is_access_refused,
+    BINDING_KEY, DEFAULT_RETRY_DELAYS, DELIVERY_LIMIT, DLQ, DLQ_DELIVERY_LIMIT, DLQ_EXCHANGE,
+    EXCHANGE, QUEUE, RETRY_EXCHANGE, Topology, is_access_refused, is_precondition_failed,
 };

@@ -5,50 +5,62 @@
 //!  storagesvc ─▶ [books] topic ──book.*──▶ (booksvc.book-changed) quorum ──▶ booksvc
 //!                                              │ DLX on delivery limit / reject
 //!                                              ▼
-//!   booksvc ──▶ [booksvc.book-changed.dlq] fanout ──▶ (booksvc.book-changed.dlq) classic
+//!   booksvc ──▶ [booksvc.book-changed.dlq] fanout ──▶ (booksvc.book-changed.dlq) quorum
 //!   booksvc ──▶ [booksvc.book-changed.retry] direct ──<queue name>──▶
-//!                 (booksvc.book-changed.retry.<delay>) classic, TTL = delay
+//!                 (booksvc.book-changed.retry.quorum.<delay>) quorum, TTL = delay
 //!                     └── expired: dead-lettered via "" to booksvc.book-changed
 //! ```
 //!
-//! Decisions:
-//! - **Main queue: quorum.** It keeps messages across broker restarts even when they were
-//!   published non-persistent (the management UI's default). Its `x-dead-letter-exchange` is
-//!   the DLQ exchange because RabbitMQ 4 *drops* what a quorum queue dead-letters without
-//!   one, and its `x-delivery-limit` ([`DELIVERY_LIMIT`]) is explicit so 3.10 (no default)
-//!   and 4.x (default 20) behave alike. The limit is only a backstop for messages that
-//!   crash the consumer before it can ack; normal failures go through the retry queues,
-//!   which the consumer publishes to itself. A consumer waiting for Redis must *hold* its
-//!   deliveries rather than requeue them, or every requeue counts towards the limit.
+//! Decisions (the cluster-related ones are argued in
+//! docs/decisions/0009-quorum-queues-everywhere.md):
+//! - **Every queue is a quorum queue**, replicated on three nodes of a cluster, so the loss of
+//!   any one node loses no message and re-declaring on a surviving node succeeds (a classic
+//!   queue lives on one node: with that node down its re-declaration fails). Quorum queues
+//!   also keep every message across a restart, persistent or not (the management UI
+//!   publishes non-persistent by default). Per-queue message TTL on a quorum queue needs
+//!   RabbitMQ 3.10 or later.
+//! - **At-least-once dead-lettering everywhere** (`x-dead-letter-strategy`, which RabbitMQ
+//!   honours only with `x-overflow: reject-publish`; no queue has a length limit, so that
+//!   overflow never refuses anything). The default, at-most-once, drops a dead letter that
+//!   the target queue cannot take at that moment, e.g. during its leader election after a
+//!   node loss. At-least-once keeps it in the source queue until the target confirms it, so
+//!   a node loss at worst duplicates a dead letter (harmless: the cache's version rule).
+//! - **Main queue.** Its `x-dead-letter-exchange` is the DLQ exchange because RabbitMQ 4
+//!   *drops* what a quorum queue dead-letters without one, and its `x-delivery-limit`
+//!   ([`DELIVERY_LIMIT`]) is explicit so 3.10 (no default) and 4.x (default 20) behave
+//!   alike. The limit is only a backstop for messages that crash the consumer before it can
+//!   ack; normal failures go through the retry queues, which the consumer publishes to
+//!   itself. A consumer waiting for Redis must *hold* its deliveries rather than requeue
+//!   them, or every requeue counts towards the limit.
 //! - **DLQ exchange: fanout**, so every dead letter lands in the DLQ whatever routing key
 //!   it carries (dead-lettering keeps the original `book.*` key).
-//! - **DLQ: classic, durable.** A quorum DLQ would itself have a delivery limit (20 by
-//!   default on 4.x): an operator peeking at messages in the management UI ("Nack, requeue")
-//!   twenty times would make RabbitMQ dead-letter them, and since the only safe DLX for the
-//!   DLQ leads back to the DLQ, RabbitMQ's cycle detection would then *drop* them. A classic
-//!   queue has no delivery limit, so peeking is harmless forever. Its own DLX (our rule:
-//!   every queue has one) is the DLQ exchange, i.e. itself: the only way a message leaves it
-//!   is an explicit reject, and a cycle containing a reject is allowed by RabbitMQ, so a
-//!   rejected dead letter goes back to the tail of the DLQ instead of vanishing. Only an
-//!   ack (e.g. by a replay tool after republishing) removes a message. Trade-off: a classic
-//!   queue keeps only *persistent* messages across a restart, so whoever publishes to the
-//!   DLQ must publish persistent (booksvc does); and it is not replicated in a cluster.
-//! - **Retry exchange: direct**, one classic durable queue per delay, bound with its own
-//!   name as the routing key ([`Topology::retry_routing_key`]). Each has
-//!   `x-message-ttl = delay` and dead-letters to the default exchange (`""`) with routing
-//!   key [`QUEUE`], so an expired message goes straight back to the main queue. Classic is
-//!   enough: all messages share one TTL, so they expire in order at the head, and the
-//!   consumer publishes retries persistent. Queues are named by their delay
+//! - **DLQ.** Its own DLX (our rule: every queue has one) is the DLQ exchange, i.e. itself:
+//!   the only way a message leaves it is an explicit reject, and a cycle containing a reject
+//!   is allowed by RabbitMQ, so a rejected dead letter goes back to the DLQ instead of
+//!   vanishing. Only an ack (e.g. by the re-drive after republishing) removes a message.
+//!   As a quorum queue it has a delivery limit (20 by default on 4.x): an operator peeking
+//!   at messages in the management UI ("Nack, requeue") that often would make RabbitMQ
+//!   dead-letter them to itself *without* a reject in the cycle, which RabbitMQ drops. So
+//!   its limit is explicit and out of reach ([`DLQ_DELIVERY_LIMIT`]); `-1` ("no limit") is
+//!   4.x-only.
+//! - **Retry exchange: direct**, one queue per delay, bound with its own name as the routing
+//!   key ([`Topology::retry_routing_key`]). Each has `x-message-ttl = delay` and
+//!   dead-letters to the default exchange (`""`) with routing key [`QUEUE`], so an expired
+//!   message goes straight back to the main queue. All messages of a queue share one TTL,
+//!   so they expire in order at the head. Queues are named by their delay
 //!   ([`Topology::retry_queue_name`]) so changing the delays adds new queues instead of
-//!   clashing with the arguments of existing ones.
-//! - Queue types are always given explicitly (`x-queue-type`): a vhost whose default queue
-//!   type is quorum (RabbitMQ 4) must not silently turn the DLQ into a quorum queue.
+//!   clashing with the arguments of existing ones; the `quorum` in their names does the same
+//!   for the classic retry queues of earlier versions.
+//! - Queue types are always given explicitly (`x-queue-type`), so a vhost's default queue
+//!   type never decides.
 //! - Integer arguments are AMQP `signedint` (i32), the type most clients use: RabbitMQ
 //!   compares argument types on redeclare, so everybody must use the same one.
 //!
 //! Declaring is idempotent: the same names with the same arguments succeed any number of
 //! times, from any number of connections at once. Different arguments for an existing
-//! queue fail with `PRECONDITION_FAILED` (406), which we surface rather than hide.
+//! queue fail with `PRECONDITION_FAILED` (406), which we surface rather than hide, with one
+//! error line naming the queue and the migration in docs/runbook.md (a DLQ or main queue
+//! declared by a version before quorum DLQs).
 
 use std::time::Duration;
 
@@ -70,6 +82,9 @@ pub const DLQ_EXCHANGE: &str = "booksvc.book-changed.dlq";
 pub const BINDING_KEY: &str = "book.*";
 /// Deliveries of one message from [`QUEUE`] before RabbitMQ dead-letters it to the DLQ.
 pub const DELIVERY_LIMIT: i32 = 20;
+/// The [`DLQ`]'s delivery limit: high enough that no operator peeking at dead letters
+/// ("Nack, requeue") ever reaches it, since a dead letter past it would be dropped.
+pub const DLQ_DELIVERY_LIMIT: i32 = 1_000_000;
 
 /// The retry delays used unless configured otherwise: 1 s, 10 s, 60 s, 300 s.
 pub const DEFAULT_RETRY_DELAYS: [Duration; 4] = [
@@ -96,13 +111,16 @@ impl Default for Topology {
 }
 
 impl Topology {
-    /// The retry queue for `delay`, e.g. `booksvc.book-changed.retry.10s` or `….retry.200ms`.
+    /// The retry queue for `delay`, e.g. `booksvc.book-changed.retry.quorum.10s` or
+    /// `….retry.quorum.200ms`. (`quorum` keeps them apart from the classic
+    /// `booksvc.book-changed.retry.<delay>` queues of earlier versions, which drain by
+    /// themselves; see docs/decisions/0009-quorum-queues-everywhere.md.)
     pub fn retry_queue_name(delay: Duration) -> String {
         let ms = ttl_millis(delay);
         if ms % 1000 == 0 {
-            format!("{RETRY_EXCHANGE}.{}s", ms / 1000)
+            format!("{RETRY_EXCHANGE}.quorum.{}s", ms / 1000)
         } else {
-            format!("{RETRY_EXCHANGE}.{ms}ms")
+            format!("{RETRY_EXCHANGE}.quorum.{ms}ms")
         }
     }
 
@@ -155,6 +173,15 @@ pub fn is_access_refused(error: &lapin::Error) -> bool {
         if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)))
 }
 
+/// Whether the broker refused `error`'s declaration because the exchange or queue exists with
+/// other properties or arguments (`PRECONDITION_FAILED`, 406).
+pub fn is_precondition_failed(error: &lapin::Error) -> bool {
+    use lapin::ErrorKind;
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(error.kind(), ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
+}
+
 /// `delay` as an `x-message-ttl`: whole milliseconds, capped to what a signedint holds.
 fn ttl_millis(delay: Duration) -> i32 {
     i32::try_from(delay.as_millis()).unwrap_or(i32::MAX)
@@ -162,9 +189,7 @@ fn ttl_millis(delay: Duration) -> i32 {
 
 /// Arguments of [`QUEUE`]; public within the crate so tests can compare them.
 pub(crate) fn main_queue_args() -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), long_string("quorum"));
-    args.insert("x-dead-letter-exchange".into(), long_string(DLQ_EXCHANGE));
+    let mut args = quorum_args(DLQ_EXCHANGE);
     args.insert(
         "x-delivery-limit".into(),
         AMQPValue::LongInt(DELIVERY_LIMIT),
@@ -172,24 +197,43 @@ pub(crate) fn main_queue_args() -> FieldTable {
     args
 }
 
-/// Arguments of [`DLQ`]: dead-letters (on explicit reject only) back to itself.
+/// Arguments of [`DLQ`]: dead-letters (on explicit reject only) back to itself, with a
+/// delivery limit no operator will ever reach ([`DLQ_DELIVERY_LIMIT`]).
 pub(crate) fn dlq_args() -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), long_string("classic"));
-    args.insert("x-dead-letter-exchange".into(), long_string(DLQ_EXCHANGE));
+    let mut args = quorum_args(DLQ_EXCHANGE);
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongInt(DLQ_DELIVERY_LIMIT),
+    );
     args
 }
 
 /// Arguments of the retry queue for `delay`: expire after it, then go back to [`QUEUE`].
 pub(crate) fn retry_queue_args(delay: Duration) -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), long_string("classic"));
+    let mut args = quorum_args("");
     args.insert(
         "x-message-ttl".into(),
         AMQPValue::LongInt(ttl_millis(delay)),
     );
-    args.insert("x-dead-letter-exchange".into(), long_string(""));
     args.insert("x-dead-letter-routing-key".into(), long_string(QUEUE));
+    args
+}
+
+/// What every queue of ours has: quorum, a dead-letter exchange, and at-least-once
+/// dead-lettering (which RabbitMQ only applies with `reject-publish` overflow; without a
+/// length limit that overflow never triggers).
+fn quorum_args(dead_letter_exchange: &str) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_string("quorum"));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        long_string(dead_letter_exchange),
+    );
+    args.insert(
+        "x-dead-letter-strategy".into(),
+        long_string("at-least-once"),
+    );
+    args.insert("x-overflow".into(), long_string("reject-publish"));
     args
 }
 
@@ -217,10 +261,25 @@ async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> lapin
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    channel
+    let declared = channel
         .queue_declare(ShortString::from(name), options, args)
         .await
-        .map(drop)
+        .map(drop);
+    if let Err(error) = &declared {
+        if is_precondition_failed(error) {
+            // The usual cause is an upgrade: the DLQ (classic) or the main queue (no
+            // at-least-once dead-lettering) as an earlier version declared them. Say what to
+            // do once per attempt; the caller's error says only "PRECONDITION_FAILED".
+            tracing::error!(
+                queue = name,
+                "queue {name} exists with other arguments than this version declares \
+                 (from a version before quorum DLQs?); its messages stay where they are, but \
+                 nothing can use it until it is migrated as docs/runbook.md \
+                 \"Upgrading to quorum queues\" says: {error}"
+            );
+        }
+    }
+    declared
 }
 
 async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
@@ -242,19 +301,25 @@ mod tests {
     #[test]
     fn retry_queues_are_named_by_their_delay() {
         let cases = [
-            (Duration::from_secs(1), "booksvc.book-changed.retry.1s"),
-            (Duration::from_secs(300), "booksvc.book-changed.retry.300s"),
+            (
+                Duration::from_secs(1),
+                "booksvc.book-changed.retry.quorum.1s",
+            ),
+            (
+                Duration::from_secs(300),
+                "booksvc.book-changed.retry.quorum.300s",
+            ),
             (
                 Duration::from_millis(200),
-                "booksvc.book-changed.retry.200ms",
+                "booksvc.book-changed.retry.quorum.200ms",
             ),
             (
                 Duration::from_millis(1500),
-                "booksvc.book-changed.retry.1500ms",
+                "booksvc.book-changed.retry.quorum.1500ms",
             ),
             (
                 Duration::from_micros(200_900),
-                "booksvc.book-changed.retry.200ms",
+                "booksvc.book-changed.retry.quorum.200ms",
             ),
         ];
         for (delay, expected) in cases {

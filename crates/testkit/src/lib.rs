@@ -7,6 +7,8 @@
 //! - `containers`: the same servers as Docker containers through testcontainers.
 //! - [`Postgres`], [`Redis`], [`RabbitMq`]: the handles tests use; each wraps one of the two
 //!   backends and offers the same operations (fresh namespaces, stop, start again).
+//! - [`RabbitMqCluster`]: a private N-node RabbitMQ cluster (local backend only) whose nodes a
+//!   test can kill, stop and start one at a time.
 //! - [`TcpProxy`]: a TCP forwarder that adds latency, cuts or refuses connections on demand.
 //!
 //! # Use
@@ -33,6 +35,7 @@ mod postgres;
 mod probe;
 mod proxy;
 mod rabbitmq;
+mod rabbitmq_cluster;
 mod redis;
 mod worker;
 
@@ -40,6 +43,7 @@ pub use backend::{Backend, backend};
 pub use postgres::Postgres;
 pub use proxy::{Direction, TcpProxy};
 pub use rabbitmq::RabbitMq;
+pub use rabbitmq_cluster::RabbitMqCluster;
 pub use redis::Redis;
 
 /// Installs a `tracing` subscriber that writes through the test harness's capture, but only

@@ -6,7 +6,8 @@
 //! unless it was attempt `max_attempts`, which goes to the DLQ. Everything republished keeps
 //! the body, `message_id`, timestamp and headers (trace context included) of the original,
 //! minus the `x-death` family RabbitMQ added, and is persistent (the retry queues and the
-//! DLQ are classic queues, which keep only persistent messages across a restart).
+//! DLQ are quorum queues, which keep every message anyway; a classic queue an operator moves
+//! it to keeps only persistent ones across a restart).
 
 use std::time::Duration;
 
@@ -260,7 +261,10 @@ mod tests {
         };
         assert_eq!(received.failed_attempts(), 0);
         let message = received.retry_message(Duration::from_millis(200), 1, "flaky");
-        assert_eq!(message.routing_key, "booksvc.book-changed.retry.200ms");
+        assert_eq!(
+            message.routing_key,
+            "booksvc.book-changed.retry.quorum.200ms"
+        );
         assert_eq!(
             header(&message, X_ORIGINAL_ROUTING_KEY),
             Some(long_string("book.created"))

@@ -5,6 +5,7 @@
 //! Each test works in a fresh vhost of the shared test broker; the outage test starts its
 //! own broker since it stops it.
 
+mod cluster;
 mod publisher;
 mod session;
 mod topology;

@@ -73,42 +73,54 @@ async fn declare_on_new_connection(url: &str) -> Result<()> {
 #[tokio::test]
 async fn queues_carry_the_designed_arguments() -> Result<()> {
     let vhost = Vhost::new().await?;
-    let cases: [(&str, &[(&str, AMQPValue)]); 3] = [
+    let quorum = |dlx: &str| {
+        vec![
+            ("x-queue-type", AMQPValue::LongString("quorum".into())),
+            ("x-dead-letter-exchange", AMQPValue::LongString(dlx.into())),
+            (
+                "x-dead-letter-strategy",
+                AMQPValue::LongString("at-least-once".into()),
+            ),
+            ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+        ]
+    };
+    let with = |mut args: Vec<(&'static str, AMQPValue)>, more: Vec<(&'static str, AMQPValue)>| {
+        args.extend(more);
+        args
+    };
+    let cases = [
         (
             QUEUE,
-            &[
-                ("x-queue-type", AMQPValue::LongString("quorum".into())),
-                (
-                    "x-dead-letter-exchange",
-                    AMQPValue::LongString(DLQ_EXCHANGE.into()),
-                ),
-                (
+            with(
+                quorum(DLQ_EXCHANGE),
+                vec![(
                     "x-delivery-limit",
                     AMQPValue::LongInt(events::DELIVERY_LIMIT),
-                ),
-            ],
+                )],
+            ),
         ),
         (
             DLQ,
-            &[
-                ("x-queue-type", AMQPValue::LongString("classic".into())),
-                (
-                    "x-dead-letter-exchange",
-                    AMQPValue::LongString(DLQ_EXCHANGE.into()),
-                ),
-            ],
+            with(
+                quorum(DLQ_EXCHANGE),
+                vec![(
+                    "x-delivery-limit",
+                    AMQPValue::LongInt(events::DLQ_DELIVERY_LIMIT),
+                )],
+            ),
         ),
         (
-            "booksvc.book-changed.retry.10s",
-            &[
-                ("x-queue-type", AMQPValue::LongString("classic".into())),
-                ("x-message-ttl", AMQPValue::LongInt(10_000)),
-                ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
-                (
-                    "x-dead-letter-routing-key",
-                    AMQPValue::LongString(QUEUE.into()),
-                ),
-            ],
+            "booksvc.book-changed.retry.quorum.10s",
+            with(
+                quorum(""),
+                vec![
+                    ("x-message-ttl", AMQPValue::LongInt(10_000)),
+                    (
+                        "x-dead-letter-routing-key",
+                        AMQPValue::LongString(QUEUE.into()),
+                    ),
+                ],
+            ),
         ),
     ];
     for (queue, args) in cases {
@@ -241,5 +253,88 @@ async fn message_redelivered_past_the_delivery_limit_goes_to_the_dlq() -> Result
     let dead = vhost.get(DLQ, Duration::from_secs(5)).await?;
     assert_eq!(BookChanged::parse(&dead.data)?.book_id, 7);
     assert_eq!(vhost.count(QUEUE).await?, 0);
+    Ok(())
+}
+
+/// What a version before quorum DLQs declared: classic retry queues named
+/// `….retry.<delay>` and a classic DLQ, and a main queue without at-least-once
+/// dead-lettering. Declaring today's topology over it fails on the DLQ or the main queue
+/// with PRECONDITION_FAILED (which the services log with a pointer to the runbook), and
+/// every message stays where it was.
+#[tokio::test]
+async fn an_earlier_versions_queues_refuse_the_new_topology_and_keep_their_messages() -> Result<()>
+{
+    testkit::init_test_logging();
+    let url = testkit::RabbitMq::shared().await?.fresh_vhost().await?;
+    let connection = events::connect(&url, "events-tests-upgrade", CONNECT_TIMEOUT).await?;
+    let channel = connection.create_channel().await?;
+    let table = |args: &[(&str, AMQPValue)]| -> FieldTable {
+        args.iter()
+            .map(|(k, v)| (ShortString::from(*k), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into()
+    };
+    let string = |s: &str| AMQPValue::LongString(s.into());
+    let old_retry = "booksvc.book-changed.retry.1s";
+    let old_queues = [
+        (
+            QUEUE,
+            table(&[
+                ("x-queue-type", string("quorum")),
+                ("x-dead-letter-exchange", string(DLQ_EXCHANGE)),
+                ("x-delivery-limit", AMQPValue::LongInt(20)),
+            ]),
+        ),
+        (
+            DLQ,
+            table(&[
+                ("x-queue-type", string("classic")),
+                ("x-dead-letter-exchange", string(DLQ_EXCHANGE)),
+            ]),
+        ),
+        (
+            old_retry,
+            table(&[
+                ("x-queue-type", string("classic")),
+                ("x-message-ttl", AMQPValue::LongInt(1000)),
+                ("x-dead-letter-exchange", string("")),
+                ("x-dead-letter-routing-key", string(QUEUE)),
+            ]),
+        ),
+    ];
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    for (queue, args) in old_queues {
+        channel.queue_declare(queue.into(), durable, args).await?;
+    }
+    // One dead letter, published persistent as booksvc did.
+    let publisher = events::ConfirmPublisher::open(&connection).await?;
+    let mut dead = event(8);
+    dead.routing_key = DLQ.to_owned();
+    let report = publisher
+        .publish_in_order("", &[dead], 1, CONFIRM_TIMEOUT)
+        .await;
+    ensure!(report.confirmed == 1, "{report:?}");
+
+    let declared = Topology::default().declare(&channel).await;
+    let Err(error) = declared else {
+        anyhow::bail!("declaring over an earlier version's queues must fail");
+    };
+    ensure!(
+        events::is_precondition_failed(&error),
+        "a PRECONDITION_FAILED, not {error:?}"
+    );
+
+    let check = connection.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let dlq = check
+        .queue_declare(DLQ.into(), passive, FieldTable::default())
+        .await?;
+    assert_eq!(dlq.message_count(), 1, "the dead letter is still there");
     Ok(())
 }

@@ -9,6 +9,7 @@
 pub(crate) mod postgres;
 mod process;
 pub(crate) mod rabbitmq;
+pub(crate) mod rabbitmq_cluster;
 pub(crate) mod redis;
 
 pub(crate) use process::{ScratchDir, ServerProcess, free_port, log_tail, poll_until, run_command};

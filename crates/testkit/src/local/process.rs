@@ -126,7 +126,7 @@ impl Drop for ScratchDir {
 /// A server process running in its own process group, registered with its scratch dir.
 #[derive(Debug)]
 pub(crate) struct ServerProcess {
-    name: &'static str,
+    name: String,
     child: Child,
     pgid: Pid,
     group_file: PathBuf,
@@ -137,9 +137,10 @@ impl ServerProcess {
     /// Spawns `command` as a group leader, its output appended to `<name>.log`.
     pub(crate) fn spawn(
         scratch: &ScratchDir,
-        name: &'static str,
+        name: impl Into<String>,
         mut command: Command,
     ) -> anyhow::Result<Self> {
+        let name = name.into();
         let log_name = format!("{name}.log");
         let log = scratch.log_file(&log_name)?;
         let child = command
@@ -198,6 +199,12 @@ impl ServerProcess {
             Some(_) => Ok(()),
             None => bail!("{} did not stop within {grace:?}; killed it", self.name),
         }
+    }
+
+    /// SIGKILL to the whole group at once, like a machine losing power: no shutdown of any
+    /// kind, nothing flushed.
+    pub(crate) fn crash(mut self) {
+        self.kill();
     }
 
     fn kill(&mut self) {

@@ -19,23 +19,23 @@ use rustix::process::Signal;
 use super::{ScratchDir, ServerProcess, free_port, poll_until, run_command};
 use crate::probe::{amqp_answers, tcp_accepts};
 
-const BIN_DIR: &str = "/usr/lib/rabbitmq/bin";
-const INSTALL_HINT: &str =
+pub(super) const BIN_DIR: &str = "/usr/lib/rabbitmq/bin";
+pub(super) const INSTALL_HINT: &str =
     "apt-get install rabbitmq-server (or: apt-get install postgresql redis-server rabbitmq-server)";
 /// It takes 5-8 s here; a loaded CI machine may need several times that.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-const CLI_TIMEOUT: Duration = Duration::from_secs(60);
-const START_ATTEMPTS: usize = 3;
+pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const START_ATTEMPTS: usize = 3;
 
 /// The fixed parts of one node: where it lives and how it is reached.
 #[derive(Debug)]
-struct Node {
-    name: String,
-    amqp_port: u16,
-    dist_port: u16,
-    epmd_port: u16,
-    management_port: Option<u16>,
+pub(super) struct Node {
+    pub(super) name: String,
+    pub(super) amqp_port: u16,
+    pub(super) dist_port: u16,
+    pub(super) epmd_port: u16,
+    pub(super) management_port: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -75,6 +75,7 @@ impl LocalRabbitMq {
             epmd_port: free_port()?,
             management_port: if management { Some(free_port()?) } else { None },
         };
+        write_cookie(&scratch.path().join("home"))?;
         write_config(scratch.path(), &node)?;
         let epmd = start_epmd(&scratch, node.epmd_port)?;
         let this = Self {
@@ -164,35 +165,10 @@ impl LocalRabbitMq {
         run_command(command, CLI_TIMEOUT)
     }
 
-    /// The environment shared by the server and the CLI: the CLI finds the node through
-    /// our epmd and authenticates with the cookie in our HOME.
+    /// The environment shared by the server and the CLI (see [`apply_node_env`]).
     fn apply_env(&self, command: &mut Command) {
         let dir = self.scratch.path();
-        let node = &self.node;
-        command
-            .current_dir(dir)
-            .env("HOME", dir.join("home"))
-            .env("RABBITMQ_NODENAME", &node.name)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", node.amqp_port.to_string())
-            .env("RABBITMQ_DIST_PORT", node.dist_port.to_string())
-            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", dir.join("log"))
-            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
-            .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
-            .env("RABBITMQ_CONF_ENV_FILE", dir.join("rabbitmq-env.conf"))
-            .env("RABBITMQ_PLUGINS_EXPAND_DIR", dir.join("plugins-expand"))
-            // The CLI's own distribution port: 0 lets the kernel choose. The default range
-            // (35672-35682) is shared by every CLI on the machine and runs out under load.
-            .env("RABBITMQ_CTL_DIST_PORT_MIN", "0")
-            .env("RABBITMQ_CTL_DIST_PORT_MAX", "0")
-            .env(
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-                "-kernel inet_dist_use_interface {127,0,0,1}",
-            )
-            .env("ERL_EPMD_PORT", node.epmd_port.to_string())
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1");
+        apply_node_env(command, &dir.join("home"), dir, &self.node);
     }
 
     fn node_log(&self) -> PathBuf {
@@ -207,16 +183,50 @@ impl LocalRabbitMq {
     }
 }
 
-/// Writes the cookie, config, plugin list and the empty env file the node reads at boot.
-fn write_config(dir: &Path, node: &Node) -> anyhow::Result<()> {
-    let home = dir.join("home");
-    std::fs::create_dir(&home).context("create the node's HOME")?;
+/// The environment shared by a node's server and its CLI calls: every path points into
+/// `dir`, the CLI finds the node through our epmd and authenticates with the cookie in
+/// `home` (nodes of one cluster share it).
+pub(super) fn apply_node_env(command: &mut Command, home: &Path, dir: &Path, node: &Node) {
+    command
+        .current_dir(dir)
+        .env("HOME", home)
+        .env("RABBITMQ_NODENAME", &node.name)
+        .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_NODE_PORT", node.amqp_port.to_string())
+        .env("RABBITMQ_DIST_PORT", node.dist_port.to_string())
+        .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", dir.join("log"))
+        .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+        .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+        .env("RABBITMQ_CONF_ENV_FILE", dir.join("rabbitmq-env.conf"))
+        .env("RABBITMQ_PLUGINS_EXPAND_DIR", dir.join("plugins-expand"))
+        // The CLI's own distribution port: 0 lets the kernel choose. The default range
+        // (35672-35682) is shared by every CLI on the machine and runs out under load.
+        .env("RABBITMQ_CTL_DIST_PORT_MIN", "0")
+        .env("RABBITMQ_CTL_DIST_PORT_MAX", "0")
+        .env(
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+            "-kernel inet_dist_use_interface {127,0,0,1}",
+        )
+        .env("ERL_EPMD_PORT", node.epmd_port.to_string())
+        .env("ERL_EPMD_ADDRESS", "127.0.0.1");
+}
+
+/// Writes the Erlang cookie into `home` (created): every node and CLI call with this HOME
+/// may talk to the others.
+pub(super) fn write_cookie(home: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir(home).context("create the node's HOME")?;
     let cookie = home.join(".erlang.cookie");
     std::fs::write(&cookie, uuid::Uuid::new_v4().simple().to_string())
         .context("write the cookie")?;
     // Erlang refuses a cookie others can read.
     std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400))
-        .context("restrict the cookie")?;
+        .context("restrict the cookie")
+}
+
+/// Writes the config, plugin list and the empty env file the node reads at boot into `dir`.
+pub(super) fn write_config(dir: &Path, node: &Node) -> anyhow::Result<()> {
     let mut config = format!("listeners.tcp.default = 127.0.0.1:{}\n", node.amqp_port);
     let plugins = match node.management_port {
         Some(port) => {
@@ -234,7 +244,7 @@ fn write_config(dir: &Path, node: &Node) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_epmd(scratch: &ScratchDir, port: u16) -> anyhow::Result<ServerProcess> {
+pub(super) fn start_epmd(scratch: &ScratchDir, port: u16) -> anyhow::Result<ServerProcess> {
     let mut command = Command::new("epmd");
     command.args(["-port", &port.to_string(), "-address", "127.0.0.1"]);
     let mut epmd = ServerProcess::spawn(scratch, "epmd", command)

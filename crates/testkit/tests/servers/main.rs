@@ -6,6 +6,7 @@
 mod postgres;
 mod proxy;
 mod rabbitmq;
+mod rabbitmq_cluster;
 mod redis;
 mod watchdog;
 

@@ -8,7 +8,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use crate::{eventually, timed};
 
-async fn connect(url: &str) -> lapin::Result<Connection> {
+pub(crate) async fn connect(url: &str) -> lapin::Result<Connection> {
     Connection::connect(url, ConnectionProperties::default()).await
 }
 
@@ -25,7 +25,7 @@ async fn declare(channel: &Channel, queue: &str, passive: bool) -> lapin::Result
 
 /// Publishes one persistent message to `queue` through the default exchange and waits for
 /// the broker's confirm, so the message is on disk before the broker stops.
-async fn publish_persistent(channel: &Channel, queue: &str, body: &[u8]) {
+pub(crate) async fn publish_persistent(channel: &Channel, queue: &str, body: &[u8]) {
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
