@@ -7,7 +7,8 @@
 //! - the circuit breaker ([`ClientError::is_outage`]): did storagesvc fail, or did it answer?
 //!   A 404 or any other 4xx is an answer, so it never trips the breaker.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -18,6 +19,9 @@ use crate::retry::{Retryable, Verdict};
 
 /// The header that carries a request id from booksvc's client through to storagesvc's logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The header telling storagesvc how long this call will wait, in whole milliseconds.
+pub const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout";
 
 /// Why a call to storagesvc did not return the data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +72,8 @@ pub struct StorageClient {
     http: reqwest::Client,
     base: Url,
     attempt_timeout: Duration,
+    /// The last readiness answer and when it came, shared by [`StorageClient::ready_shared`].
+    last_ready: Arc<tokio::sync::Mutex<Option<(Instant, Result<(), ClientError>)>>>,
 }
 
 impl StorageClient {
@@ -89,13 +95,16 @@ impl StorageClient {
         let http = reqwest::Client::builder()
             // A dead host must fail fast: the breaker and the cache fallback take over.
             .connect_timeout(attempt_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below storagesvc's HTTP_HEADER_READ_TIMEOUT (10 s by default), which closes
+            // idle connections: we drop ours first rather than race its close.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(StorageClient {
             http,
             base,
             attempt_timeout,
+            last_ready: Arc::default(),
         })
     }
 
@@ -128,6 +137,32 @@ impl StorageClient {
         }
     }
 
+    /// [`StorageClient::ready`], one call at a time, its answer reused for `reuse`: for
+    /// readiness probes, which may come in bursts.
+    pub async fn ready_shared(
+        &self,
+        time_left: Duration,
+        reuse: Duration,
+    ) -> Result<(), ClientError> {
+        let started = Instant::now();
+        let Ok(mut last) = tokio::time::timeout(time_left, self.last_ready.lock()).await else {
+            return Err(ClientError::Transient {
+                reason: "timed out".to_owned(),
+                retry_after: None,
+            });
+        };
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < reuse {
+                return answer.clone();
+            }
+        }
+        let answer = self
+            .ready(time_left.saturating_sub(started.elapsed()))
+            .await;
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+
     async fn get_json<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -155,10 +190,13 @@ impl StorageClient {
             reason: format!("bad path {path:?}: {e}"),
             status: None,
         })?;
+        let timeout = self.attempt_timeout.min(time_left);
+        // storagesvc stops working on the call (pool wait, statements) when we stop waiting.
         let mut request = self
             .http
             .get(url)
-            .timeout(self.attempt_timeout.min(time_left));
+            .timeout(timeout)
+            .header(REQUEST_TIMEOUT_HEADER, timeout.as_millis().to_string());
         if let Some(id) = request_id {
             request = request.header(REQUEST_ID_HEADER, id);
         }
@@ -205,10 +243,16 @@ fn transport_error(error: reqwest::Error) -> ClientError {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by our services).
+/// The longest `Retry-After` taken at its word: far beyond any request budget (so it means
+/// "not for this request" either way), and small enough to add to an `Instant`.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by our services), capped at
+/// [`MAX_RETRY_AFTER`]: it comes from the network.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let seconds = value.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -262,6 +306,21 @@ mod tests {
             );
             assert_eq!(error.is_outage(), outage, "status {status}: outage?");
         }
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_capped() {
+        let error = classify_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &headers(Some("18446744073709551615")),
+        );
+        // Capped at an hour: far beyond any request budget, and safe to add to an `Instant`.
+        assert_eq!(
+            error.verdict(),
+            Verdict::Retry {
+                after: Some(Duration::from_secs(3600))
+            }
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::breaker::BreakerSettings;
 use crate::cache::{CacheConfig, InvalidationSettings, LocalCacheConfig};
 use crate::consumer::ConsumerSettings;
 use crate::retry::RetryPolicy;
+use crate::serve::ConnectionLimits;
 
 /// Exit code for a configuration error (the convention for usage errors).
 pub const EXIT_BAD_CONFIG: i32 = 2;
@@ -40,6 +41,16 @@ pub struct Settings {
     /// Where to listen: PORT (binds 0.0.0.0), :PORT, or HOST:PORT.
     #[arg(long = "http-port", env = "HTTP_PORT", default_value = "8081", value_parser = parse_listen_addr)]
     pub http_addr: SocketAddr,
+
+    /// Longest a client may take to send a request's headers, counted from when its
+    /// connection opened or its previous response went out (so it also closes idle
+    /// keep-alive connections).
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_read_timeout: Duration,
+
+    /// Most client connections open at once; at the cap, new ones wait in the listen backlog.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value = "1024", value_parser = parse_count::<1, 1_000_000>)]
+    pub http_max_connections: u32,
 
     /// Redis as HOST:PORT (the original's form). Unset, with REDIS_URL unset too:
     /// redis://localhost:6379.
@@ -178,6 +189,14 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How each HTTP connection is bounded (`HTTP_HEADER_READ_TIMEOUT`, `HTTP_MAX_CONNECTIONS`).
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.http_header_read_timeout,
+            max_connections: self.http_max_connections as usize,
+        }
+    }
+
     /// Reads the command line and environment; on `--help` prints and exits 0, on a bad
     /// value prints one line naming the variable and exits [`EXIT_BAD_CONFIG`].
     pub fn load_or_exit() -> Settings {
@@ -321,12 +340,12 @@ pub fn describe_error(err: &clap::Error) -> String {
         (Some(arg), Some(value)) => {
             let reason = std::error::Error::source(err)
                 .map_or_else(|| "not accepted".to_owned(), ToString::to_string);
-            let variable = variable_of(&arg);
-            if is_secret(&variable) {
-                // A URL or token: its value may hold a password, so it is never echoed.
-                format!("invalid {variable}: {reason}")
-            } else {
-                format!("invalid {variable} {value:?}: {reason}")
+            let argument = argument_of(&arg);
+            // A secret's value (a URL with its password, a token) is never echoed: the line
+            // goes to container logs. The parsers' reasons never quote the value either.
+            match argument.is_secret {
+                true => format!("invalid {}: {reason}", argument.variable),
+                false => format!("invalid {} {value:?}: {reason}", argument.variable),
             }
         }
         (Some(arg), None) if err.kind() == ErrorKind::ArgumentConflict => {
@@ -343,31 +362,38 @@ pub fn describe_error(err: &clap::Error) -> String {
     }
 }
 
+/// The argument clap rendered as `--http-port <HTTP_PORT>`: its environment variable, and
+/// whether its value is secret (`hide_env_values`).
+struct Argument {
+    variable: String,
+    is_secret: bool,
+}
+
 /// Maps clap's `--http-port <HTTP_PORT>` to the environment variable of that argument.
 fn variable_of(rendered_arg: &str) -> String {
+    argument_of(rendered_arg).variable
+}
+
+fn argument_of(rendered_arg: &str) -> Argument {
     let long = rendered_arg
         .trim_start_matches('-')
         .split(' ')
         .next()
         .unwrap_or_default();
     let command = <Settings as clap::CommandFactory>::command();
-    command
+    let found = command
         .get_arguments()
-        .find(|arg| arg.get_long() == Some(long))
-        .and_then(|arg| arg.get_env())
-        .map_or_else(
+        .find(|arg| arg.get_long() == Some(long));
+    Argument {
+        variable: found.and_then(|arg| arg.get_env()).map_or_else(
             || rendered_arg.to_owned(),
             |env| env.to_string_lossy().into_owned(),
-        )
+        ),
+        // An argument we cannot find is treated as secret: saying less is the safe side.
+        is_secret: found.is_none_or(clap::Arg::is_hide_env_values_set),
+    }
 }
 
-/// Whether the variable's value is hidden from `--help` (`hide_env_values`): a secret.
-fn is_secret(variable: &str) -> bool {
-    let command = <Settings as clap::CommandFactory>::command();
-    command
-        .get_arguments()
-        .any(|arg| arg.get_env().is_some_and(|env| env == variable) && arg.is_hide_env_values_set())
-}
 
 fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();
@@ -475,9 +501,17 @@ fn parse_prefix(text: &str) -> Result<String, String> {
         .ok_or_else(|| "expected up to 64 visible ASCII characters, no spaces".to_owned())
 }
 
+/// The longest accepted duration. Durations are added to `Instant`s, where a huge one
+/// overflows (a panic); nothing here needs more than a year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| "expected a duration like 500ms, 5s or 2m".to_owned())
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|_| "expected a duration like 500ms, 5s or 2m".to_owned())?;
+    match duration <= MAX_DURATION {
+        true => Ok(duration),
+        false => Err("must be at most a year (365days)".to_owned()),
+    }
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
@@ -613,6 +647,14 @@ mod tests {
             "a zero budget is not"
         );
         assert!(parse_duration("5").is_err(), "a unit is required");
+        // Durations are added to `Instant`s: a huge one would overflow (a panic), so they
+        // are capped at a year.
+        assert!(parse_duration("366days").is_err(), "over a year");
+        assert!(parse_positive_duration("200years").is_err(), "over a year");
+        assert_eq!(
+            parse_duration("365days"),
+            Ok(Duration::from_secs(365 * 86_400))
+        );
         assert!(parse_count::<1, 100>("0").is_err(), "below the minimum");
         assert_eq!(parse_ratio("0.25"), Ok(0.25));
         for bad in ["0", "-1", "NaN", "half"] {
@@ -672,6 +714,27 @@ mod tests {
             &["--amqp-url", "http://broker"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn settings_handed_to_the_broker_clients_never_debug_print_the_password() {
+        let settings = Settings::try_parse_from([
+            "booksvc",
+            "--amqp-url",
+            "amqp://booksvc:Pr0dPass@mq:5672/%2f",
+            "--redis-url",
+            "redis://:Pr0dPass@cache:6379",
+        ])
+        .expect("valid settings");
+        let consumer = settings.consumer_settings().expect("enabled by default");
+        let printed = [
+            format!("{settings:?}"),
+            format!("{consumer:?}"),
+            format!("{:?}", settings.invalidation_settings()),
+        ];
+        for text in printed {
+            assert!(!text.contains("Pr0dPass"), "leaked: {text}");
         }
     }
 

@@ -15,6 +15,7 @@ use events::BrokerNodes;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::relay::RelayConfig;
+use crate::serve::ConnectionLimits;
 
 /// Exit code for a configuration error (the convention for usage errors).
 pub const EXIT_BAD_CONFIG: i32 = 2;
@@ -30,6 +31,16 @@ pub struct Settings {
     /// Where to listen: PORT (binds 0.0.0.0), :PORT, or HOST:PORT.
     #[arg(long = "http-port", env = "HTTP_PORT", value_name = "ADDR", default_value = "8082", value_parser = parse_listen_addr)]
     pub http_addr: SocketAddr,
+
+    /// Longest a client may take to send a request's headers, counted from when its
+    /// connection opened or its previous response went out (so it also closes idle
+    /// keep-alive connections).
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_read_timeout: Duration,
+
+    /// Most client connections open at once; at the cap, new ones wait in the listen backlog.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value = "1024", value_parser = parse_count::<1, 1_000_000>)]
+    pub http_max_connections: u32,
 
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://pg:pass@localhost:5432/crud", value_parser = parse_database_url, hide_env_values = true)]
@@ -109,6 +120,14 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How each HTTP connection is bounded (`HTTP_HEADER_READ_TIMEOUT`, `HTTP_MAX_CONNECTIONS`).
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.http_header_read_timeout,
+            max_connections: self.http_max_connections as usize,
+        }
+    }
+
     /// Reads the command line and environment; on `--help` prints and exits 0, on a bad
     /// value prints one line naming the variable and exits [`EXIT_BAD_CONFIG`].
     pub fn load_or_exit() -> Settings {
@@ -140,6 +159,7 @@ impl Settings {
             reconnect_max: self.outbox_reconnect_max,
             retention: self.outbox_retention,
             topology: events::Topology::default(),
+            db_timeout: crate::database::step_timeout(self.db_statement_timeout),
         }
     }
 }
@@ -160,43 +180,46 @@ pub fn describe_error(err: &clap::Error) -> String {
         (Some(arg), Some(value)) => {
             let reason = std::error::Error::source(err)
                 .map_or_else(|| "not accepted".to_owned(), ToString::to_string);
-            let variable = variable_of(&arg);
-            if is_secret(&variable) {
-                // A URL or token: its value may hold a password, so it is never echoed.
-                format!("invalid {variable}: {reason}")
-            } else {
-                format!("invalid {variable} {value:?}: {reason}")
+            let argument = argument_of(&arg);
+            // A secret's value (a URL with its password, a token) is never echoed: the line
+            // goes to container logs. The parsers' reasons never quote the value either.
+            match argument.is_secret {
+                true => format!("invalid {}: {reason}", argument.variable),
+                false => format!("invalid {} {value:?}: {reason}", argument.variable),
             }
         }
         _ => first_line(&err.to_string()),
     }
 }
 
-/// Maps clap's `--http-port <HTTP_PORT>` to the environment variable of that argument.
-fn variable_of(rendered_arg: &str) -> String {
+/// The argument clap rendered as `--http-port <HTTP_PORT>`: its environment variable, and
+/// whether its value is secret (`hide_env_values`).
+struct Argument {
+    variable: String,
+    is_secret: bool,
+}
+
+/// Maps clap's `--http-port <HTTP_PORT>` to that argument's environment variable.
+fn argument_of(rendered_arg: &str) -> Argument {
     let long = rendered_arg
         .trim_start_matches('-')
         .split(' ')
         .next()
         .unwrap_or_default();
     let command = <Settings as clap::CommandFactory>::command();
-    command
+    let found = command
         .get_arguments()
-        .find(|arg| arg.get_long() == Some(long))
-        .and_then(|arg| arg.get_env())
-        .map_or_else(
+        .find(|arg| arg.get_long() == Some(long));
+    Argument {
+        variable: found.and_then(|arg| arg.get_env()).map_or_else(
             || rendered_arg.to_owned(),
             |env| env.to_string_lossy().into_owned(),
-        )
+        ),
+        // An argument we cannot find is treated as secret: saying less is the safe side.
+        is_secret: found.is_none_or(clap::Arg::is_hide_env_values_set),
+    }
 }
 
-/// Whether the variable's value is hidden from `--help` (`hide_env_values`): a secret.
-fn is_secret(variable: &str) -> bool {
-    let command = <Settings as clap::CommandFactory>::command();
-    command
-        .get_arguments()
-        .any(|arg| arg.get_env().is_some_and(|env| env == variable) && arg.is_hide_env_values_set())
-}
 
 fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();
@@ -289,9 +312,17 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| EXPECTED.to_owned())
 }
 
+/// The longest accepted duration. Durations are added to `Instant`s, where a huge one
+/// overflows (a panic); nothing here needs more than a year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| "expected a duration like 500ms, 5s or 2m".to_owned())
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|_| "expected a duration like 500ms, 5s or 2m".to_owned())?;
+    match duration <= MAX_DURATION {
+        true => Ok(duration),
+        false => Err("must be at most a year (365days)".to_owned()),
+    }
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
@@ -364,6 +395,10 @@ mod tests {
             ("5s", Some(Duration::from_secs(5))),
             ("2m", Some(Duration::from_secs(120))),
             ("1h 30m", Some(Duration::from_secs(5400))),
+            ("365days", Some(Duration::from_secs(365 * 86_400))),
+            // Added to `Instant`s, a huge duration would overflow: capped at a year.
+            ("366days", None),
+            ("200years", None),
             ("0s", None),
             ("5", None),
             ("-1s", None),
@@ -432,6 +467,24 @@ mod tests {
         assert_eq!(settings.db_acquire_timeout, Duration::from_millis(250));
         assert_eq!(settings.body_limit, 64 * 1024);
         assert_eq!(settings.outbox_batch_size, 256);
+    }
+
+    #[test]
+    fn settings_and_the_relay_config_never_debug_print_a_password() {
+        let settings = Settings::try_parse_from([
+            "storagesvc",
+            "--database-url",
+            "postgres://pg:Pr0dPass@db:5432/crud",
+            "--amqp-url",
+            "amqp://storagesvc:Pr0dPass@mq:5672/%2f",
+        ])
+        .expect("valid settings");
+        for text in [
+            format!("{settings:?}"),
+            format!("{:?}", settings.relay_config()),
+        ] {
+            assert!(!text.contains("Pr0dPass"), "leaked: {text}");
+        }
     }
 
     #[test]

@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use super::local::LocalCache;
 
 /// How the subscription connects and watches itself.
-#[derive(Debug, Clone)]
+///
+/// `Debug` leaves out the URL: it carries the broker password.
+#[derive(Clone)]
 pub struct InvalidationSettings {
     /// `AMQP_URL`: the broker's nodes.
     pub amqp_url: BrokerNodes,
@@ -38,6 +40,18 @@ pub struct InvalidationSettings {
     pub reconnect_max: Duration,
     /// How often the watchdog checks that the connection and channel are still up.
     pub watchdog_interval: Duration,
+}
+
+impl std::fmt::Debug for InvalidationSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvalidationSettings")
+            .field("amqp_url", &"[redacted]")
+            .field("connection_name", &self.connection_name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("watchdog_interval", &self.watchdog_interval)
+            .finish()
+    }
 }
 
 impl InvalidationSettings {

@@ -5,7 +5,8 @@
 //! booksvc, fed by its consumer, must serve the new title from its cache.
 //!
 //! Needs `chromium` and `ui-tests/node_modules` (`bash scripts/install-deps.sh`). Without
-//! them the test fails saying so; `BOOKSTORE_SKIP_BROWSER=1` skips it, loudly.
+//! them the test fails saying so; `BOOKSTORE_SKIP_BROWSER=1` skips it, loudly, except under CI
+//! (`CI` set), where the skip is refused: a skipped test would read as passed in the summary.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -103,10 +104,22 @@ fn the_ui_walkthrough_names_the_fields_and_values_the_browser_test_uses() {
     assert_eq!(event.kind, events::EventType::Updated);
 }
 
-/// Chromium, node and the npm package, or `None` when the user asked to skip; panics with
-/// one line saying how to install what is missing.
+/// Whether we run under CI: `.ci/run` (and most CI systems) set `CI`.
+fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false" && value != "0")
+}
+
+/// Chromium, node and the npm package, or `None` when the user asked to skip (refused under
+/// CI); panics with one line saying how to install what is missing.
 fn browser_or_skip() -> Option<PathBuf> {
     if std::env::var(SKIP_VARIABLE).is_ok_and(|value| value == "1") {
+        // A skipped test reads as "ok" in the summary, so CI must never skip it: there the
+        // variable is refused rather than honoured.
+        if is_ci() {
+            panic!(
+                "browser test: {SKIP_VARIABLE}=1 is refused under CI (CI is set): in CI this test must run"
+            );
+        }
         // Straight to stderr: the harness captures `eprintln!` of passing tests, and a skip
         // must not pass unnoticed.
         let _ = writeln!(

@@ -2,46 +2,60 @@
 //!
 //! Every write reads `begin → books::<write> → outbox::enqueue → commit`: the book row and
 //! its event commit together or not at all. Returning early drops the transaction, which
-//! rolls it back.
+//! rolls it back. Each handler's database work is bounded by `DB_STATEMENT_TIMEOUT` plus a
+//! second ([`database::with_connection`]): a database that stops answering costs a 503,
+//! not a request and a pool connection held for ever.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use events::BookChanged;
+use std::time::Duration;
 
-use super::{ApiError, AppState, BookId, IfMatch, JsonBody, WriteAccess};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
+
+use super::{ApiError, AppState, BookId, Budget, IfMatch, JsonBody, WriteAccess};
 use crate::books::{self, Book, BookFields, WriteOutcome};
-use crate::outbox;
+use crate::{database, outbox};
 
 /// `GET /books`: every book, ordered by id.
-pub(super) async fn list_books(State(state): State<AppState>) -> Result<Json<Vec<Book>>, ApiError> {
-    Ok(Json(books::list(&state.pool).await?))
+pub(super) async fn list_books(
+    State(state): State<AppState>,
+    budget: Budget,
+) -> Result<Json<Vec<Book>>, ApiError> {
+    let list = database::with_connection(&state.pool, budget.limit(state.db_timeout), async |db| {
+        books::list(db).await
+    });
+    Ok(Json(list.await?))
 }
 
 /// `GET /books/{id}`: one book, with its version as `ETag`.
 pub(super) async fn get_book(
     State(state): State<AppState>,
+    budget: Budget,
     BookId(id): BookId,
 ) -> Result<(HeaderMap, Json<Book>), ApiError> {
-    let book = books::find(&state.pool, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let find = database::with_connection(&state.pool, budget.limit(state.db_timeout), async |db| {
+        books::find(db, id).await
+    });
+    let book = find.await?.ok_or_else(|| not_found(id))?;
     Ok(with_etag(book))
 }
 
 /// `POST /books`: 201 with the new book and its `Location`.
 pub(super) async fn create_book(
     State(state): State<AppState>,
+    budget: Budget,
     _: WriteAccess,
     JsonBody(fields): JsonBody<BookFields>,
 ) -> Result<(StatusCode, HeaderMap, Json<Book>), ApiError> {
     fields.validate().map_err(ApiError::Unprocessable)?;
 
-    let mut tx = state.pool.begin().await?;
-    let book = books::insert(&mut tx, &fields).await?;
-    let event = BookChanged::created(book.to_event_data(), book.version, book.updated_at);
-    outbox::enqueue(&mut tx, &event).await?;
-    tx.commit().await?;
+    let limit = budget.limit(state.db_timeout);
+    let (mut db, left) = database::acquire_within(&state.pool, limit).await?;
+    let statement_limit = budget.0.map(|_| limit);
+    let outcome = tokio::time::timeout(left, insert(&mut db, &fields, statement_limit)).await;
+    let book = database::settle(db, outcome, limit)?;
 
     tracing::info!(book_id = book.id, "book created");
     let location = format!("/books/{}", book.id);
@@ -55,6 +69,7 @@ pub(super) async fn create_book(
 /// `PUT /books/{id}`: replaces the fields and bumps the version; `If-Match` makes it conditional.
 pub(super) async fn update_book(
     State(state): State<AppState>,
+    budget: Budget,
     _: WriteAccess,
     BookId(id): BookId,
     if_match: IfMatch,
@@ -62,12 +77,13 @@ pub(super) async fn update_book(
 ) -> Result<(HeaderMap, Json<Book>), ApiError> {
     fields.validate().map_err(ApiError::Unprocessable)?;
 
-    let mut tx = state.pool.begin().await?;
-    let outcome = books::update(&mut tx, id, &fields, if_match.expected_version()).await?;
-    let book = written(outcome, id)?;
-    let event = BookChanged::updated(book.to_event_data(), book.version, book.updated_at);
-    outbox::enqueue(&mut tx, &event).await?;
-    tx.commit().await?;
+    let limit = budget.limit(state.db_timeout);
+    let (mut db, left) = database::acquire_within(&state.pool, limit).await?;
+    let statement_limit = budget.0.map(|_| limit);
+    let expected = if_match.expected_version();
+    let work = update(&mut db, id, &fields, expected, statement_limit);
+    let outcome = tokio::time::timeout(left, work).await;
+    let book = database::settle(db, outcome, limit)?;
 
     tracing::info!(book_id = id, version = book.version, "book updated");
     Ok(with_etag(book))
@@ -76,12 +92,71 @@ pub(super) async fn update_book(
 /// `DELETE /books/{id}`: 204; `If-Match` makes it conditional.
 pub(super) async fn delete_book(
     State(state): State<AppState>,
+    budget: Budget,
     _: WriteAccess,
     BookId(id): BookId,
     if_match: IfMatch,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    let outcome = books::delete(&mut tx, id, if_match.expected_version()).await?;
+    let limit = budget.limit(state.db_timeout);
+    let (mut db, left) = database::acquire_within(&state.pool, limit).await?;
+    let statement_limit = budget.0.map(|_| limit);
+    let work = delete(&mut db, id, if_match.expected_version(), statement_limit);
+    let outcome = tokio::time::timeout(left, work).await;
+    database::settle(db, outcome, limit)?;
+
+    tracing::info!(book_id = id, "book deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A transaction whose statements end within `statement_limit`, when the caller set one.
+async fn begin(
+    db: &mut PgConnection,
+    statement_limit: Option<Duration>,
+) -> Result<Transaction<'_, Postgres>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    if let Some(limit) = statement_limit {
+        database::limit_statements(&mut tx, limit).await?;
+    }
+    Ok(tx)
+}
+
+async fn insert(
+    db: &mut PgConnection,
+    fields: &BookFields,
+    statement_limit: Option<Duration>,
+) -> Result<Book, ApiError> {
+    let mut tx = begin(db, statement_limit).await?;
+    let book = books::insert(&mut tx, fields).await?;
+    let event = BookChanged::created(book.to_event_data(), book.version, book.updated_at);
+    outbox::enqueue(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(book)
+}
+
+async fn update(
+    db: &mut PgConnection,
+    id: i64,
+    fields: &BookFields,
+    expected_version: Option<i64>,
+    statement_limit: Option<Duration>,
+) -> Result<Book, ApiError> {
+    let mut tx = begin(db, statement_limit).await?;
+    let outcome = books::update(&mut tx, id, fields, expected_version).await?;
+    let book = written(outcome, id)?;
+    let event = BookChanged::updated(book.to_event_data(), book.version, book.updated_at);
+    outbox::enqueue(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(book)
+}
+
+async fn delete(
+    db: &mut PgConnection,
+    id: i64,
+    expected_version: Option<i64>,
+    statement_limit: Option<Duration>,
+) -> Result<(), ApiError> {
+    let mut tx = begin(db, statement_limit).await?;
+    let outcome = books::delete(&mut tx, id, expected_version).await?;
     let deleted = written(outcome, id)?;
     outbox::enqueue(
         &mut tx,
@@ -89,9 +164,7 @@ pub(super) async fn delete_book(
     )
     .await?;
     tx.commit().await?;
-
-    tracing::info!(book_id = id, "book deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// The write's result, or the error explaining why nothing was written.

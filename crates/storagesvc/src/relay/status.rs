@@ -2,8 +2,11 @@
 
 use std::fmt::Display;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use events::BrokerNode;
+
+use crate::outbox::OutboxStats;
 
 /// A cheap, cloneable view of the relay's state; the relay updates it as it goes.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +19,8 @@ struct Inner {
     /// `host:port` of the node the relay's session runs on, if any.
     node: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
+    /// Housekeeping's last outbox reading and when it was taken.
+    outbox: Mutex<Option<(OutboxStats, Instant)>>,
 }
 
 impl RelayStatus {
@@ -32,6 +37,18 @@ impl RelayStatus {
     /// The most recent failure, cleared by the next successful connect or batch.
     pub fn last_error(&self) -> Option<String> {
         lock(&self.inner.last_error).clone()
+    }
+
+    /// Housekeeping's last reading of the outbox and how old it is; `None` before the first.
+    /// Readiness reports this instead of counting the backlog itself on every probe.
+    pub fn outbox_stats(&self) -> Option<(OutboxStats, Duration)> {
+        lock(&self.inner.outbox)
+            .as_ref()
+            .map(|(stats, at)| (*stats, at.elapsed()))
+    }
+
+    pub(super) fn set_outbox_stats(&self, stats: OutboxStats) {
+        *lock(&self.inner.outbox) = Some((stats, Instant::now()));
     }
 
     pub(super) fn set_connected(&self, node: Option<&BrokerNode>) {
@@ -57,6 +74,6 @@ impl RelayStatus {
 }
 
 fn lock<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The slots hold plain strings: a panic elsewhere cannot leave them inconsistent.
+    // The slots hold plain values: a panic elsewhere cannot leave them inconsistent.
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }

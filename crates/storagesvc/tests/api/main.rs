@@ -3,11 +3,14 @@
 
 mod bad_input;
 mod books;
+mod budget;
 mod cli;
 mod errors;
 mod health;
 mod helpers;
 mod id_properties;
 mod outbox;
+mod partition;
 mod relay;
+mod slow_clients;
 mod startup;
