@@ -142,8 +142,12 @@ fn bench_config(amqp_url: &str) -> RelayConfig {
 async fn open_publisher(
     config: &RelayConfig,
 ) -> anyhow::Result<(lapin::Connection, ConfirmPublisher)> {
-    let connection =
-        events::connect(&config.amqp_url, "relay-bench", Duration::from_secs(10)).await?;
+    let connection = events::connect_node(
+        config.amqp_url.first(),
+        "relay-bench",
+        Duration::from_secs(10),
+    )
+    .await?;
     let channel = connection.create_channel().await?;
     config.topology.declare(&channel).await?;
     let publisher = ConfirmPublisher::open(&connection).await?;
@@ -257,7 +261,7 @@ async fn measure_latency(
     let commits: CommitTimes = Arc::default();
     let total = rate * seconds;
     let consumer = tokio::spawn(receive_latencies(
-        config.amqp_url.clone(),
+        config.amqp_url.first().clone(),
         commits.clone(),
         total,
     ));
@@ -305,12 +309,12 @@ async fn write_steadily(
 
 /// Consumes `total` events and returns receive time minus commit time for each.
 async fn receive_latencies(
-    amqp_url: String,
+    node: events::BrokerNode,
     commits: CommitTimes,
     total: usize,
 ) -> anyhow::Result<Vec<Duration>> {
     let connection =
-        events::connect(&amqp_url, "relay-bench-consumer", Duration::from_secs(10)).await?;
+        events::connect_node(&node, "relay-bench-consumer", Duration::from_secs(10)).await?;
     let channel = connection.create_channel().await?;
     let options = BasicConsumeOptions {
         no_ack: true,
