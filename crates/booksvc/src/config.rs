@@ -314,7 +314,13 @@ pub fn describe_error(err: &clap::Error) -> String {
         (Some(arg), Some(value)) => {
             let reason = std::error::Error::source(err)
                 .map_or_else(|| "not accepted".to_owned(), ToString::to_string);
-            format!("invalid {} {value:?}: {reason}", variable_of(&arg))
+            let argument = argument_of(&arg);
+            // A secret's value (a URL with its password, a token) is never echoed: the line
+            // goes to container logs. The parsers' reasons never quote the value either.
+            match argument.is_secret {
+                true => format!("invalid {}: {reason}", argument.variable),
+                false => format!("invalid {} {value:?}: {reason}", argument.variable),
+            }
         }
         (Some(arg), None) if err.kind() == ErrorKind::ArgumentConflict => {
             match context(ContextKind::PriorArg) {
@@ -330,22 +336,38 @@ pub fn describe_error(err: &clap::Error) -> String {
     }
 }
 
+/// The argument clap rendered as `--http-port <HTTP_PORT>`: its environment variable, and
+/// whether its value is secret (`hide_env_values`).
+struct Argument {
+    variable: String,
+    is_secret: bool,
+}
+
 /// Maps clap's `--http-port <HTTP_PORT>` to the environment variable of that argument.
 fn variable_of(rendered_arg: &str) -> String {
+    argument_of(rendered_arg).variable
+}
+
+fn argument_of(rendered_arg: &str) -> Argument {
     let long = rendered_arg
         .trim_start_matches('-')
         .split(' ')
         .next()
         .unwrap_or_default();
     let command = <Settings as clap::CommandFactory>::command();
-    command
+    let found = command
         .get_arguments()
-        .find(|arg| arg.get_long() == Some(long))
-        .and_then(|arg| arg.get_env())
-        .map_or_else(
-            || rendered_arg.to_owned(),
-            |env| env.to_string_lossy().into_owned(),
-        )
+        .find(|arg| arg.get_long() == Some(long));
+    Argument {
+        variable: found
+            .and_then(|arg| arg.get_env())
+            .map_or_else(
+                || rendered_arg.to_owned(),
+                |env| env.to_string_lossy().into_owned(),
+            ),
+        // An argument we cannot find is treated as secret: saying less is the safe side.
+        is_secret: found.is_none_or(clap::Arg::is_hide_env_values_set),
+    }
 }
 
 fn first_line(text: &str) -> String {
@@ -652,6 +674,27 @@ mod tests {
             &["--amqp-url", "http://broker"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn settings_handed_to_the_broker_clients_never_debug_print_the_password() {
+        let settings = Settings::try_parse_from([
+            "booksvc",
+            "--amqp-url",
+            "amqp://booksvc:Pr0dPass@mq:5672/%2f",
+            "--redis-url",
+            "redis://:Pr0dPass@cache:6379",
+        ])
+        .expect("valid settings");
+        let consumer = settings.consumer_settings().expect("enabled by default");
+        let printed = [
+            format!("{settings:?}"),
+            format!("{consumer:?}"),
+            format!("{:?}", settings.invalidation_settings()),
+        ];
+        for text in printed {
+            assert!(!text.contains("Pr0dPass"), "leaked: {text}");
         }
     }
 

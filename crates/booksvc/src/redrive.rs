@@ -37,8 +37,9 @@ pub struct RedriveReport {
     pub remaining: u32,
 }
 
-/// `booksvc redrive-dlq`: moves dead letters back to the main queue.
-#[derive(Debug, Parser)]
+/// `booksvc redrive-dlq`: moves dead letters back to the main queue. `Debug` leaves out the
+/// URL: it carries the broker password.
+#[derive(Parser)]
 #[command(
     name = "booksvc redrive-dlq",
     bin_name = "booksvc redrive-dlq",
@@ -56,6 +57,15 @@ pub struct RedriveArgs {
     /// Move at most this many messages (default: all that are in the DLQ at the start).
     #[arg(long)]
     pub limit: Option<u64>,
+}
+
+impl std::fmt::Debug for RedriveArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedriveArgs")
+            .field("amqp_url", &"[redacted]")
+            .field("limit", &self.limit)
+            .finish()
+    }
 }
 
 /// Runs the subcommand; `args` starts with the subcommand's name.
@@ -194,6 +204,18 @@ mod tests {
     use events::lapin::types::{AMQPValue, LongString};
 
     use super::*;
+
+    #[test]
+    fn the_arguments_never_debug_print_the_password() {
+        let args = RedriveArgs::try_parse_from([
+            "booksvc redrive-dlq",
+            "--amqp-url",
+            "amqp://admin:Pr0dPass@mq:5672/%2f",
+        ])
+        .expect("valid arguments");
+        let printed = format!("{args:?}");
+        assert!(!printed.contains("Pr0dPass"), "leaked: {printed}");
+    }
 
     #[test]
     fn a_redriven_message_starts_over_but_keeps_its_identity() {

@@ -157,28 +157,46 @@ pub fn describe_error(err: &clap::Error) -> String {
         (Some(arg), Some(value)) => {
             let reason = std::error::Error::source(err)
                 .map_or_else(|| "not accepted".to_owned(), ToString::to_string);
-            format!("invalid {} {value:?}: {reason}", variable_of(&arg))
+            let argument = argument_of(&arg);
+            // A secret's value (a URL with its password, a token) is never echoed: the line
+            // goes to container logs. The parsers' reasons never quote the value either.
+            match argument.is_secret {
+                true => format!("invalid {}: {reason}", argument.variable),
+                false => format!("invalid {} {value:?}: {reason}", argument.variable),
+            }
         }
         _ => first_line(&err.to_string()),
     }
 }
 
-/// Maps clap's `--http-port <HTTP_PORT>` to the environment variable of that argument.
-fn variable_of(rendered_arg: &str) -> String {
+/// The argument clap rendered as `--http-port <HTTP_PORT>`: its environment variable, and
+/// whether its value is secret (`hide_env_values`).
+struct Argument {
+    variable: String,
+    is_secret: bool,
+}
+
+/// Maps clap's `--http-port <HTTP_PORT>` to that argument's environment variable.
+fn argument_of(rendered_arg: &str) -> Argument {
     let long = rendered_arg
         .trim_start_matches('-')
         .split(' ')
         .next()
         .unwrap_or_default();
     let command = <Settings as clap::CommandFactory>::command();
-    command
+    let found = command
         .get_arguments()
-        .find(|arg| arg.get_long() == Some(long))
-        .and_then(|arg| arg.get_env())
-        .map_or_else(
-            || rendered_arg.to_owned(),
-            |env| env.to_string_lossy().into_owned(),
-        )
+        .find(|arg| arg.get_long() == Some(long));
+    Argument {
+        variable: found
+            .and_then(|arg| arg.get_env())
+            .map_or_else(
+                || rendered_arg.to_owned(),
+                |env| env.to_string_lossy().into_owned(),
+            ),
+        // An argument we cannot find is treated as secret: saying less is the safe side.
+        is_secret: found.is_none_or(clap::Arg::is_hide_env_values_set),
+    }
 }
 
 fn first_line(text: &str) -> String {
@@ -418,6 +436,24 @@ mod tests {
         assert_eq!(settings.db_acquire_timeout, Duration::from_millis(250));
         assert_eq!(settings.body_limit, 64 * 1024);
         assert_eq!(settings.outbox_batch_size, 256);
+    }
+
+    #[test]
+    fn settings_and_the_relay_config_never_debug_print_a_password() {
+        let settings = Settings::try_parse_from([
+            "storagesvc",
+            "--database-url",
+            "postgres://pg:Pr0dPass@db:5432/crud",
+            "--amqp-url",
+            "amqp://storagesvc:Pr0dPass@mq:5672/%2f",
+        ])
+        .expect("valid settings");
+        for text in [
+            format!("{settings:?}"),
+            format!("{:?}", settings.relay_config()),
+        ] {
+            assert!(!text.contains("Pr0dPass"), "leaked: {text}");
+        }
     }
 
     #[test]

@@ -47,7 +47,9 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
 const PRUNE_BATCH: i64 = 5_000;
 
 /// The relay's knobs (env vars `OUTBOX_*`, see the service's `--help`).
-#[derive(Debug, Clone)]
+///
+/// `Debug` leaves out the URL: it carries the broker password.
+#[derive(Clone)]
 pub struct RelayConfig {
     /// The broker; the relay owns its own connection.
     pub amqp_url: String,
@@ -65,6 +67,21 @@ pub struct RelayConfig {
     pub retention: Duration,
     /// The AMQP topology declared on every (re)connect.
     pub topology: events::Topology,
+}
+
+impl std::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("amqp_url", &"[redacted]")
+            .field("batch_size", &self.batch_size)
+            .field("publish_window", &self.publish_window)
+            .field("poll_interval", &self.poll_interval)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("retention", &self.retention)
+            .field("topology", &self.topology)
+            .finish()
+    }
 }
 
 /// What one [`OutboxRelay::relay_batch`] call achieved.

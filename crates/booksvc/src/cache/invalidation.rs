@@ -34,7 +34,9 @@ use super::local::LocalCache;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the subscription connects and watches itself.
-#[derive(Debug, Clone)]
+///
+/// `Debug` leaves out the URL: it carries the broker password.
+#[derive(Clone)]
 pub struct InvalidationSettings {
     /// `AMQP_URL`.
     pub amqp_url: String,
@@ -46,6 +48,18 @@ pub struct InvalidationSettings {
     pub reconnect_max: Duration,
     /// How often the watchdog checks that the connection and channel are still up.
     pub watchdog_interval: Duration,
+}
+
+impl std::fmt::Debug for InvalidationSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvalidationSettings")
+            .field("amqp_url", &"[redacted]")
+            .field("connection_name", &self.connection_name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("watchdog_interval", &self.watchdog_interval)
+            .finish()
+    }
 }
 
 impl InvalidationSettings {

@@ -59,7 +59,9 @@ pub const DEFAULT_PREFETCH: u16 = 32;
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// How the consumer connects, retries and paces itself.
-#[derive(Debug, Clone)]
+///
+/// `Debug` leaves out the URL: it carries the broker password.
+#[derive(Clone)]
 pub struct ConsumerSettings {
     /// `AMQP_URL`.
     pub amqp_url: String,
@@ -83,6 +85,24 @@ pub struct ConsumerSettings {
     pub pause_poll: Duration,
     /// On shutdown, how long to spend handling deliveries already received.
     pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for ConsumerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerSettings")
+            .field("amqp_url", &"[redacted]")
+            .field("connection_name", &self.connection_name)
+            .field("prefetch", &self.prefetch)
+            .field("retry_delays", &self.retry_delays)
+            .field("max_attempts", &self.max_attempts)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .field("watchdog_interval", &self.watchdog_interval)
+            .field("pause_poll", &self.pause_poll)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
 }
 
 impl ConsumerSettings {

@@ -106,6 +106,37 @@ fn a_bad_variable_stops_start_up_with_one_line_naming_it_and_exit_code_2() {
     }
 }
 
+/// A bad secret variable is named with the reason, never echoed: clap's error carries the raw
+/// value, and a URL's password would otherwise reach the container log.
+#[test]
+fn a_bad_secret_variable_is_refused_without_printing_its_value() {
+    let cases = [
+        ("AMQP_URL", "amqp://booksvc:Pr0dPass@mq:badport/"),
+        ("AMQP_URL", "http://booksvc:Pr0dPass@mq:5672/"),
+        ("REDIS_URL", "redis://:Pr0dPass@cache:badport"),
+        ("REDIS_URL", "http://:Pr0dPass@cache:6379"),
+    ];
+    for (variable, value) in cases {
+        let output = Command::new(BINARY)
+            .env_clear()
+            .env(variable, value)
+            .output()
+            .expect("the binary runs");
+
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{variable}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{variable}: one line, got {stderr:?}");
+        assert!(
+            stderr.starts_with(&format!("booksvc: invalid {variable}: ")),
+            "{variable}: {stderr:?}"
+        );
+        assert!(
+            !stderr.contains("Pr0dPass"),
+            "{variable}: the secret leaked: {stderr:?}"
+        );
+    }
+}
+
 #[test]
 fn help_lists_every_variable_with_its_default() {
     let output = Command::new(BINARY)
