@@ -26,6 +26,7 @@ use crate::client::StorageClient;
 use crate::config::Settings;
 use crate::consumer::{Consumer, ConsumerStatus};
 use crate::http::{self, AppState};
+use crate::serve::{self, ConnectionLimits};
 use crate::probe::ActiveProbe;
 use crate::service::{BookService, ReadPath};
 use crate::{health, metrics};
@@ -38,6 +39,7 @@ pub struct Application {
     probe: ActiveProbe,
     consumer: Option<Consumer<BookCache>>,
     invalidator: Option<Invalidator>,
+    limits: ConnectionLimits,
     drain_delay: Duration,
     shutdown_timeout: Duration,
 }
@@ -76,6 +78,7 @@ impl Application {
             probe,
             consumer,
             invalidator,
+            limits: settings.connection_limits(),
             drain_delay: settings.shutdown_drain_delay,
             shutdown_timeout: settings.shutdown_timeout,
         })
@@ -113,7 +116,12 @@ impl Application {
         let invalidator = self
             .invalidator
             .map(|invalidator| tokio::spawn(invalidator.run(stop_consuming.clone())));
-        let mut server = spawn_server(self.listener, self.state, stop_serving.clone());
+        let mut server = spawn_server(
+            self.listener,
+            self.state,
+            self.limits,
+            stop_serving.clone(),
+        );
         tracing::info!(port = self.port, "booksvc is serving");
 
         tokio::select! {
@@ -175,14 +183,13 @@ fn read_path(settings: &Settings) -> anyhow::Result<ReadPath> {
 fn spawn_server(
     listener: TcpListener,
     state: AppState,
+    limits: ConnectionLimits,
     stop: CancellationToken,
 ) -> JoinHandle<anyhow::Result<()>> {
     let router = http::router(state);
     tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .context("the HTTP server failed")
+        serve::serve(listener, router, limits, stop).await;
+        Ok(())
     })
 }
 

@@ -89,7 +89,9 @@ impl StorageClient {
         let http = reqwest::Client::builder()
             // A dead host must fail fast: the breaker and the cache fallback take over.
             .connect_timeout(attempt_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below storagesvc's HTTP_HEADER_READ_TIMEOUT (10 s by default), which closes
+            // idle connections: we drop ours first rather than race its close.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(StorageClient {

@@ -17,6 +17,7 @@ use crate::breaker::BreakerSettings;
 use crate::cache::{CacheConfig, InvalidationSettings, LocalCacheConfig};
 use crate::consumer::ConsumerSettings;
 use crate::retry::RetryPolicy;
+use crate::serve::ConnectionLimits;
 
 /// Exit code for a configuration error (the convention for usage errors).
 pub const EXIT_BAD_CONFIG: i32 = 2;
@@ -38,6 +39,16 @@ pub struct Settings {
     /// Where to listen: PORT (binds 0.0.0.0), :PORT, or HOST:PORT.
     #[arg(long = "http-port", env = "HTTP_PORT", default_value = "8081", value_parser = parse_listen_addr)]
     pub http_addr: SocketAddr,
+
+    /// Longest a client may take to send a request's headers, counted from when its
+    /// connection opened or its previous response went out (so it also closes idle
+    /// keep-alive connections).
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_read_timeout: Duration,
+
+    /// Most client connections open at once; at the cap, new ones wait in the listen backlog.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value = "1024", value_parser = parse_count::<1, 1_000_000>)]
+    pub http_max_connections: u32,
 
     /// Redis as HOST:PORT (the original's form). Unset, with REDIS_URL unset too:
     /// redis://localhost:6379.
@@ -171,6 +182,14 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How each HTTP connection is bounded (`HTTP_HEADER_READ_TIMEOUT`, `HTTP_MAX_CONNECTIONS`).
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.http_header_read_timeout,
+            max_connections: self.http_max_connections as usize,
+        }
+    }
+
     /// Reads the command line and environment; on `--help` prints and exits 0, on a bad
     /// value prints one line naming the variable and exits [`EXIT_BAD_CONFIG`].
     pub fn load_or_exit() -> Settings {

@@ -17,6 +17,7 @@
 //! - [`consumer`]: warms the cache from book-changed events: retry queues, DLQ, pause on Redis
 //!   down, reconnect on broker loss.
 //! - [`redrive`]: `booksvc redrive-dlq`, moving dead letters back for another go.
+//! - [`serve`]: the HTTP server loop: header-read timeout and a connection cap.
 //! - [`health`], [`metrics`], [`telemetry`]: probes and readiness modes, Prometheus, logging.
 //!
 //! # Data flow
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod probe;
 pub mod redrive;
 pub mod retry;
+pub mod serve;
 pub mod service;
 pub mod telemetry;
 

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::serve::{self, ConnectionLimits};
 use crate::relay::OutboxRelay;
 use crate::{database, metrics, seed};
 
@@ -32,6 +33,7 @@ pub struct Application {
     port: u16,
     state: AppState,
     relay: OutboxRelay,
+    limits: ConnectionLimits,
     drain_delay: Duration,
     shutdown_timeout: Duration,
 }
@@ -72,6 +74,7 @@ impl Application {
             port,
             state,
             relay,
+            limits: settings.connection_limits(),
             drain_delay: settings.shutdown_drain_delay,
             shutdown_timeout: settings.shutdown_timeout,
         })
@@ -96,7 +99,12 @@ impl Application {
         let pool = self.state.pool.clone();
         let not_ready = self.state.shutdown.clone();
         let relay = tokio::spawn(self.relay.run(stop_serving.clone()));
-        let mut server = spawn_server(self.listener, self.state, stop_serving.clone());
+        let mut server = spawn_server(
+            self.listener,
+            self.state,
+            self.limits,
+            stop_serving.clone(),
+        );
         tracing::info!(port = self.port, "storagesvc is serving");
 
         tokio::select! {
@@ -123,14 +131,13 @@ impl Application {
 fn spawn_server(
     listener: TcpListener,
     state: AppState,
+    limits: ConnectionLimits,
     stop: CancellationToken,
 ) -> JoinHandle<anyhow::Result<()>> {
     let router = http::router(state);
     tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .context("the HTTP server failed")
+        serve::serve(listener, router, limits, stop).await;
+        Ok(())
     })
 }
 

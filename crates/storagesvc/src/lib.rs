@@ -10,6 +10,7 @@
 //! - [`relay`]: [`relay::OutboxRelay`], publishing outbox rows to RabbitMQ with confirms.
 //! - [`seed`]: the original two books, written once into an empty table.
 //! - [`database`]: the pool, waiting for PostgreSQL at start-up, migrations.
+//! - [`serve`]: the HTTP server loop: header-read timeout and a connection cap.
 //! - [`health`], [`metrics`], [`telemetry`]: probes, Prometheus, logging.
 //!
 //! # Data flow
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod relay;
 pub mod seed;
+pub mod serve;
 pub mod telemetry;
 
 pub use app::Application;

@@ -13,3 +13,4 @@ mod outages;
 mod proxy;
 mod races;
 mod reads;
+mod slow_clients;

@@ -10,4 +10,5 @@ mod helpers;
 mod id_properties;
 mod outbox;
 mod relay;
+mod slow_clients;
 mod startup;
