@@ -135,6 +135,7 @@ fn bench_config(amqp_url: &str) -> RelayConfig {
         reconnect_max: Duration::from_secs(10),
         retention: Duration::from_secs(60),
         topology: Topology::default(),
+        db_timeout: Duration::from_secs(6),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 
 /// Longest accepted title or author, in characters (also a CHECK in the table).
 pub const MAX_NAME_CHARS: usize = 200;
@@ -115,17 +115,17 @@ pub struct Deleted {
 const COLUMNS: &str = "id, title, author, description, version, updated_at";
 
 /// Every book, ordered by id.
-pub async fn list(pool: &PgPool) -> Result<Vec<Book>, sqlx::Error> {
+pub async fn list(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Book>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM books ORDER BY id"))
-        .fetch_all(pool)
+        .fetch_all(db)
         .await
 }
 
 /// One book, if it exists.
-pub async fn find(pool: &PgPool, id: i64) -> Result<Option<Book>, sqlx::Error> {
+pub async fn find(db: impl sqlx::PgExecutor<'_>, id: i64) -> Result<Option<Book>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM books WHERE id = $1"))
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await
 }
 

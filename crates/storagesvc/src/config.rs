@@ -156,6 +156,7 @@ impl Settings {
             reconnect_max: self.outbox_reconnect_max,
             retention: self.outbox_retention,
             topology: events::Topology::default(),
+            db_timeout: crate::database::step_timeout(self.db_statement_timeout),
         }
     }
 }

@@ -1,4 +1,12 @@
-//! The PostgreSQL pool: its limits, waiting for the server at start-up, and migrations.
+//! The PostgreSQL pool: its limits, client-side bounds on every step, waiting for the server
+//! at start-up, and migrations.
+//!
+//! Client-side bounds: sqlx has no per-query timeout and sets no TCP keepalive (nor
+//! `TCP_USER_TIMEOUT`) on its sockets, and offers no hook to reach the socket. On a silent
+//! partition (a host that died without a reset) a query would wait for ever, and so would the
+//! ping sqlx sends when a connection goes back to the pool. So every step is bounded here
+//! ([`step_timeout`], [`bounded`], [`with_connection`]), and a connection whose step timed
+//! out is closed instead of returned.
 //!
 //! Start-up policy: the pool is created lazily, then [`wait_until_reachable`] retries with
 //! exponential backoff (100 ms doubling to 2 s, jittered) for at most `DB_STARTUP_TIMEOUT`,
@@ -16,6 +24,7 @@ use anyhow::Context;
 use backoff::ExponentialBackoff;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
+use std::future::Future;
 
 use crate::config::Settings;
 
@@ -32,6 +41,56 @@ pub fn connect_lazy(settings: &Settings) -> anyhow::Result<PgPool> {
         .max_connections(settings.db_pool_size)
         .acquire_timeout(settings.db_acquire_timeout)
         .connect_lazy_with(options))
+}
+
+/// The client-side bound on one database step: a second above `DB_STATEMENT_TIMEOUT`, so a
+/// server that is there answers first (with its own timeout error). Past it, the link is
+/// taken as dead: sqlx sets no TCP keepalive and has no per-query timeout, and on a silent
+/// partition an unanswered query would otherwise wait for ever.
+pub fn step_timeout(statement_timeout: Duration) -> Duration {
+    statement_timeout.saturating_add(Duration::from_secs(1))
+}
+
+/// Runs one database step for at most `limit`; expiry is an I/O error ("timed out").
+pub async fn bounded<T>(
+    limit: Duration,
+    step: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(limit, step)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(limit)))
+}
+
+/// Runs `work` on a pooled connection for at most `limit`.
+///
+/// A connection whose work timed out is closed, not returned to the pool: sqlx pings every
+/// returned connection, and on a silent link that ping never ends, so the pool would lose
+/// the slot for good. Closing it frees the slot; the pool opens a new connection when needed.
+pub async fn with_connection<T, E: From<sqlx::Error>>(
+    pool: &PgPool,
+    limit: Duration,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut connection = pool.acquire().await?;
+    match tokio::time::timeout(limit, work(&mut connection)).await {
+        Ok(result) => result,
+        Err(_) => {
+            drop(connection.detach());
+            Err(timed_out(limit).into())
+        }
+    }
+}
+
+/// Whether `error` is a step that got no answer within its bound.
+pub fn is_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
+}
+
+fn timed_out(limit: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("PostgreSQL did not answer within {limit:?}"),
+    ))
 }
 
 /// Retries connecting with backoff until PostgreSQL answers or `max_wait` has passed.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use events::BookChanged;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 /// The LISTEN/NOTIFY channel the relay listens on.
@@ -69,12 +69,12 @@ pub struct OutboxStats {
 }
 
 /// Reads the backlog size and the age of its oldest event (one cheap query on the unsent index).
-pub async fn stats(pool: &PgPool) -> Result<OutboxStats, sqlx::Error> {
+pub async fn stats(db: impl sqlx::PgExecutor<'_>) -> Result<OutboxStats, sqlx::Error> {
     let (backlog, oldest_secs): (i64, Option<f64>) = sqlx::query_as(
         "SELECT count(*), extract(epoch FROM clock_timestamp() - min(created_at))::float8 \
          FROM outbox WHERE sent_at IS NULL",
     )
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     // `created_at` is its transaction's start, which can be a hair after our clock reading.
     let oldest_age =
@@ -170,7 +170,11 @@ pub async fn mark_sent(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> Resul
 ///
 /// Unsent rows are never deleted. Small batches keep each delete short; `SKIP LOCKED` lets
 /// several relays prune at once without queueing behind each other.
-pub async fn prune(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64, sqlx::Error> {
+pub async fn prune(
+    db: impl sqlx::PgExecutor<'_>,
+    retention: Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
     let retention_secs = retention.as_secs_f64();
     let deleted = sqlx::query(
         "DELETE FROM outbox WHERE id IN ( \
@@ -180,7 +184,7 @@ pub async fn prune(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64
     )
     .bind(retention_secs)
     .bind(limit)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(deleted.rows_affected())
 }

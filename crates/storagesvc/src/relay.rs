@@ -30,12 +30,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use events::{ConfirmPublisher, EXCHANGE, Outgoing, PublishError};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::session::BrokerSession;
 pub use self::status::RelayStatus;
+use crate::database::{self, bounded};
 use crate::outbox::{self, PendingEvent};
 use events::ReconnectBackoff;
 
@@ -67,6 +68,8 @@ pub struct RelayConfig {
     pub retention: Duration,
     /// The AMQP topology declared on every (re)connect.
     pub topology: events::Topology,
+    /// Client-side bound on each database step (see [`database::step_timeout`]).
+    pub db_timeout: Duration,
 }
 
 impl std::fmt::Debug for RelayConfig {
@@ -80,6 +83,7 @@ impl std::fmt::Debug for RelayConfig {
             .field("reconnect_max", &self.reconnect_max)
             .field("retention", &self.retention)
             .field("topology", &self.topology)
+            .field("db_timeout", &self.db_timeout)
             .finish()
     }
 }
@@ -147,15 +151,33 @@ impl OutboxRelay {
     }
 
     /// One unit of work: claim, publish in order, mark the confirmed prefix sent, commit.
+    ///
+    /// Every database step is bounded by `db_timeout`; one that expires is a
+    /// [`RelayError::Database`] error like any other, and its connection is closed rather
+    /// than returned to the pool (see [`database::with_connection`]).
     pub async fn relay_batch(
         &self,
         publisher: &ConfirmPublisher,
     ) -> Result<RelayOutcome, RelayError> {
+        let mut connection = self.pool.acquire().await?;
+        let outcome = self.relay_batch_on(&mut connection, publisher).await;
+        if matches!(&outcome, Err(RelayError::Database(error)) if database::is_timeout(error)) {
+            drop(connection.detach());
+        }
+        outcome
+    }
+
+    async fn relay_batch_on(
+        &self,
+        connection: &mut PgConnection,
+        publisher: &ConfirmPublisher,
+    ) -> Result<RelayOutcome, RelayError> {
         let started = Instant::now();
-        let mut tx = self.pool.begin().await?;
-        let pending = outbox::claim(&mut tx, self.config.batch_size).await?;
+        let step = self.config.db_timeout;
+        let mut tx = bounded(step, connection.begin()).await?;
+        let pending = bounded(step, outbox::claim(&mut tx, self.config.batch_size)).await?;
         if pending.is_empty() {
-            tx.rollback().await?;
+            bounded(step, tx.rollback()).await?;
             return Ok(RelayOutcome::Idle);
         }
         let messages: Vec<Outgoing> = pending.iter().map(to_outgoing).collect();
@@ -171,8 +193,8 @@ impl OutboxRelay {
             .iter()
             .map(|row| row.id)
             .collect();
-        outbox::mark_sent(&mut tx, &sent).await?;
-        tx.commit().await?;
+        bounded(step, outbox::mark_sent(&mut tx, &sent)).await?;
+        bounded(step, tx.commit()).await?;
         record_batch(report.confirmed, report.error.is_some(), started.elapsed());
         match report.error {
             None => Ok(RelayOutcome::Published(report.confirmed)),
@@ -187,7 +209,11 @@ impl OutboxRelay {
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
         let mut total = 0;
         loop {
-            let deleted = outbox::prune(&self.pool, self.config.retention, PRUNE_BATCH).await?;
+            let (retention, step) = (self.config.retention, self.config.db_timeout);
+            let deleted = database::with_connection(&self.pool, step, async |db| {
+                outbox::prune(db, retention, PRUNE_BATCH).await
+            })
+            .await?;
             total += deleted;
             if deleted < PRUNE_BATCH.unsigned_abs() {
                 return Ok(total);
@@ -376,7 +402,10 @@ async fn housekeep(relay: Arc<OutboxRelay>, shutdown: CancellationToken) {
         if let Err(error) = relay.prune().await {
             tracing::warn!(%error, "pruning the outbox failed");
         }
-        match outbox::stats(&relay.pool).await {
+        let stats = database::with_connection(&relay.pool, relay.config.db_timeout, async |db| {
+            outbox::stats(db).await
+        });
+        match stats.await {
             Ok(stats) => {
                 metrics::gauge!("storagesvc_outbox_backlog").set(stats.backlog as f64);
                 let age = stats.oldest_age.unwrap_or_default().as_secs_f64();

@@ -2,20 +2,26 @@
 //!
 //! Every write reads `begin → books::<write> → outbox::enqueue → commit`: the book row and
 //! its event commit together or not at all. Returning early drops the transaction, which
-//! rolls it back.
+//! rolls it back. Each handler's database work is bounded by `DB_STATEMENT_TIMEOUT` plus a
+//! second ([`database::with_connection`]): a database that stops answering costs a 503,
+//! not a request and a pool connection held for ever.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use events::BookChanged;
+use sqlx::Connection;
 
 use super::{ApiError, AppState, BookId, IfMatch, JsonBody, WriteAccess};
 use crate::books::{self, Book, BookFields, WriteOutcome};
-use crate::outbox;
+use crate::{database, outbox};
 
 /// `GET /books`: every book, ordered by id.
 pub(super) async fn list_books(State(state): State<AppState>) -> Result<Json<Vec<Book>>, ApiError> {
-    Ok(Json(books::list(&state.pool).await?))
+    let list = database::with_connection(&state.pool, state.db_timeout, async |db| {
+        books::list(db).await
+    });
+    Ok(Json(list.await?))
 }
 
 /// `GET /books/{id}`: one book, with its version as `ETag`.
@@ -23,9 +29,10 @@ pub(super) async fn get_book(
     State(state): State<AppState>,
     BookId(id): BookId,
 ) -> Result<(HeaderMap, Json<Book>), ApiError> {
-    let book = books::find(&state.pool, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let find = database::with_connection(&state.pool, state.db_timeout, async |db| {
+        books::find(db, id).await
+    });
+    let book = find.await?.ok_or_else(|| not_found(id))?;
     Ok(with_etag(book))
 }
 
@@ -37,11 +44,15 @@ pub(super) async fn create_book(
 ) -> Result<(StatusCode, HeaderMap, Json<Book>), ApiError> {
     fields.validate().map_err(ApiError::Unprocessable)?;
 
-    let mut tx = state.pool.begin().await?;
-    let book = books::insert(&mut tx, &fields).await?;
-    let event = BookChanged::created(book.to_event_data(), book.version, book.updated_at);
-    outbox::enqueue(&mut tx, &event).await?;
-    tx.commit().await?;
+    let book = database::with_connection(&state.pool, state.db_timeout, async |db| {
+        let mut tx = db.begin().await?;
+        let book = books::insert(&mut tx, &fields).await?;
+        let event = BookChanged::created(book.to_event_data(), book.version, book.updated_at);
+        outbox::enqueue(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(book)
+    })
+    .await?;
 
     tracing::info!(book_id = book.id, "book created");
     let location = format!("/books/{}", book.id);
@@ -62,12 +73,16 @@ pub(super) async fn update_book(
 ) -> Result<(HeaderMap, Json<Book>), ApiError> {
     fields.validate().map_err(ApiError::Unprocessable)?;
 
-    let mut tx = state.pool.begin().await?;
-    let outcome = books::update(&mut tx, id, &fields, if_match.expected_version()).await?;
-    let book = written(outcome, id)?;
-    let event = BookChanged::updated(book.to_event_data(), book.version, book.updated_at);
-    outbox::enqueue(&mut tx, &event).await?;
-    tx.commit().await?;
+    let book = database::with_connection(&state.pool, state.db_timeout, async |db| {
+        let mut tx = db.begin().await?;
+        let outcome = books::update(&mut tx, id, &fields, if_match.expected_version()).await?;
+        let book = written(outcome, id)?;
+        let event = BookChanged::updated(book.to_event_data(), book.version, book.updated_at);
+        outbox::enqueue(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(book)
+    })
+    .await?;
 
     tracing::info!(book_id = id, version = book.version, "book updated");
     Ok(with_etag(book))
@@ -80,15 +95,16 @@ pub(super) async fn delete_book(
     BookId(id): BookId,
     if_match: IfMatch,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    let outcome = books::delete(&mut tx, id, if_match.expected_version()).await?;
-    let deleted = written(outcome, id)?;
-    outbox::enqueue(
-        &mut tx,
-        &BookChanged::deleted(id, deleted.version, deleted.at),
-    )
+    database::with_connection(&state.pool, state.db_timeout, async |db| {
+        let mut tx = db.begin().await?;
+        let outcome = books::delete(&mut tx, id, if_match.expected_version()).await?;
+        let deleted = written(outcome, id)?;
+        let event = BookChanged::deleted(id, deleted.version, deleted.at);
+        outbox::enqueue(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(())
+    })
     .await?;
-    tx.commit().await?;
 
     tracing::info!(book_id = id, "book deleted");
     Ok(StatusCode::NO_CONTENT)

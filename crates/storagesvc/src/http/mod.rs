@@ -48,6 +48,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// How long a readiness probe waits for PostgreSQL.
     pub ready_timeout: Duration,
+    /// Client-side bound on a request's database work (see [`crate::database::step_timeout`]).
+    pub db_timeout: Duration,
 }
 
 /// Every route of the service, with its middleware.

@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod id_properties;
 mod outbox;
+mod partition;
 mod relay;
 mod slow_clients;
 mod startup;

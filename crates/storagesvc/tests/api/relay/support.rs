@@ -44,6 +44,7 @@ pub(crate) fn relay_config(amqp_url: &str) -> RelayConfig {
         reconnect_max: Duration::from_secs(1),
         retention: Duration::from_secs(60),
         topology: Topology::default(),
+        db_timeout: Duration::from_secs(6),
     }
 }
 
