@@ -7,7 +7,8 @@
 //! - the circuit breaker ([`ClientError::is_outage`]): did storagesvc fail, or did it answer?
 //!   A 404 or any other 4xx is an answer, so it never trips the breaker.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -68,6 +69,8 @@ pub struct StorageClient {
     http: reqwest::Client,
     base: Url,
     attempt_timeout: Duration,
+    /// The last readiness answer and when it came, shared by [`StorageClient::ready_shared`].
+    last_ready: Arc<tokio::sync::Mutex<Option<(Instant, Result<(), ClientError>)>>>,
 }
 
 impl StorageClient {
@@ -98,6 +101,7 @@ impl StorageClient {
             http,
             base,
             attempt_timeout,
+            last_ready: Arc::default(),
         })
     }
 
@@ -128,6 +132,26 @@ impl StorageClient {
             StatusCode::OK => Ok(()),
             status => Err(classify_status(status, response.headers())),
         }
+    }
+
+    /// [`StorageClient::ready`], one call at a time, its answer reused for `reuse`: for
+    /// readiness probes, which may come in bursts.
+    pub async fn ready_shared(&self, time_left: Duration, reuse: Duration) -> Result<(), ClientError> {
+        let started = Instant::now();
+        let Ok(mut last) = tokio::time::timeout(time_left, self.last_ready.lock()).await else {
+            return Err(ClientError::Transient {
+                reason: "timed out".to_owned(),
+                retry_after: None,
+            });
+        };
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < reuse {
+                return answer.clone();
+            }
+        }
+        let answer = self.ready(time_left.saturating_sub(started.elapsed())).await;
+        *last = Some((Instant::now(), answer.clone()));
+        answer
     }
 
     async fn get_json<T: DeserializeOwned>(

@@ -101,14 +101,19 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 }
 
 /// storagesvc's own readiness, asked directly: a health check must not count as traffic
-/// for the breaker.
+/// for the breaker. Readiness is unauthenticated and called often, and each check costs
+/// storagesvc a PostgreSQL connection: one check runs at a time and its answer serves every
+/// probe for [`CHECK_REUSE`], so a burst of probes is one call to storagesvc.
 async fn check_storagesvc(state: &AppState) -> Value {
     let client = &state.service.path().client;
-    match client.ready(state.ready_timeout).await {
+    match client.ready_shared(state.ready_timeout, CHECK_REUSE).await {
         Ok(()) => json!({ "status": "up" }),
         Err(error) => json!({ "status": "down", "error": error.to_string() }),
     }
 }
+
+/// How long one readiness check of storagesvc answers for every probe.
+pub const CHECK_REUSE: Duration = Duration::from_secs(1);
 
 async fn check_redis(state: &AppState) -> Value {
     // `ping` is bounded by REDIS_TIMEOUT.

@@ -65,6 +65,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             metrics,
             ready_timeout: READY_TIMEOUT,
+            postgres_check: Default::default(),
             db_timeout: database::step_timeout(settings.db_statement_timeout),
         };
         if state.write_token.is_none() {

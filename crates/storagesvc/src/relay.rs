@@ -407,6 +407,7 @@ async fn housekeep(relay: Arc<OutboxRelay>, shutdown: CancellationToken) {
         });
         match stats.await {
             Ok(stats) => {
+                relay.status.set_outbox_stats(stats);
                 metrics::gauge!("storagesvc_outbox_backlog").set(stats.backlog as f64);
                 let age = stats.oldest_age.unwrap_or_default().as_secs_f64();
                 metrics::gauge!("storagesvc_outbox_oldest_age_seconds").set(age);

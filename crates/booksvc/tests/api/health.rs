@@ -66,3 +66,25 @@ async fn readiness_turns_503_at_once_when_shutdown_starts() -> anyhow::Result<()
     assert_eq!(stack.get_book(1).await?.status(), StatusCode::OK);
     stack.stop().await
 }
+
+/// Readiness is unauthenticated and load balancers call it often: a burst of calls must not
+/// become a burst of calls to storagesvc (each of which takes a PostgreSQL connection there).
+#[tokio::test]
+async fn a_burst_of_readiness_calls_asks_storagesvc_only_a_few_times() -> anyhow::Result<()> {
+    let stack = TestStack::spawn().await?;
+    let before = stack.proxy.calls("/healthz/ready");
+
+    let burst = (0..50).map(|_| stack.ready());
+    for answer in futures::future::join_all(burst).await {
+        let (status, body) = answer?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["dependencies"]["storagesvc"]["status"], "up", "{body}");
+    }
+
+    let asked = stack.proxy.calls("/healthz/ready") - before;
+    assert!(
+        asked <= 3,
+        "50 readiness calls asked storagesvc {asked} times"
+    );
+    stack.stop().await
+}

@@ -48,6 +48,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// How long a readiness probe waits for PostgreSQL.
     pub ready_timeout: Duration,
+    /// The last readiness check of PostgreSQL, shared by all probes.
+    pub postgres_check: health::PostgresCheck,
     /// Client-side bound on a request's database work (see [`crate::database::step_timeout`]).
     pub db_timeout: Duration,
 }

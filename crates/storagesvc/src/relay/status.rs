@@ -2,8 +2,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::RelayError;
+use crate::outbox::OutboxStats;
 
 /// A cheap, cloneable view of the relay's state; the relay updates it as it goes.
 #[derive(Debug, Clone, Default)]
@@ -15,6 +17,8 @@ pub struct RelayStatus {
 struct Inner {
     connected: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Housekeeping's last outbox reading and when it was taken.
+    outbox: Mutex<Option<(OutboxStats, Instant)>>,
 }
 
 impl RelayStatus {
@@ -26,6 +30,18 @@ impl RelayStatus {
     /// The most recent failure, cleared by the next successful connect or batch.
     pub fn last_error(&self) -> Option<String> {
         self.last_error_slot().clone()
+    }
+
+    /// Housekeeping's last reading of the outbox and how old it is; `None` before the first.
+    /// Readiness reports this instead of counting the backlog itself on every probe.
+    pub fn outbox_stats(&self) -> Option<(OutboxStats, Duration)> {
+        let slot = self.inner.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.as_ref().map(|(stats, at)| (*stats, at.elapsed()))
+    }
+
+    pub(super) fn set_outbox_stats(&self, stats: OutboxStats) {
+        let mut slot = self.inner.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        *slot = Some((stats, Instant::now()));
     }
 
     pub(super) fn set_connected(&self, connected: bool) {

@@ -196,3 +196,44 @@ async fn readiness_turns_503_at_once_on_shutdown_while_requests_are_still_served
     );
     Ok(())
 }
+
+/// Readiness is unauthenticated and load balancers call it often: however many calls come
+/// at once, they must not take the pool's connections from writes.
+#[tokio::test]
+async fn many_concurrent_readiness_calls_do_not_starve_writes() -> anyhow::Result<()> {
+    // Small, like a busy pool: the relay's two lanes, housekeeping and the writes share it.
+    let app = TestApp::spawn_with(|settings| settings.db_pool_size = 3).await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut probes = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let request = app.request(Method::GET, "/healthz/ready");
+        let stop = stop.clone();
+        probes.spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(request) = request.try_clone() else {
+                    return;
+                };
+                let _ = request.send().await;
+            }
+        });
+    }
+    // Let the probes pile up before the writes start.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let response = app
+            .create_book(&book_body(&format!("Book {i}"), "Author", "under probes"))
+            .await?;
+        statuses.push(response.status());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while probes.join_next().await.is_some() {}
+
+    let failed: Vec<_> = statuses
+        .iter()
+        .filter(|status| **status != StatusCode::CREATED)
+        .collect();
+    assert!(failed.is_empty(), "writes failed under readiness load: {statuses:?}");
+    app.stop().await
+}

@@ -62,6 +62,7 @@ fn in_process_router(app: &TestApp) -> axum::Router {
         shutdown: CancellationToken::new(),
         metrics: PrometheusBuilder::new().build_recorder().handle(),
         ready_timeout: Duration::from_secs(1),
+        postgres_check: Default::default(),
         db_timeout: Duration::from_secs(6),
     })
 }
