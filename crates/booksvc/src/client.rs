@@ -231,10 +231,16 @@ fn transport_error(error: reqwest::Error) -> ClientError {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by our services).
+/// The longest `Retry-After` taken at its word: far beyond any request budget (so it means
+/// "not for this request" either way), and small enough to add to an `Instant`.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by our services), capped at
+/// [`MAX_RETRY_AFTER`]: it comes from the network.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let seconds = value.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -288,6 +294,21 @@ mod tests {
             );
             assert_eq!(error.is_outage(), outage, "status {status}: outage?");
         }
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_capped() {
+        let error = classify_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &headers(Some("18446744073709551615")),
+        );
+        // Capped at an hour: far beyond any request budget, and safe to add to an `Instant`.
+        assert_eq!(
+            error.verdict(),
+            Verdict::Retry {
+                after: Some(Duration::from_secs(3600))
+            }
+        );
     }
 
     #[test]

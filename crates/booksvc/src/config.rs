@@ -495,9 +495,17 @@ fn parse_prefix(text: &str) -> Result<String, String> {
         .ok_or_else(|| "expected up to 64 visible ASCII characters, no spaces".to_owned())
 }
 
+/// The longest accepted duration. Durations are added to `Instant`s, where a huge one
+/// overflows (a panic); nothing here needs more than a year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| "expected a duration like 500ms, 5s or 2m".to_owned())
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|_| "expected a duration like 500ms, 5s or 2m".to_owned())?;
+    match duration <= MAX_DURATION {
+        true => Ok(duration),
+        false => Err("must be at most a year (365days)".to_owned()),
+    }
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
@@ -634,6 +642,14 @@ mod tests {
             "a zero budget is not"
         );
         assert!(parse_duration("5").is_err(), "a unit is required");
+        // Durations are added to `Instant`s: a huge one would overflow (a panic), so they
+        // are capped at a year.
+        assert!(parse_duration("366days").is_err(), "over a year");
+        assert!(parse_positive_duration("200years").is_err(), "over a year");
+        assert_eq!(
+            parse_duration("365days"),
+            Ok(Duration::from_secs(365 * 86_400))
+        );
         assert!(parse_count::<1, 100>("0").is_err(), "below the minimum");
         assert_eq!(parse_ratio("0.25"), Ok(0.25));
         for bad in ["0", "-1", "NaN", "half"] {

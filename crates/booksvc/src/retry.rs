@@ -122,9 +122,7 @@ fn next_pause<E: Retryable>(
     match error.verdict() {
         Verdict::GiveUp => None,
         // A Retry-After that does not fit in the budget means: not for this request.
-        Verdict::Retry { after: Some(after) } => {
-            (Instant::now() + after < pauses.deadline).then_some(after)
-        }
+        Verdict::Retry { after: Some(after) } => fits_before(after, pauses.deadline).then_some(after),
         Verdict::Retry { after: None } => pauses.next_backoff(),
     }
 }
@@ -154,8 +152,16 @@ impl<B: Backoff> Backoff for DeadlineBackoff<B> {
 
     fn next_backoff(&mut self) -> Option<Duration> {
         let pause = self.inner.next_backoff()?;
-        (Instant::now() + pause < self.deadline).then_some(pause)
+        fits_before(pause, self.deadline).then_some(pause)
     }
+}
+
+/// Whether a pause of `pause` from now ends before `deadline`. Checked: `Instant + Duration`
+/// panics on overflow, and `pause` may come from a server's `Retry-After`.
+fn fits_before(pause: Duration, deadline: Instant) -> bool {
+    Instant::now()
+        .checked_add(pause)
+        .is_some_and(|end| end < deadline)
 }
 
 #[cfg(test)]
@@ -305,6 +311,20 @@ mod tests {
             "{result:?}"
         );
         assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_too_large_for_the_clock_gives_up_without_panicking() {
+        // `Instant + Duration::MAX` overflows: std's `Add` would panic inside the read.
+        let result: Result<(), _> =
+            retry_within(&RetryPolicy::default(), budget(1000), |_| async {
+                Err(TestError::RateLimited(Duration::MAX))
+            })
+            .await;
+        assert!(
+            matches!(result, Err(RetryError::Failed { attempts: 1, .. })),
+            "{result:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

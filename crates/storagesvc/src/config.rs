@@ -313,9 +313,17 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| EXPECTED.to_owned())
 }
 
+/// The longest accepted duration. Durations are added to `Instant`s, where a huge one
+/// overflows (a panic); nothing here needs more than a year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| "expected a duration like 500ms, 5s or 2m".to_owned())
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|_| "expected a duration like 500ms, 5s or 2m".to_owned())?;
+    match duration <= MAX_DURATION {
+        true => Ok(duration),
+        false => Err("must be at most a year (365days)".to_owned()),
+    }
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
@@ -388,6 +396,10 @@ mod tests {
             ("5s", Some(Duration::from_secs(5))),
             ("2m", Some(Duration::from_secs(120))),
             ("1h 30m", Some(Duration::from_secs(5400))),
+            ("365days", Some(Duration::from_secs(365 * 86_400))),
+            // Added to `Instant`s, a huge duration would overflow: capped at a year.
+            ("366days", None),
+            ("200years", None),
             ("0s", None),
             ("5", None),
             ("-1s", None),
