@@ -195,3 +195,35 @@ async fn every_kind_of_bad_input_gets_its_status_and_json_error_and_never_reache
     assert_eq!(book["title"], "One book", "book 1 still reads as seeded");
     stack.stop().await
 }
+
+/// `x-request-id` goes into log lines here and at storagesvc: a client may choose a short,
+/// plain one, but a long or odd one is replaced by a fresh id.
+#[tokio::test]
+async fn an_overlong_or_odd_request_id_is_replaced_by_a_fresh_one() -> anyhow::Result<()> {
+    let stack = TestStack::spawn().await?;
+    let long = "a".repeat(1000);
+    let cases = [
+        ("abc-123_x.Y", true),
+        (long.as_str(), false),
+        ("has spaces", false),
+        ("quote\"d", false),
+    ];
+    for (sent, kept) in cases {
+        let response = stack
+            .client
+            .get(format!("{}/books/1", stack.address))
+            .header("x-request-id", sent)
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::OK, "{sent:?}");
+        let echoed = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(echoed == sent, kept, "sent {sent:?}, echoed {echoed:?}");
+        assert!(!echoed.is_empty() && echoed.len() <= 128, "echoed {echoed:?}");
+    }
+    stack.stop().await
+}

@@ -1,7 +1,8 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
 //! [`router`] is all of it, without a socket, so tests can drive it with `oneshot`.
-//! Middleware, outermost first: request id (taken from `x-request-id` or generated) →
+//! Middleware, outermost first: request id (taken from `x-request-id` when it is at most
+//! 128 characters of `[A-Za-z0-9._-]`, generated otherwise) →
 //! trace span carrying that id → id echoed on the response → HTTP metrics → body limit.
 
 mod books;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::body::Body;
 use axum::http::{HeaderName, Request, Uri};
 use axum::routing::get;
 use axum::{Router, middleware};
@@ -83,7 +85,45 @@ pub fn router(state: AppState) -> Router {
                 .on_failure(()),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::map_request(drop_unusable_request_id))
         .with_state(state)
+}
+
+/// Longest `x-request-id` taken from a client, and longest path written into a log line.
+pub const MAX_LOGGED_LEN: usize = 128;
+
+/// Removes an incoming `x-request-id` that is longer than [`MAX_LOGGED_LEN`] or has characters
+/// outside `[A-Za-z0-9._-]`, so a fresh one is generated instead: the id goes into every log
+/// line of the request (and on to storagesvc), so a client must not choose its size or content.
+async fn drop_unusable_request_id(mut request: Request<Body>) -> Request<Body> {
+    let usable = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .is_none_or(|value| is_usable_request_id(value.as_bytes()));
+    if !usable {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    request
+}
+
+fn is_usable_request_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LOGGED_LEN
+        && id
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
+
+/// `text` cut to at most [`MAX_LOGGED_LEN`] bytes (on a character boundary), for log fields.
+fn clipped(text: &str) -> &str {
+    if text.len() <= MAX_LOGGED_LEN {
+        return text;
+    }
+    let mut end = MAX_LOGGED_LEN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// One span per request; every log line inside it (errors included) carries the request id.
@@ -96,7 +136,7 @@ fn request_span<B>(request: &Request<B>) -> Span {
     tracing::info_span!(
         "request",
         method = %request.method(),
-        path = %request.uri().path(),
+        path = clipped(request.uri().path()),
         request_id,
     )
 }

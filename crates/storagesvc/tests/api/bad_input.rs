@@ -397,3 +397,34 @@ async fn malformed_http_gets_its_status_and_the_service_keeps_serving() -> anyho
     assert_eq!(app.book_rows().await?, 2, "nothing written");
     app.stop().await
 }
+
+/// `x-request-id` goes into every log line of a request: a client may choose a short, plain
+/// one, but a long or odd one is replaced by a fresh id.
+#[tokio::test]
+async fn an_overlong_or_odd_request_id_is_replaced_by_a_fresh_one() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let long = "a".repeat(1000);
+    let cases = [
+        ("abc-123_x.Y", true),
+        (long.as_str(), false),
+        ("has spaces", false),
+        ("quote\"d", false),
+    ];
+    for (sent, kept) in cases {
+        let response = app
+            .request(Method::GET, "/books/1")
+            .header("x-request-id", sent)
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::OK, "{sent:?}");
+        let echoed = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(echoed == sent, kept, "sent {sent:?}, echoed {echoed:?}");
+        assert!(!echoed.is_empty() && echoed.len() <= 128, "echoed {echoed:?}");
+    }
+    app.stop().await
+}
