@@ -20,6 +20,9 @@ use crate::retry::{Retryable, Verdict};
 /// The header that carries a request id from booksvc's client through to storagesvc's logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The header telling storagesvc how long this call will wait, in whole milliseconds.
+pub const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout";
+
 /// Why a call to storagesvc did not return the data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -181,10 +184,13 @@ impl StorageClient {
             reason: format!("bad path {path:?}: {e}"),
             status: None,
         })?;
+        let timeout = self.attempt_timeout.min(time_left);
+        // storagesvc stops working on the call (pool wait, statements) when we stop waiting.
         let mut request = self
             .http
             .get(url)
-            .timeout(self.attempt_timeout.min(time_left));
+            .timeout(timeout)
+            .header(REQUEST_TIMEOUT_HEADER, timeout.as_millis().to_string());
         if let Some(id) = request_id {
             request = request.header(REQUEST_ID_HEADER, id);
         }

@@ -36,7 +36,13 @@ pub fn connect_lazy(settings: &Settings) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(settings.database_url.expose())
         .context("DATABASE_URL is not a PostgreSQL URL")?
         .application_name("storagesvc")
-        .options([("statement_timeout", statement_timeout.as_str())]);
+        // PostgreSQL (14+) checks every second that the client of a running statement is
+        // still there, and stops the statement if not: a request that gave up and closed its
+        // connection (see `with_connection`) leaves no work behind.
+        .options([
+            ("statement_timeout", statement_timeout.as_str()),
+            ("client_connection_check_interval", "1000"),
+        ]);
     Ok(PgPoolOptions::new()
         .max_connections(settings.db_pool_size)
         .acquire_timeout(settings.db_acquire_timeout)
@@ -71,14 +77,30 @@ pub async fn with_connection<T, E: From<sqlx::Error>>(
     limit: Duration,
     work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
 ) -> Result<T, E> {
-    let mut connection = pool.acquire().await?;
-    match tokio::time::timeout(limit, work(&mut connection)).await {
+    // One bound for both waits: for a pooled connection, then for the work on it.
+    let started = std::time::Instant::now();
+    let mut connection = tokio::time::timeout(limit, pool.acquire())
+        .await
+        .map_err(|_| timed_out(limit))??;
+    let left = limit.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, work(&mut connection)).await {
         Ok(result) => result,
         Err(_) => {
             drop(connection.detach());
             Err(timed_out(limit).into())
         }
     }
+}
+
+/// Lowers the current transaction's `statement_timeout` to `limit` (at least 1 ms), so the
+/// server itself stops a statement the caller will no longer wait for.
+pub async fn limit_statements(tx: &mut PgConnection, limit: Duration) -> Result<(), sqlx::Error> {
+    let millis = limit.as_millis().max(1);
+    // SET takes no bind parameters; the value is an integer we formatted.
+    sqlx::raw_sql(&format!("SET LOCAL statement_timeout = {millis}"))
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 /// Whether `error` is a step that got no answer within its bound.

@@ -12,13 +12,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use events::BookChanged;
 use sqlx::Connection;
 
-use super::{ApiError, AppState, BookId, IfMatch, JsonBody, WriteAccess};
+use super::{ApiError, AppState, BookId, Budget, IfMatch, JsonBody, WriteAccess};
 use crate::books::{self, Book, BookFields, WriteOutcome};
 use crate::{database, outbox};
 
 /// `GET /books`: every book, ordered by id.
-pub(super) async fn list_books(State(state): State<AppState>) -> Result<Json<Vec<Book>>, ApiError> {
-    let list = database::with_connection(&state.pool, state.db_timeout, async |db| {
+pub(super) async fn list_books(
+    State(state): State<AppState>,
+    budget: Budget,
+) -> Result<Json<Vec<Book>>, ApiError> {
+    let list = database::with_connection(&state.pool, budget.limit(state.db_timeout), async |db| {
         books::list(db).await
     });
     Ok(Json(list.await?))
@@ -27,9 +30,10 @@ pub(super) async fn list_books(State(state): State<AppState>) -> Result<Json<Vec
 /// `GET /books/{id}`: one book, with its version as `ETag`.
 pub(super) async fn get_book(
     State(state): State<AppState>,
+    budget: Budget,
     BookId(id): BookId,
 ) -> Result<(HeaderMap, Json<Book>), ApiError> {
-    let find = database::with_connection(&state.pool, state.db_timeout, async |db| {
+    let find = database::with_connection(&state.pool, budget.limit(state.db_timeout), async |db| {
         books::find(db, id).await
     });
     let book = find.await?.ok_or_else(|| not_found(id))?;
@@ -39,13 +43,18 @@ pub(super) async fn get_book(
 /// `POST /books`: 201 with the new book and its `Location`.
 pub(super) async fn create_book(
     State(state): State<AppState>,
+    budget: Budget,
     _: WriteAccess,
     JsonBody(fields): JsonBody<BookFields>,
 ) -> Result<(StatusCode, HeaderMap, Json<Book>), ApiError> {
     fields.validate().map_err(ApiError::Unprocessable)?;
 
-    let book = database::with_connection(&state.pool, state.db_timeout, async |db| {
+    let limit = budget.limit(state.db_timeout);
+    let book = database::with_connection(&state.pool, limit, async |db| {
         let mut tx = db.begin().await?;
+        if budget.0.is_some() {
+            database::limit_statements(&mut tx, limit).await?;
+        }
         let book = books::insert(&mut tx, &fields).await?;
         let event = BookChanged::created(book.to_event_data(), book.version, book.updated_at);
         outbox::enqueue(&mut tx, &event).await?;
@@ -66,6 +75,7 @@ pub(super) async fn create_book(
 /// `PUT /books/{id}`: replaces the fields and bumps the version; `If-Match` makes it conditional.
 pub(super) async fn update_book(
     State(state): State<AppState>,
+    budget: Budget,
     _: WriteAccess,
     BookId(id): BookId,
     if_match: IfMatch,
@@ -73,8 +83,12 @@ pub(super) async fn update_book(
 ) -> Result<(HeaderMap, Json<Book>), ApiError> {
     fields.validate().map_err(ApiError::Unprocessable)?;
 
-    let book = database::with_connection(&state.pool, state.db_timeout, async |db| {
+    let limit = budget.limit(state.db_timeout);
+    let book = database::with_connection(&state.pool, limit, async |db| {
         let mut tx = db.begin().await?;
+        if budget.0.is_some() {
+            database::limit_statements(&mut tx, limit).await?;
+        }
         let outcome = books::update(&mut tx, id, &fields, if_match.expected_version()).await?;
         let book = written(outcome, id)?;
         let event = BookChanged::updated(book.to_event_data(), book.version, book.updated_at);
@@ -91,12 +105,17 @@ pub(super) async fn update_book(
 /// `DELETE /books/{id}`: 204; `If-Match` makes it conditional.
 pub(super) async fn delete_book(
     State(state): State<AppState>,
+    budget: Budget,
     _: WriteAccess,
     BookId(id): BookId,
     if_match: IfMatch,
 ) -> Result<StatusCode, ApiError> {
-    database::with_connection(&state.pool, state.db_timeout, async |db| {
+    let limit = budget.limit(state.db_timeout);
+    database::with_connection(&state.pool, limit, async |db| {
         let mut tx = db.begin().await?;
+        if budget.0.is_some() {
+            database::limit_statements(&mut tx, limit).await?;
+        }
         let outcome = books::delete(&mut tx, id, if_match.expected_version()).await?;
         let deleted = written(outcome, id)?;
         let event = BookChanged::deleted(id, deleted.version, deleted.at);

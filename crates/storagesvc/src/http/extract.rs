@@ -7,6 +7,7 @@ use axum::extract::rejection::{BytesRejection, FailedToBufferBody, JsonRejection
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, IF_MATCH};
 use axum::http::request::Parts;
+use std::time::Duration;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
@@ -221,5 +222,34 @@ mod tests {
         assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
         assert_eq!(bearer_token("Bearer"), None);
         assert_eq!(bearer_token("Bearer   "), None);
+    }
+}
+
+/// The header in which a caller says how long it will wait, in whole milliseconds.
+pub const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout";
+
+/// The caller's budget from `X-Request-Timeout: <ms>`, if it sent a readable one. The
+/// request's database work (pool acquire, statements) ends when it runs out: after that
+/// nobody waits for the answer. Absent or unreadable, the service's own bounds apply.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Budget(pub Option<Duration>);
+
+impl Budget {
+    /// The time this request's database work may take: `own`, or less if the caller said so.
+    pub fn limit(self, own: Duration) -> Duration {
+        self.0.map_or(own, |budget| budget.min(own))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Budget {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let millis = parts
+            .headers
+            .get(REQUEST_TIMEOUT_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.trim().parse::<u64>().ok());
+        Ok(Budget(millis.map(Duration::from_millis)))
     }
 }

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod books;
+mod budget;
 mod cli;
 mod errors;
 mod health;
