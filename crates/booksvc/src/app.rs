@@ -26,8 +26,8 @@ use crate::client::StorageClient;
 use crate::config::Settings;
 use crate::consumer::{Consumer, ConsumerStatus};
 use crate::http::{self, AppState};
-use crate::serve::{self, ConnectionLimits};
 use crate::probe::ActiveProbe;
+use crate::serve::{self, ConnectionLimits};
 use crate::service::{BookService, ReadPath};
 use crate::{health, metrics};
 
@@ -116,12 +116,7 @@ impl Application {
         let invalidator = self
             .invalidator
             .map(|invalidator| tokio::spawn(invalidator.run(stop_consuming.clone())));
-        let mut server = spawn_server(
-            self.listener,
-            self.state,
-            self.limits,
-            stop_serving.clone(),
-        );
+        let mut server = spawn_server(self.listener, self.state, self.limits, stop_serving.clone());
         tracing::info!(port = self.port, "booksvc is serving");
 
         tokio::select! {

@@ -139,7 +139,11 @@ impl StorageClient {
 
     /// [`StorageClient::ready`], one call at a time, its answer reused for `reuse`: for
     /// readiness probes, which may come in bursts.
-    pub async fn ready_shared(&self, time_left: Duration, reuse: Duration) -> Result<(), ClientError> {
+    pub async fn ready_shared(
+        &self,
+        time_left: Duration,
+        reuse: Duration,
+    ) -> Result<(), ClientError> {
         let started = Instant::now();
         let Ok(mut last) = tokio::time::timeout(time_left, self.last_ready.lock()).await else {
             return Err(ClientError::Transient {
@@ -152,7 +156,9 @@ impl StorageClient {
                 return answer.clone();
             }
         }
-        let answer = self.ready(time_left.saturating_sub(started.elapsed())).await;
+        let answer = self
+            .ready(time_left.saturating_sub(started.elapsed()))
+            .await;
         *last = Some((Instant::now(), answer.clone()));
         answer
     }

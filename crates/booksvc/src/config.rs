@@ -378,12 +378,10 @@ fn argument_of(rendered_arg: &str) -> Argument {
         .get_arguments()
         .find(|arg| arg.get_long() == Some(long));
     Argument {
-        variable: found
-            .and_then(|arg| arg.get_env())
-            .map_or_else(
-                || rendered_arg.to_owned(),
-                |env| env.to_string_lossy().into_owned(),
-            ),
+        variable: found.and_then(|arg| arg.get_env()).map_or_else(
+            || rendered_arg.to_owned(),
+            |env| env.to_string_lossy().into_owned(),
+        ),
         // An argument we cannot find is treated as secret: saying less is the safe side.
         is_secret: found.is_none_or(clap::Arg::is_hide_env_values_set),
     }

@@ -122,7 +122,9 @@ fn next_pause<E: Retryable>(
     match error.verdict() {
         Verdict::GiveUp => None,
         // A Retry-After that does not fit in the budget means: not for this request.
-        Verdict::Retry { after: Some(after) } => fits_before(after, pauses.deadline).then_some(after),
+        Verdict::Retry { after: Some(after) } => {
+            fits_before(after, pauses.deadline).then_some(after)
+        }
         Verdict::Retry { after: None } => pauses.next_backoff(),
     }
 }

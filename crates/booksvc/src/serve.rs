@@ -49,10 +49,7 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
-    while let Some((stream, slot)) = stop
-        .run_until_cancelled(accept(&listener, &slots))
-        .await
-    {
+    while let Some((stream, slot)) = stop.run_until_cancelled(accept(&listener, &slots)).await {
         let connection = serve_connection(stream, router.clone(), limits, stop.clone());
         connections.spawn(async move {
             connection.await;
@@ -66,7 +63,10 @@ pub async fn serve(
 }
 
 /// Waits for a free slot, then for a connection.
-async fn accept(listener: &TcpListener, slots: &Arc<Semaphore>) -> (TcpStream, OwnedSemaphorePermit) {
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> (TcpStream, OwnedSemaphorePermit) {
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             // The semaphore is never closed; if it were, waiting is all that is left.

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
-use crate::serve::{self, ConnectionLimits};
 use crate::relay::OutboxRelay;
+use crate::serve::{self, ConnectionLimits};
 use crate::{database, metrics, seed};
 
 /// How long a readiness probe waits for PostgreSQL.
@@ -101,12 +101,7 @@ impl Application {
         let pool = self.state.pool.clone();
         let not_ready = self.state.shutdown.clone();
         let relay = tokio::spawn(self.relay.run(stop_serving.clone()));
-        let mut server = spawn_server(
-            self.listener,
-            self.state,
-            self.limits,
-            stop_serving.clone(),
-        );
+        let mut server = spawn_server(self.listener, self.state, self.limits, stop_serving.clone());
         tracing::info!(port = self.port, "storagesvc is serving");
 
         tokio::select! {

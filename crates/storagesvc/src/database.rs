@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use backoff::ExponentialBackoff;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
-use std::future::Future;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use crate::config::Settings;
 
@@ -67,7 +67,8 @@ pub async fn bounded<T>(
         .unwrap_or_else(|_| Err(timed_out(limit)))
 }
 
-/// Runs `work` on a pooled connection for at most `limit`.
+/// Runs `work` on a pooled connection for at most `limit`, waiting for the connection
+/// included.
 ///
 /// A connection whose work timed out is closed, not returned to the pool: sqlx pings every
 /// returned connection, and on a silent link that ping never ends, so the pool would lose
@@ -77,13 +78,32 @@ pub async fn with_connection<T, E: From<sqlx::Error>>(
     limit: Duration,
     work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
 ) -> Result<T, E> {
-    // One bound for both waits: for a pooled connection, then for the work on it.
+    let (mut connection, left) = acquire_within(pool, limit).await?;
+    let outcome = tokio::time::timeout(left, work(&mut connection)).await;
+    settle(connection, outcome, limit)
+}
+
+/// Waits at most `limit` for a pooled connection; returns it with the time left of `limit`
+/// for the work on it. Pair with [`settle`] (or use [`with_connection`]).
+pub async fn acquire_within(
+    pool: &PgPool,
+    limit: Duration,
+) -> Result<(PoolConnection<Postgres>, Duration), sqlx::Error> {
     let started = std::time::Instant::now();
-    let mut connection = tokio::time::timeout(limit, pool.acquire())
+    let connection = tokio::time::timeout(limit, pool.acquire())
         .await
         .map_err(|_| timed_out(limit))??;
-    let left = limit.saturating_sub(started.elapsed());
-    match tokio::time::timeout(left, work(&mut connection)).await {
+    Ok((connection, limit.saturating_sub(started.elapsed())))
+}
+
+/// The result of work on `connection` bounded by `tokio::time::timeout`; if the bound
+/// expired, the connection is closed instead of returned (see [`with_connection`]).
+pub fn settle<T, E: From<sqlx::Error>>(
+    connection: PoolConnection<Postgres>,
+    outcome: Result<Result<T, E>, tokio::time::error::Elapsed>,
+    limit: Duration,
+) -> Result<T, E> {
+    match outcome {
         Ok(result) => result,
         Err(_) => {
             drop(connection.detach());
@@ -96,8 +116,9 @@ pub async fn with_connection<T, E: From<sqlx::Error>>(
 /// server itself stops a statement the caller will no longer wait for.
 pub async fn limit_statements(tx: &mut PgConnection, limit: Duration) -> Result<(), sqlx::Error> {
     let millis = limit.as_millis().max(1);
-    // SET takes no bind parameters; the value is an integer we formatted.
-    sqlx::raw_sql(&format!("SET LOCAL statement_timeout = {millis}"))
+    // `set_config(.., true)` is `SET LOCAL` with a bind parameter (SET itself takes none).
+    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+        .bind(format!("{millis}ms"))
         .execute(tx)
         .await?;
     Ok(())

@@ -223,7 +223,10 @@ async fn an_overlong_or_odd_request_id_is_replaced_by_a_fresh_one() -> anyhow::R
             .unwrap_or_default()
             .to_owned();
         assert_eq!(echoed == sent, kept, "sent {sent:?}, echoed {echoed:?}");
-        assert!(!echoed.is_empty() && echoed.len() <= 128, "echoed {echoed:?}");
+        assert!(
+            !echoed.is_empty() && echoed.len() <= 128,
+            "echoed {echoed:?}"
+        );
     }
     stack.stop().await
 }

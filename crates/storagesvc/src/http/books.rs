@@ -10,7 +10,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use events::BookChanged;
-use sqlx::Connection;
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
 use super::{ApiError, AppState, BookId, Budget, IfMatch, JsonBody, WriteAccess};
 use crate::books::{self, Book, BookFields, WriteOutcome};
@@ -50,18 +52,10 @@ pub(super) async fn create_book(
     fields.validate().map_err(ApiError::Unprocessable)?;
 
     let limit = budget.limit(state.db_timeout);
-    let book = database::with_connection(&state.pool, limit, async |db| {
-        let mut tx = db.begin().await?;
-        if budget.0.is_some() {
-            database::limit_statements(&mut tx, limit).await?;
-        }
-        let book = books::insert(&mut tx, &fields).await?;
-        let event = BookChanged::created(book.to_event_data(), book.version, book.updated_at);
-        outbox::enqueue(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok::<_, ApiError>(book)
-    })
-    .await?;
+    let (mut db, left) = database::acquire_within(&state.pool, limit).await?;
+    let statement_limit = budget.0.map(|_| limit);
+    let outcome = tokio::time::timeout(left, insert(&mut db, &fields, statement_limit)).await;
+    let book = database::settle(db, outcome, limit)?;
 
     tracing::info!(book_id = book.id, "book created");
     let location = format!("/books/{}", book.id);
@@ -84,19 +78,12 @@ pub(super) async fn update_book(
     fields.validate().map_err(ApiError::Unprocessable)?;
 
     let limit = budget.limit(state.db_timeout);
-    let book = database::with_connection(&state.pool, limit, async |db| {
-        let mut tx = db.begin().await?;
-        if budget.0.is_some() {
-            database::limit_statements(&mut tx, limit).await?;
-        }
-        let outcome = books::update(&mut tx, id, &fields, if_match.expected_version()).await?;
-        let book = written(outcome, id)?;
-        let event = BookChanged::updated(book.to_event_data(), book.version, book.updated_at);
-        outbox::enqueue(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok::<_, ApiError>(book)
-    })
-    .await?;
+    let (mut db, left) = database::acquire_within(&state.pool, limit).await?;
+    let statement_limit = budget.0.map(|_| limit);
+    let expected = if_match.expected_version();
+    let work = update(&mut db, id, &fields, expected, statement_limit);
+    let outcome = tokio::time::timeout(left, work).await;
+    let book = database::settle(db, outcome, limit)?;
 
     tracing::info!(book_id = id, version = book.version, "book updated");
     Ok(with_etag(book))
@@ -111,22 +98,73 @@ pub(super) async fn delete_book(
     if_match: IfMatch,
 ) -> Result<StatusCode, ApiError> {
     let limit = budget.limit(state.db_timeout);
-    database::with_connection(&state.pool, limit, async |db| {
-        let mut tx = db.begin().await?;
-        if budget.0.is_some() {
-            database::limit_statements(&mut tx, limit).await?;
-        }
-        let outcome = books::delete(&mut tx, id, if_match.expected_version()).await?;
-        let deleted = written(outcome, id)?;
-        let event = BookChanged::deleted(id, deleted.version, deleted.at);
-        outbox::enqueue(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok::<_, ApiError>(())
-    })
-    .await?;
+    let (mut db, left) = database::acquire_within(&state.pool, limit).await?;
+    let statement_limit = budget.0.map(|_| limit);
+    let work = delete(&mut db, id, if_match.expected_version(), statement_limit);
+    let outcome = tokio::time::timeout(left, work).await;
+    database::settle(db, outcome, limit)?;
 
     tracing::info!(book_id = id, "book deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A transaction whose statements end within `statement_limit`, when the caller set one.
+async fn begin(
+    db: &mut PgConnection,
+    statement_limit: Option<Duration>,
+) -> Result<Transaction<'_, Postgres>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    if let Some(limit) = statement_limit {
+        database::limit_statements(&mut tx, limit).await?;
+    }
+    Ok(tx)
+}
+
+async fn insert(
+    db: &mut PgConnection,
+    fields: &BookFields,
+    statement_limit: Option<Duration>,
+) -> Result<Book, ApiError> {
+    let mut tx = begin(db, statement_limit).await?;
+    let book = books::insert(&mut tx, fields).await?;
+    let event = BookChanged::created(book.to_event_data(), book.version, book.updated_at);
+    outbox::enqueue(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(book)
+}
+
+async fn update(
+    db: &mut PgConnection,
+    id: i64,
+    fields: &BookFields,
+    expected_version: Option<i64>,
+    statement_limit: Option<Duration>,
+) -> Result<Book, ApiError> {
+    let mut tx = begin(db, statement_limit).await?;
+    let outcome = books::update(&mut tx, id, fields, expected_version).await?;
+    let book = written(outcome, id)?;
+    let event = BookChanged::updated(book.to_event_data(), book.version, book.updated_at);
+    outbox::enqueue(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(book)
+}
+
+async fn delete(
+    db: &mut PgConnection,
+    id: i64,
+    expected_version: Option<i64>,
+    statement_limit: Option<Duration>,
+) -> Result<(), ApiError> {
+    let mut tx = begin(db, statement_limit).await?;
+    let outcome = books::delete(&mut tx, id, expected_version).await?;
+    let deleted = written(outcome, id)?;
+    outbox::enqueue(
+        &mut tx,
+        &BookChanged::deleted(id, deleted.version, deleted.at),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The write's result, or the error explaining why nothing was written.

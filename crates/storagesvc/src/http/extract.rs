@@ -7,8 +7,8 @@ use axum::extract::rejection::{BytesRejection, FailedToBufferBody, JsonRejection
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, IF_MATCH};
 use axum::http::request::Parts;
-use std::time::Duration;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};

@@ -12,8 +12,8 @@ mod extract;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, Uri};
 use axum::routing::get;
 use axum::{Router, middleware};

@@ -35,12 +35,20 @@ impl RelayStatus {
     /// Housekeeping's last reading of the outbox and how old it is; `None` before the first.
     /// Readiness reports this instead of counting the backlog itself on every probe.
     pub fn outbox_stats(&self) -> Option<(OutboxStats, Duration)> {
-        let slot = self.inner.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = self
+            .inner
+            .outbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         slot.as_ref().map(|(stats, at)| (*stats, at.elapsed()))
     }
 
     pub(super) fn set_outbox_stats(&self, stats: OutboxStats) {
-        let mut slot = self.inner.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self
+            .inner
+            .outbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         *slot = Some((stats, Instant::now()));
     }
 

@@ -39,11 +39,16 @@ async fn work_stops_when_the_callers_budget_runs_out() -> anyhow::Result<()> {
     }
     // PostgreSQL stopped both statements: nothing of storagesvc waits on the lock any more.
     let stopped = eventually(Duration::from_secs(15), || async {
-        waiting_on_locks(&database_url).await.is_ok_and(|count| count == 0)
+        waiting_on_locks(&database_url)
+            .await
+            .is_ok_and(|count| count == 0)
     })
     .await;
     lock.rollback().await?;
-    assert!(stopped, "statements went on after the caller's budget ran out");
+    assert!(
+        stopped,
+        "statements went on after the caller's budget ran out"
+    );
     app.stop().await
 }
 

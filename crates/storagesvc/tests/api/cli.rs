@@ -106,7 +106,11 @@ fn a_bad_secret_variable_is_refused_without_printing_its_value() {
 
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{variable}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{variable}: one line, got {stderr:?}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{variable}: one line, got {stderr:?}"
+        );
         assert!(
             stderr.starts_with(&format!("storagesvc: invalid {variable}: ")),
             "{variable}: {stderr:?}"

@@ -234,6 +234,9 @@ async fn many_concurrent_readiness_calls_do_not_starve_writes() -> anyhow::Resul
         .iter()
         .filter(|status| **status != StatusCode::CREATED)
         .collect();
-    assert!(failed.is_empty(), "writes failed under readiness load: {statuses:?}");
+    assert!(
+        failed.is_empty(),
+        "writes failed under readiness load: {statuses:?}"
+    );
     app.stop().await
 }

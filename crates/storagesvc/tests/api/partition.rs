@@ -51,9 +51,11 @@ async fn a_silent_partition_neither_hangs_the_relay_nor_leaks_pool_connections()
         .execute(&mut *lock)
         .await?;
     let write = {
-        let request = app
-            .authorized(Method::PUT, "/books/1")
-            .json(&book_body("Renamed", "A. Author", "during the partition"));
+        let request = app.authorized(Method::PUT, "/books/1").json(&book_body(
+            "Renamed",
+            "A. Author",
+            "during the partition",
+        ));
         tokio::spawn(async move { request.send().await })
     };
     let all_waiting = eventually(Duration::from_secs(20), || async {
@@ -87,7 +89,10 @@ async fn a_silent_partition_neither_hangs_the_relay_nor_leaks_pool_connections()
             .is_ok_and(|response| response.status() == StatusCode::CREATED)
     })
     .await;
-    assert!(writes_again, "writes never succeeded again: pool connections leaked");
+    assert!(
+        writes_again,
+        "writes never succeeded again: pool connections leaked"
+    );
     let relayed = eventually(Duration::from_secs(30), || async {
         unsent(&db).await.is_ok_and(|rows| rows == 0)
     })
@@ -108,7 +113,9 @@ async fn waiting_on_locks(db: &sqlx::PgPool) -> anyhow::Result<i64> {
 }
 
 async fn unsent(db: &sqlx::PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-        .fetch_one(db)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(db)
+            .await?,
+    )
 }

@@ -74,7 +74,11 @@ async fn with_the_broker_unreachable_writes_succeed_and_events_wait_in_the_outbo
         anyhow::Ok((response.status(), response.json::<Value>().await?))
     };
     let (status, body) = ready().await?;
-    assert_eq!(status, StatusCode::OK, "a broker outage does not make us unready");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a broker outage does not make us unready"
+    );
     assert_eq!(body["dependencies"]["rabbitmq"]["status"], "down", "{body}");
     // The outbox figures are housekeeping's, taken every 2 s: the write shows up by the next.
     let counted = eventually(Duration::from_secs(10), || async {
@@ -83,6 +87,9 @@ async fn with_the_broker_unreachable_writes_succeed_and_events_wait_in_the_outbo
             .is_ok_and(|(_, body)| body["dependencies"]["outbox"]["backlog"] == 3)
     })
     .await;
-    assert!(counted, "two seeds and the write never showed as waiting in the outbox");
+    assert!(
+        counted,
+        "two seeds and the write never showed as waiting in the outbox"
+    );
     app.stop().await
 }
