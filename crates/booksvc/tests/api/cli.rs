@@ -314,8 +314,15 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() -> anyhow::Resu
     let started = Instant::now();
 
     // …readiness turns 503 at once, the read still gets its answer, and the process exits 0.
-    let ready = reqwest::get(&ready_url).await?;
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // (`kill` returns before the signal is handled, and readiness now answers from a shared
+    // check at once, without a slow call that used to give the signal time to land.)
+    let not_ready = eventually(Duration::from_secs(2), || async {
+        reqwest::get(&ready_url)
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
+    })
+    .await;
+    assert!(not_ready, "readiness did not turn 503");
     let answer = in_flight.await??;
     assert_eq!(
         answer.status(),

@@ -56,6 +56,7 @@ fn a_bad_variable_stops_start_up_with_one_line_naming_it_and_exit_code_2() {
         (
             "STORAGESVC_WRITE_TOKEN",
             "",
+            // A secret's value is never echoed, not even an empty one.
             "invalid STORAGESVC_WRITE_TOKEN: must not be empty",
         ),
     ];
@@ -95,7 +96,6 @@ fn a_bad_secret_variable_is_refused_without_printing_its_value() {
         ),
         ("DATABASE_URL", "mysql://pg:Pr0dPass@db/crud"),
         ("AMQP_URL", "http://relay:Pr0dPass@mq:5672/"),
-        ("STORAGESVC_WRITE_TOKEN", "   Pr0dPass   "),
     ];
     for (variable, value) in cases {
         let output = Command::new(BINARY)
