@@ -14,9 +14,6 @@ use crate::helpers::TestStack;
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 /// The services DESIGN.md promises.
 const SERVICES: &[&str] = &["postgres", "redis", "rabbitmq", "storagesvc", "booksvc"];
-/// Servers whose every published port must be bound to 127.0.0.1 on the host: PostgreSQL,
-/// Redis and the management UI (full admin: anyone reaching it can forge events).
-const HOST_ONLY: &[&str] = &["postgres", "redis", "rabbitmq"];
 
 fn read(file: &str) -> String {
     std::fs::read_to_string(format!("{ROOT}/{file}")).unwrap_or_else(|e| panic!("{file}: {e}"))
@@ -183,11 +180,17 @@ fn published_ports_and_urls_follow_each_services_http_port() {
     assert!(database_url.contains("@postgres:5432/"), "{database_url}");
 }
 
+/// Every published port is bound to 127.0.0.1 on the host: PostgreSQL, Redis, the management
+/// UI (full admin: anyone reaching it can forge events), and the services too — storagesvc
+/// takes writes, both expose `/metrics` and readiness details. Docker publishes a bare
+/// `HOST:CONTAINER` on every interface, past host firewalls such as ufw.
 #[test]
-fn postgres_redis_and_the_management_ui_are_bound_to_localhost() {
+fn every_published_port_is_bound_to_localhost() {
     let compose = compose();
-    for name in HOST_ONLY {
-        for (ip, container) in ports(service(&compose, name)) {
+    let services = compose["services"].as_mapping().expect("services is a map");
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        for (ip, container) in ports(service) {
             assert_eq!(
                 ip.as_deref(),
                 Some("127.0.0.1"),
@@ -199,6 +202,25 @@ fn postgres_redis_and_the_management_ui_are_bound_to_localhost() {
     assert!(
         rabbitmq.iter().any(|(_, container)| container == "15672"),
         "the management UI (15672) is published: {rabbitmq:?}"
+    );
+}
+
+/// The write token has no default: a well-known development token in a file anyone can read
+/// lets whoever reaches storagesvc write. Compose refuses to start until the user sets one
+/// (`${STORAGESVC_WRITE_TOKEN:?message}`), and no token value is written in the file.
+#[test]
+fn compose_requires_a_write_token_and_ships_none() {
+    let compose = compose();
+    let token = variable(service(&compose, "storagesvc"), "STORAGESVC_WRITE_TOKEN")
+        .expect("storagesvc gets STORAGESVC_WRITE_TOKEN");
+    assert!(
+        token.starts_with("${STORAGESVC_WRITE_TOKEN:?") && token.ends_with('}'),
+        "STORAGESVC_WRITE_TOKEN must be required without a default, e.g. \
+         ${{STORAGESVC_WRITE_TOKEN:?set a token}}; it is {token:?}"
+    );
+    assert!(
+        !read("docker-compose.yaml").contains("dev-token"),
+        "docker-compose.yaml names the development token"
     );
 }
 
