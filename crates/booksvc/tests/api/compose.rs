@@ -345,6 +345,66 @@ fn the_services_connect_as_the_broker_users_the_setup_script_creates() {
     }
 }
 
+/// Every long-running service comes back after a crash or an out-of-memory kill (a
+/// `DB_STARTUP_TIMEOUT` exit or an OOM would otherwise be final), and none can take the
+/// machine's memory.
+#[test]
+fn services_restart_and_have_memory_limits() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().expect("services is a map");
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        if !is_one_shot(service) {
+            let restart = service["restart"].as_str();
+            assert!(
+                matches!(restart, Some("unless-stopped" | "always" | "on-failure")),
+                "{name}: restart policy {restart:?}"
+            );
+        }
+        assert!(
+            service.get("mem_limit").is_some(),
+            "{name} has no mem_limit"
+        );
+    }
+}
+
+/// No process may gain privileges (setuid binaries): `no-new-privileges` everywhere. Our
+/// services and the one-shot also run with a read-only root filesystem and no capabilities;
+/// the database, cache and broker images need theirs to drop from root to their own users.
+#[test]
+fn containers_run_without_new_privileges_and_ours_read_only_without_capabilities() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().expect("services is a map");
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        let options: Vec<&str> = service["security_opt"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            options.contains(&"no-new-privileges:true"),
+            "{name}: security_opt {options:?}"
+        );
+    }
+    for name in ["storagesvc", "booksvc", "rabbitmq-users"] {
+        let service = service(&compose, name);
+        assert_eq!(
+            service["read_only"].as_bool(),
+            Some(true),
+            "{name}: read_only"
+        );
+        let dropped: Vec<&str> = service["cap_drop"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(dropped, ["ALL"], "{name}: cap_drop");
+    }
+}
+
 #[tokio::test]
 async fn the_dockerfile_healthcheck_route_answers_200_on_both_services() -> anyhow::Result<()> {
     let route = dockerfile_health_route();
