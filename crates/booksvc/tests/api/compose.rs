@@ -11,7 +11,7 @@ use serde_norway::Value;
 
 use crate::helpers::TestStack;
 
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+pub(crate) const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 /// The services DESIGN.md promises.
 const SERVICES: &[&str] = &["postgres", "redis", "rabbitmq", "storagesvc", "booksvc"];
 
@@ -80,7 +80,7 @@ fn ports(service: &Value) -> Vec<(Option<String>, String)> {
 }
 
 /// The variables booksvc reads: what its binary's `--help` lists as `[env: NAME...]`.
-fn booksvc_variables() -> BTreeSet<String> {
+pub(crate) fn booksvc_variables() -> BTreeSet<String> {
     let output = Command::new(env!("CARGO_BIN_EXE_booksvc"))
         .env_clear()
         .arg("--help")
@@ -100,7 +100,7 @@ fn booksvc_variables() -> BTreeSet<String> {
 /// The variables storagesvc reads: the `env` of every argument of `storagesvc::Settings`, the
 /// clap definition its binary parses (and renders as `--help`). Taken from the library rather
 /// than a `target/debug/storagesvc` that `cargo test -p booksvc` neither builds nor refreshes.
-fn storagesvc_variables() -> BTreeSet<String> {
+pub(crate) fn storagesvc_variables() -> BTreeSet<String> {
     storagesvc::Settings::command()
         .get_arguments()
         .filter_map(|arg| arg.get_env())
