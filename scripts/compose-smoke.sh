@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 
 PROJECT=${SMOKE_PROJECT:-bookstore-smoke}
 PROFILE=${BOOKSTORE_PROFILE:-debug}
-TOKEN=dev-token
+# docker-compose.yaml requires the write token (no default): a fresh random one per run.
+export STORAGESVC_WRITE_TOKEN=${STORAGESVC_WRITE_TOKEN:-smoke-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
+TOKEN=$STORAGESVC_WRITE_TOKEN
 
 say() { printf '\n--> %s\n' "$*" >&2; }
 fail() { printf 'compose-smoke: FAILED: %s\n' "$*" >&2; exit 1; }

@@ -5,7 +5,7 @@
 # permissions that service needs, on one vhost. The admin user (RABBITMQ_USER, the UI login)
 # is left as it is. Run by docker compose (one-shot service `rabbitmq-users`, before the
 # services start) and by the test crates/booksvc/tests/operations/broker_users.rs against a
-# private broker, which then runs both services as these users. POSIX sh + curl only.
+# private broker, which then runs both services as these users. POSIX sh, curl, od, tr and sed only.
 #
 #   RABBITMQ_API                     management API base, e.g. http://rabbitmq:15672 (required)
 #   RABBITMQ_USER, RABBITMQ_PASS     an administrator, to create the users (required)
@@ -42,19 +42,61 @@ BOOKSVC_CONFIGURE="^(books|$BOOKSVC_OWN)$"
 BOOKSVC_WRITE="^($BOOKSVC_OWN|amq\.default)$"
 BOOKSVC_READ="^(books|$BOOKSVC_OWN)$"
 
-# JSON string escaping for what we send: backslash and double quote.
+# Nothing secret goes on a command line (any local user can read those in /proc): curl gets
+# the administrator's credentials and every request body in a config file on its stdin (-K -).
+nl='
+'
+case "$RABBITMQ_USER$RABBITMQ_PASS" in
+  *"$nl"*) echo "setup-users: RABBITMQ_USER / RABBITMQ_PASS may not contain a newline" >&2; exit 1 ;;
+esac
+for service_user in "$STORAGESVC_USER" "$BOOKSVC_USER"; do
+  # Creating a user sets its tags: the administrator would lose its own.
+  if [ "$service_user" = "$RABBITMQ_USER" ]; then
+    echo "setup-users: service user $service_user is the administrator RABBITMQ_USER; give the services their own users" >&2
+    exit 1
+  fi
+done
+if [ "$STORAGESVC_USER" = "$BOOKSVC_USER" ]; then
+  echo "setup-users: storagesvc and booksvc need different users (both are $BOOKSVC_USER)" >&2
+  exit 1
+fi
+
+# A JSON string's contents: `"` and `\` escaped, control characters as \u00XX, every other
+# byte (UTF-8 included) as it is. Byte by byte through od: POSIX sh has no better tool.
 json() {
+  printf '%s' "$1" | od -An -v -to1 | tr -s ' \t' '\n\n' | while read -r byte; do
+    case $byte in
+      '') ;;
+      042) printf '\\"' ;;
+      134) printf '\\\\' ;;
+      0[0-3][0-7]) printf '\\u%04x' "$((0$byte))" ;;
+      *) printf "\\$byte" ;;
+    esac
+  done
+}
+
+# Percent-encoding for a path segment (vhost and user names): all but unreserved characters.
+segment() {
+  printf '%s' "$1" | od -An -v -to1 | tr -s ' \t' '\n\n' | while read -r byte; do
+    case $byte in
+      '') ;;
+      05[5-6] | 06[0-7] | 07[0-1] | 10[1-7] | 1[12][0-7] | 13[0-2] | 137 | 14[1-7] | 1[56][0-7] | 17[0-2] | 176)
+        printf "\\$byte" ;; # - . 0-9 A-Z _ a-z ~
+      *) printf '%%%02X' "$((0$byte))" ;;
+    esac
+  done
+}
+
+# A value inside double quotes in a curl config file: `\` and `"` escaped.
+quoted() {
   printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'
 }
 
-# Percent-encoding for a path segment: enough for vhost and user names ("/" → %2F).
-segment() {
-  printf '%s' "$1" | sed -e 's/%/%25/g' -e 's/\//%2F/g' -e 's/ /%20/g' -e 's/#/%23/g' -e 's/?/%3F/g'
-}
-
 api() { # METHOD PATH [BODY]
-  curl -fsS --max-time 15 -u "$RABBITMQ_USER:$RABBITMQ_PASS" -X "$1" \
-    -H 'content-type: application/json' ${3:+--data-binary "$3"} \
+  {
+    printf 'user = "%s"\n' "$(quoted "$RABBITMQ_USER:$RABBITMQ_PASS")"
+    if [ -n "${3:-}" ]; then printf 'data-binary = "%s"\n' "$(quoted "$3")"; fi
+  } | curl -fsS --max-time 15 -K - -X "$1" -H 'content-type: application/json' \
     "${RABBITMQ_API%/}/api/$2" >/dev/null
 }
 

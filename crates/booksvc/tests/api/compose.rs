@@ -11,12 +11,9 @@ use serde_norway::Value;
 
 use crate::helpers::TestStack;
 
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+pub(crate) const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 /// The services DESIGN.md promises.
 const SERVICES: &[&str] = &["postgres", "redis", "rabbitmq", "storagesvc", "booksvc"];
-/// Servers whose every published port must be bound to 127.0.0.1 on the host: PostgreSQL,
-/// Redis and the management UI (full admin: anyone reaching it can forge events).
-const HOST_ONLY: &[&str] = &["postgres", "redis", "rabbitmq"];
 
 fn read(file: &str) -> String {
     std::fs::read_to_string(format!("{ROOT}/{file}")).unwrap_or_else(|e| panic!("{file}: {e}"))
@@ -83,7 +80,7 @@ fn ports(service: &Value) -> Vec<(Option<String>, String)> {
 }
 
 /// The variables booksvc reads: what its binary's `--help` lists as `[env: NAME...]`.
-fn booksvc_variables() -> BTreeSet<String> {
+pub(crate) fn booksvc_variables() -> BTreeSet<String> {
     let output = Command::new(env!("CARGO_BIN_EXE_booksvc"))
         .env_clear()
         .arg("--help")
@@ -103,7 +100,7 @@ fn booksvc_variables() -> BTreeSet<String> {
 /// The variables storagesvc reads: the `env` of every argument of `storagesvc::Settings`, the
 /// clap definition its binary parses (and renders as `--help`). Taken from the library rather
 /// than a `target/debug/storagesvc` that `cargo test -p booksvc` neither builds nor refreshes.
-fn storagesvc_variables() -> BTreeSet<String> {
+pub(crate) fn storagesvc_variables() -> BTreeSet<String> {
     storagesvc::Settings::command()
         .get_arguments()
         .filter_map(|arg| arg.get_env())
@@ -183,11 +180,17 @@ fn published_ports_and_urls_follow_each_services_http_port() {
     assert!(database_url.contains("@postgres:5432/"), "{database_url}");
 }
 
+/// Every published port is bound to 127.0.0.1 on the host: PostgreSQL, Redis, the management
+/// UI (full admin: anyone reaching it can forge events), and the services too — storagesvc
+/// takes writes, both expose `/metrics` and readiness details. Docker publishes a bare
+/// `HOST:CONTAINER` on every interface, past host firewalls such as ufw.
 #[test]
-fn postgres_redis_and_the_management_ui_are_bound_to_localhost() {
+fn every_published_port_is_bound_to_localhost() {
     let compose = compose();
-    for name in HOST_ONLY {
-        for (ip, container) in ports(service(&compose, name)) {
+    let services = compose["services"].as_mapping().expect("services is a map");
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        for (ip, container) in ports(service) {
             assert_eq!(
                 ip.as_deref(),
                 Some("127.0.0.1"),
@@ -199,6 +202,25 @@ fn postgres_redis_and_the_management_ui_are_bound_to_localhost() {
     assert!(
         rabbitmq.iter().any(|(_, container)| container == "15672"),
         "the management UI (15672) is published: {rabbitmq:?}"
+    );
+}
+
+/// The write token has no default: a well-known development token in a file anyone can read
+/// lets whoever reaches storagesvc write. Compose refuses to start until the user sets one
+/// (`${STORAGESVC_WRITE_TOKEN:?message}`), and no token value is written in the file.
+#[test]
+fn compose_requires_a_write_token_and_ships_none() {
+    let compose = compose();
+    let token = variable(service(&compose, "storagesvc"), "STORAGESVC_WRITE_TOKEN")
+        .expect("storagesvc gets STORAGESVC_WRITE_TOKEN");
+    assert!(
+        token.starts_with("${STORAGESVC_WRITE_TOKEN:?") && token.ends_with('}'),
+        "STORAGESVC_WRITE_TOKEN must be required without a default, e.g. \
+         ${{STORAGESVC_WRITE_TOKEN:?set a token}}; it is {token:?}"
+    );
+    assert!(
+        !read("docker-compose.yaml").contains("dev-token"),
+        "docker-compose.yaml names the development token"
     );
 }
 
@@ -320,6 +342,66 @@ fn the_services_connect_as_the_broker_users_the_setup_script_creates() {
             Some("service_completed_successfully"),
             "{name} starts after its broker user exists"
         );
+    }
+}
+
+/// Every long-running service comes back after a crash or an out-of-memory kill (a
+/// `DB_STARTUP_TIMEOUT` exit or an OOM would otherwise be final), and none can take the
+/// machine's memory.
+#[test]
+fn services_restart_and_have_memory_limits() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().expect("services is a map");
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        if !is_one_shot(service) {
+            let restart = service["restart"].as_str();
+            assert!(
+                matches!(restart, Some("unless-stopped" | "always" | "on-failure")),
+                "{name}: restart policy {restart:?}"
+            );
+        }
+        assert!(
+            service.get("mem_limit").is_some(),
+            "{name} has no mem_limit"
+        );
+    }
+}
+
+/// No process may gain privileges (setuid binaries): `no-new-privileges` everywhere. Our
+/// services and the one-shot also run with a read-only root filesystem and no capabilities;
+/// the database, cache and broker images need theirs to drop from root to their own users.
+#[test]
+fn containers_run_without_new_privileges_and_ours_read_only_without_capabilities() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().expect("services is a map");
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        let options: Vec<&str> = service["security_opt"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            options.contains(&"no-new-privileges:true"),
+            "{name}: security_opt {options:?}"
+        );
+    }
+    for name in ["storagesvc", "booksvc", "rabbitmq-users"] {
+        let service = service(&compose, name);
+        assert_eq!(
+            service["read_only"].as_bool(),
+            Some(true),
+            "{name}: read_only"
+        );
+        let dropped: Vec<&str> = service["cap_drop"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(dropped, ["ALL"], "{name}: cap_drop");
     }
 }
 

@@ -9,6 +9,7 @@ mod compose;
 mod health;
 mod helpers;
 mod id_properties;
+mod kubernetes;
 mod outages;
 mod proxy;
 mod races;

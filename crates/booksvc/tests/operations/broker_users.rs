@@ -3,6 +3,7 @@
 //! docker compose runs it), then storagesvc and booksvc run as those users and a write must
 //! flow into booksvc's cache — and each user must be refused what it has no business doing.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -54,25 +55,13 @@ async fn run_setup_script(
     storagesvc_pass: &str,
     booksvc_pass: &str,
 ) -> anyhow::Result<()> {
-    let api = rabbit
-        .management_url()
-        .context("the broker runs the management API")?;
-    let mut command = tokio::process::Command::new("sh");
-    command
-        .arg(repo_root().join("deploy/rabbitmq/setup-users.sh"))
-        .env("RABBITMQ_API", api)
-        .env("RABBITMQ_USER", "guest")
-        .env("RABBITMQ_PASS", "guest")
-        .env("STORAGESVC_AMQP_USER", "storagesvc")
-        .env("STORAGESVC_AMQP_PASS", storagesvc_pass)
-        .env("BOOKSVC_AMQP_USER", "booksvc")
-        .env("BOOKSVC_AMQP_PASS", booksvc_pass)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(SCRIPT_TIMEOUT, command.output())
-        .await
-        .context("setup-users.sh did not finish")?
-        .context("cannot run sh")?;
+    let script = SetupScript {
+        admin: ("guest", "guest"),
+        storagesvc: ("storagesvc", storagesvc_pass),
+        booksvc: ("booksvc", booksvc_pass),
+        path_first: None,
+    };
+    let output = script.run(rabbit).await?;
     ensure!(
         output.status.success(),
         "setup-users.sh failed ({}): {}{}",
@@ -81,6 +70,43 @@ async fn run_setup_script(
         String::from_utf8_lossy(&output.stdout)
     );
     Ok(())
+}
+
+/// One run of the script: the administrator it logs in as, the two service users (name,
+/// password), and a directory to put first on `PATH` (to stand a recording `curl` in).
+struct SetupScript<'a> {
+    admin: (&'a str, &'a str),
+    storagesvc: (&'a str, &'a str),
+    booksvc: (&'a str, &'a str),
+    path_first: Option<&'a Path>,
+}
+
+impl SetupScript<'_> {
+    async fn run(&self, rabbit: &testkit::RabbitMq) -> anyhow::Result<std::process::Output> {
+        let api = rabbit
+            .management_url()
+            .context("the broker runs the management API")?;
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg(repo_root().join("deploy/rabbitmq/setup-users.sh"))
+            .env("RABBITMQ_API", api)
+            .env("RABBITMQ_USER", self.admin.0)
+            .env("RABBITMQ_PASS", self.admin.1)
+            .env("STORAGESVC_AMQP_USER", self.storagesvc.0)
+            .env("STORAGESVC_AMQP_PASS", self.storagesvc.1)
+            .env("BOOKSVC_AMQP_USER", self.booksvc.0)
+            .env("BOOKSVC_AMQP_PASS", self.booksvc.1)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(dir) = self.path_first {
+            let path = std::env::var("PATH").unwrap_or_default();
+            command.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        tokio::time::timeout(SCRIPT_TIMEOUT, command.output())
+            .await
+            .context("setup-users.sh did not finish")?
+            .context("cannot run sh")
+    }
 }
 
 #[tokio::test]
@@ -229,4 +255,176 @@ fn assert_refused(result: Result<(), events::lapin::Error>, what: &str) {
             "{what} failed, but not with ACCESS_REFUSED: {error}"
         ),
     }
+}
+
+/// The script keeps every secret off command lines (any local user can read them in
+/// `/proc/*/cmdline`) and escapes what it puts in JSON: passwords with quotes, backslashes, a
+/// tab and non-ASCII work, given to curl through its stdin. A `curl` first on `PATH` records
+/// every command line it is given, then runs the real one.
+#[tokio::test]
+async fn setup_users_keeps_secrets_off_command_lines_and_escapes_them() -> anyhow::Result<()> {
+    testkit::init_test_logging();
+    let rabbit = testkit::RabbitMq::start_with_management().await?;
+    let api = rabbit.management_url().context("management API")?;
+    let tag = format!("{:016x}", rand::random::<u64>());
+    let admin_pass = format!("adm \"quoted\" \\back {tag}");
+    let storagesvc_pass = format!("s\"\\\ttab-{tag}");
+    let booksvc_pass = format!("b-\u{e9}\\\"-{tag}");
+    add_administrator(&api, "ops", &admin_pass).await?;
+
+    let recorder = CurlRecorder::new()?;
+    let output = SetupScript {
+        admin: ("ops", &admin_pass),
+        storagesvc: ("storagesvc", &storagesvc_pass),
+        booksvc: ("booksvc", &booksvc_pass),
+        path_first: Some(&recorder.dir),
+    }
+    .run(&rabbit)
+    .await?;
+    ensure!(
+        output.status.success(),
+        "setup-users.sh failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let command_lines = recorder.command_lines()?;
+    assert!(
+        command_lines.contains("/api/users/"),
+        "the recording curl was not used: {command_lines}"
+    );
+    for (what, secret) in [
+        ("the administrator's password", &admin_pass),
+        ("storagesvc's password", &storagesvc_pass),
+        ("booksvc's password", &booksvc_pass),
+    ] {
+        assert!(
+            !command_lines.contains(secret.as_str()) && !command_lines.contains(&tag),
+            "{what} is on a curl command line: {command_lines}"
+        );
+    }
+
+    // The passwords arrived intact: both users log in with them over AMQP.
+    for (user, pass) in [("storagesvc", &storagesvc_pass), ("booksvc", &booksvc_pass)] {
+        let url = format!(
+            "amqp://{user}:{}@127.0.0.1:{}/%2f",
+            percent_encode(pass),
+            rabbit.port()
+        );
+        let (connection, _channel) = open(&url)
+            .await
+            .with_context(|| format!("{user} logging in with the password the script set"))?;
+        let _ = connection.close(200, ShortString::from("bye")).await;
+    }
+    drop(rabbit);
+    Ok(())
+}
+
+/// Creating a user sets its tags, so a service user named like the administrator would
+/// silently demote it: the script refuses before changing anything.
+#[tokio::test]
+async fn setup_users_refuses_a_service_user_named_like_the_administrator() -> anyhow::Result<()> {
+    testkit::init_test_logging();
+    let rabbit = testkit::RabbitMq::start_with_management().await?;
+    let output = SetupScript {
+        admin: ("guest", "guest"),
+        storagesvc: ("storagesvc", "s-pass"),
+        booksvc: ("guest", "b-pass"),
+        path_first: None,
+    }
+    .run(&rabbit)
+    .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the script accepted booksvc user = administrator"
+    );
+    assert!(stderr.contains("administrator"), "says why: {stderr}");
+    let api = rabbit.management_url().context("management API")?;
+    let guest: serde_json::Value = reqwest::Client::new()
+        .get(format!("{api}/api/users/guest"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert!(
+        guest["tags"].to_string().contains("administrator"),
+        "the administrator lost its tag: {guest}"
+    );
+    drop(rabbit);
+    Ok(())
+}
+
+/// A second administrator, created as the broker's default one.
+async fn add_administrator(api: &str, user: &str, password: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    client
+        .put(format!("{api}/api/users/{user}"))
+        .basic_auth("guest", Some("guest"))
+        .json(&serde_json::json!({"password": password, "tags": "administrator"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    client
+        .put(format!("{api}/api/permissions/%2F/{user}"))
+        .basic_auth("guest", Some("guest"))
+        .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+/// A directory holding a `curl` that appends its command line to a file, then runs curl.
+struct CurlRecorder {
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl CurlRecorder {
+    fn new() -> anyhow::Result<CurlRecorder> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let real = std::process::Command::new("sh")
+            .args(["-c", "command -v curl"])
+            .output()
+            .context("looking for curl")?;
+        let real = String::from_utf8(real.stdout)?.trim().to_owned();
+        ensure!(!real.is_empty(), "curl is not installed");
+        let dir =
+            std::env::temp_dir().join(format!("curl-recorder-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join("command-lines");
+        let wrapper = dir.join("curl");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+                log.display()
+            ),
+        )?;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+        Ok(CurlRecorder { dir, log })
+    }
+
+    fn command_lines(&self) -> anyhow::Result<String> {
+        std::fs::read_to_string(&self.log).context("the recording curl never ran")
+    }
+}
+
+impl Drop for CurlRecorder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Every byte but ASCII letters and digits as %XX, for a password inside an AMQP URL.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (byte as char).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
