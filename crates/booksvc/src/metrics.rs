@@ -21,9 +21,16 @@
 //! once and hands every later caller the same handle; a process that already installed a
 //! Prometheus recorder of its own (tests running storagesvc and booksvc side by side) hands
 //! it over with [`adopt_recorder`] first.
+//!
+//! The recorder keeps every histogram sample (~16 B) until an *upkeep* folds it into its
+//! buckets. Nothing else runs it: without a scraper, memory grew ~11 MiB per 10 s of hits. So
+//! [`install_recorder`] starts a thread that runs [`keep_up`] every [`UPKEEP_INTERVAL`] for the
+//! life of the process (the recorder's life), whatever runtime the caller has.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
@@ -54,6 +61,10 @@ const AGE_BUCKETS: &[f64] = &[
     1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0,
 ];
 
+/// How often pending histogram samples are folded into their buckets when nobody scrapes: at
+/// 50k req/s, about 0.8 MB of samples wait at most.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
 /// Installs the Prometheus recorder as the global one, or returns the one already installed
@@ -75,8 +86,35 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(EVENT_LAG.to_owned()), EVENT_LAG_BUCKETS)?
         .install_recorder()?;
     describe();
+    spawn_upkeep_thread(handle.clone())?;
     *installed = Some(handle.clone());
     Ok(handle)
+}
+
+/// Runs [`keep_up`] for the rest of the process on a thread of its own, so it outlives any
+/// runtime (tests start and drop one per test; the recorder is the process's).
+fn spawn_upkeep_thread(handle: PrometheusHandle) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            runtime.block_on(keep_up(handle, UPKEEP_INTERVAL, CancellationToken::new()));
+        })?;
+    Ok(())
+}
+
+/// Folds pending histogram samples into their buckets every `every`, until `stop`.
+pub async fn keep_up(handle: PrometheusHandle, every: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => handle.run_upkeep(),
+        }
+    }
 }
 
 /// Uses a Prometheus recorder this process already installed elsewhere (the facade allows
@@ -144,8 +182,8 @@ pub async fn track_http(matched: Option<MatchedPath>, request: Request, next: Ne
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    // Upkeep drains histogram samples into their buckets; doing it per scrape keeps the
-    // numbers current without a background task.
+    // Upkeep drains histogram samples into their buckets; doing it per scrape too keeps the
+    // numbers current between the background runs.
     state.metrics.run_upkeep();
     (
         [(

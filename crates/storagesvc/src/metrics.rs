@@ -7,15 +7,21 @@
 //!
 //! The `metrics` facade has one global recorder per process; [`install_recorder`] installs it
 //! once and hands every later caller (e.g. several test apps in one binary) the same handle.
+//!
+//! The recorder keeps every histogram sample until an *upkeep* folds it into its buckets, and
+//! nothing else runs it: without a scraper, memory grows with every request. So
+//! [`install_recorder`] starts a thread that runs [`keep_up`] every [`UPKEEP_INTERVAL`] for the
+//! life of the process (the recorder's life), whatever runtime the caller has.
 
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
 use crate::http::AppState;
 
@@ -25,6 +31,9 @@ const HTTP_DURATION: &str = "storagesvc_http_request_duration_seconds";
 const HTTP_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+
+/// How often pending histogram samples are folded into their buckets when nobody scrapes.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
@@ -40,8 +49,35 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), HTTP_BUCKETS)?
         .install_recorder()?;
     describe();
+    spawn_upkeep_thread(handle.clone())?;
     *installed = Some(handle.clone());
     Ok(handle)
+}
+
+/// Runs [`keep_up`] for the rest of the process on a thread of its own, so it outlives any
+/// runtime (tests start and drop one per test; the recorder is the process's).
+fn spawn_upkeep_thread(handle: PrometheusHandle) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            runtime.block_on(keep_up(handle, UPKEEP_INTERVAL, CancellationToken::new()));
+        })?;
+    Ok(())
+}
+
+/// Folds pending histogram samples into their buckets every `every`, until `stop`.
+pub async fn keep_up(handle: PrometheusHandle, every: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => handle.run_upkeep(),
+        }
+    }
 }
 
 fn describe() {
@@ -74,8 +110,8 @@ pub async fn track_http(matched: Option<MatchedPath>, request: Request, next: Ne
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    // Upkeep drains histogram samples into their buckets; doing it per scrape keeps the
-    // numbers current without a background task.
+    // Upkeep drains histogram samples into their buckets; doing it per scrape too keeps the
+    // numbers current between the background runs.
     state.metrics.run_upkeep();
     (
         [(
