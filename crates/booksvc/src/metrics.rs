@@ -3,7 +3,7 @@
 //!
 //! | series | labels | recorded by |
 //! |---|---|---|
-//! | `booksvc_http_requests_total`, `booksvc_http_request_duration_seconds` | `method`, `route` (template or `unmatched`), `status` | [`track_http`] |
+//! | `booksvc_http_requests_total`, `booksvc_http_request_duration_seconds` | `method` (one of [`requests::METHODS`] or `other`), `route` (template or `unmatched`), `status` | [`track_http`] |
 //! | `booksvc_cache_results_total` | `resource` (`book`/`list`), `result` (`hit`/`miss`/`stale`/`unavailable`) | [`record_read`] |
 //! | `booksvc_stale_age_seconds` (histogram) | `resource` | [`record_read`] |
 //! | `booksvc_storagesvc_request_duration_seconds` | `endpoint`, `outcome` (`ok`/`not_found`/`error`) | [`record_storagesvc_call`] |
@@ -27,7 +27,9 @@
 //! [`install_recorder`] starts a thread that runs [`keep_up`] every [`UPKEEP_INTERVAL`] for the
 //! life of the process (the recorder's life), whatever runtime the caller has.
 
-use std::sync::Mutex;
+pub mod requests;
+
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -42,6 +44,7 @@ use crate::cache::LocalState;
 use crate::client::ClientError;
 use crate::consumer::metrics::{EVENT_LAG, EVENT_LAG_BUCKETS};
 use crate::http::AppState;
+pub use requests::HttpMetrics;
 
 const HTTP_REQUESTS: &str = "booksvc_http_requests_total";
 const HTTP_DURATION: &str = "booksvc_http_request_duration_seconds";
@@ -164,19 +167,23 @@ fn describe() {
     );
 }
 
-/// Middleware: counts each request and records how long it took.
-pub async fn track_http(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+/// The HTTP series of a router serving `routes` (templates).
+pub fn http_metrics(routes: &'static [&'static str]) -> Arc<HttpMetrics> {
+    Arc::new(HttpMetrics::new(HTTP_REQUESTS, HTTP_DURATION, routes))
+}
+
+/// Middleware: counts each request and records how long it took, through `series`.
+pub async fn track_http(
+    State(series): State<Arc<HttpMetrics>>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
-    let route = matched.map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().clone();
     let response = next.run(request).await;
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
-    metrics::histogram!(HTTP_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    let route = matched.as_ref().map(MatchedPath::as_str);
+    series.record(&method, route, response.status(), started.elapsed());
     response
 }
 

@@ -1,7 +1,7 @@
 //! Prometheus metrics: the process-wide recorder, the HTTP middleware and `GET /metrics`.
 //!
 //! HTTP: `storagesvc_http_requests_total` and `storagesvc_http_request_duration_seconds`
-//! (histogram), labelled by `method`, `route` (the route template such as `/books/{id}`, or
+//! (histogram), labelled by `method` (one of [`requests::METHODS`] or `other`), `route` (the route template such as `/books/{id}`, or
 //! `unmatched`, so scanners cannot explode the label set) and `status`. The relay records its
 //! own counters and the outbox gauges (see [`crate::relay`]).
 //!
@@ -13,7 +13,9 @@
 //! [`install_recorder`] starts a thread that runs [`keep_up`] every [`UPKEEP_INTERVAL`] for the
 //! life of the process (the recorder's life), whatever runtime the caller has.
 
-use std::sync::Mutex;
+pub mod requests;
+
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -24,6 +26,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::AppState;
+pub use requests::HttpMetrics;
 
 const HTTP_REQUESTS: &str = "storagesvc_http_requests_total";
 const HTTP_DURATION: &str = "storagesvc_http_request_duration_seconds";
@@ -92,19 +95,23 @@ fn describe() {
     );
 }
 
-/// Middleware: counts each request and records how long it took.
-pub async fn track_http(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+/// The HTTP series of a router serving `routes` (templates).
+pub fn http_metrics(routes: &'static [&'static str]) -> Arc<HttpMetrics> {
+    Arc::new(HttpMetrics::new(HTTP_REQUESTS, HTTP_DURATION, routes))
+}
+
+/// Middleware: counts each request and records how long it took, through `series`.
+pub async fn track_http(
+    State(series): State<Arc<HttpMetrics>>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
-    let route = matched.map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().clone();
     let response = next.run(request).await;
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
-    metrics::histogram!(HTTP_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    let route = matched.as_ref().map(MatchedPath::as_str);
+    series.record(&method, route, response.status(), started.elapsed());
     response
 }
 
