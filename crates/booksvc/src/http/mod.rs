@@ -9,6 +9,7 @@ mod books;
 mod error;
 mod extract;
 mod headers;
+mod request_ids;
 
 use std::time::Duration;
 
@@ -17,13 +18,16 @@ use axum::routing::get;
 use axum::{Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
 
 pub use self::error::{ApiError, DEFAULT_RETRY_AFTER};
 pub use self::extract::{BookId, RequestId};
-pub use self::headers::{AGE, CACHE_STATUS, X_CACHE, cache_headers};
+pub use self::headers::{
+    AGE, CACHE_STATUS, HitHeaders, X_CACHE, cache_headers, insert_cache_headers,
+};
+pub use self::request_ids::SequentialIds;
 use crate::client::REQUEST_ID_HEADER;
 use crate::consumer::ConsumerStatus;
 use crate::service::BookService;
@@ -79,7 +83,7 @@ pub fn router(state: AppState) -> Router {
                 // The read path logs its own failures once (stale served, nothing to serve).
                 .on_failure(()),
         )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, SequentialIds::new()))
         .with_state(state)
 }
 
