@@ -3,7 +3,7 @@
 //!
 //! | series | labels | recorded by |
 //! |---|---|---|
-//! | `booksvc_http_requests_total`, `booksvc_http_request_duration_seconds` | `method`, `route` (template or `unmatched`), `status` | [`track_http`] |
+//! | `booksvc_http_requests_total`, `booksvc_http_request_duration_seconds` | `method` (one of [`requests::METHODS`] or `other`), `route` (template or `unmatched`), `status` | [`track_http`] |
 //! | `booksvc_cache_results_total` | `resource` (`book`/`list`), `result` (`hit`/`miss`/`stale`/`unavailable`) | [`record_read`] |
 //! | `booksvc_stale_age_seconds` (histogram) | `resource` | [`record_read`] |
 //! | `booksvc_storagesvc_request_duration_seconds` | `endpoint`, `outcome` (`ok`/`not_found`/`error`) | [`record_storagesvc_call`] |
@@ -21,9 +21,18 @@
 //! once and hands every later caller the same handle; a process that already installed a
 //! Prometheus recorder of its own (tests running storagesvc and booksvc side by side) hands
 //! it over with [`adopt_recorder`] first.
+//!
+//! The recorder keeps every histogram sample (~16 B) until an *upkeep* folds it into its
+//! buckets. Nothing else runs it: without a scraper, memory grew ~11 MiB per 10 s of hits. So
+//! [`install_recorder`] starts a thread that runs [`keep_up`] every [`UPKEEP_INTERVAL`] for the
+//! life of the process (the recorder's life), whatever runtime the caller has.
 
-use std::sync::Mutex;
+pub mod requests;
+
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
@@ -35,6 +44,7 @@ use crate::cache::LocalState;
 use crate::client::ClientError;
 use crate::consumer::metrics::{EVENT_LAG, EVENT_LAG_BUCKETS};
 use crate::http::AppState;
+pub use requests::HttpMetrics;
 
 const HTTP_REQUESTS: &str = "booksvc_http_requests_total";
 const HTTP_DURATION: &str = "booksvc_http_request_duration_seconds";
@@ -53,6 +63,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 const AGE_BUCKETS: &[f64] = &[
     1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0,
 ];
+
+/// How often pending histogram samples are folded into their buckets when nobody scrapes: at
+/// 50k req/s, about 0.8 MB of samples wait at most.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
@@ -75,8 +89,35 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(EVENT_LAG.to_owned()), EVENT_LAG_BUCKETS)?
         .install_recorder()?;
     describe();
+    spawn_upkeep_thread(handle.clone())?;
     *installed = Some(handle.clone());
     Ok(handle)
+}
+
+/// Runs [`keep_up`] for the rest of the process on a thread of its own, so it outlives any
+/// runtime (tests start and drop one per test; the recorder is the process's).
+fn spawn_upkeep_thread(handle: PrometheusHandle) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            runtime.block_on(keep_up(handle, UPKEEP_INTERVAL, CancellationToken::new()));
+        })?;
+    Ok(())
+}
+
+/// Folds pending histogram samples into their buckets every `every`, until `stop`.
+pub async fn keep_up(handle: PrometheusHandle, every: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => handle.run_upkeep(),
+        }
+    }
 }
 
 /// Uses a Prometheus recorder this process already installed elsewhere (the facade allows
@@ -126,26 +167,30 @@ fn describe() {
     );
 }
 
-/// Middleware: counts each request and records how long it took.
-pub async fn track_http(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+/// The HTTP series of a router serving `routes` (templates).
+pub fn http_metrics(routes: &'static [&'static str]) -> Arc<HttpMetrics> {
+    Arc::new(HttpMetrics::new(HTTP_REQUESTS, HTTP_DURATION, routes))
+}
+
+/// Middleware: counts each request and records how long it took, through `series`.
+pub async fn track_http(
+    State(series): State<Arc<HttpMetrics>>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
-    let route = matched.map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().clone();
     let response = next.run(request).await;
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
-    metrics::histogram!(HTTP_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    let route = matched.as_ref().map(MatchedPath::as_str);
+    series.record(&method, route, response.status(), started.elapsed());
     response
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    // Upkeep drains histogram samples into their buckets; doing it per scrape keeps the
-    // numbers current without a background task.
+    // Upkeep drains histogram samples into their buckets; doing it per scrape too keeps the
+    // numbers current between the background runs.
     state.metrics.run_upkeep();
     (
         [(

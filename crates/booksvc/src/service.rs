@@ -26,7 +26,7 @@
 //!   a client going away does not cancel it: the call still fills the cache. A flight cut
 //!   short (runtime shutting down) drops its [`crate::breaker::Permit`] unreported, which
 //!   the breaker counts as neither success nor failure.
-//! - **Local layer.** [`BookService::get_book_body`] and [`BookService::list_books_body`]
+//! - **Local layer.** [`BookService::get_book`] and [`BookService::list_books`]
 //!   answer with ready-to-send bytes and look in the [`LocalCache`] first. Only a fresh
 //!   Redis hit is copied into it, with the ticket taken before the lookup, so a read that
 //!   raced an invalidation stores nothing (see [`crate::cache::local`]).
@@ -40,12 +40,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::breaker::{CircuitBreaker, NotPermitted};
 use crate::cache::{Book, BookCache, Cached, LocalCache, Lookup, Seen};
 use crate::client::{ClientError, StorageClient};
-use crate::coalesce::{Coalescer, Role};
+use crate::coalesce::{Coalescer, Flight, Role};
+use crate::http::HitHeaders;
 use crate::metrics::{self, ReadResult};
 use crate::retry::{RetryError, RetryPolicy, Retryable, Verdict, retry_within};
 
@@ -107,6 +109,7 @@ pub struct ReadPath {
 struct Core {
     path: ReadPath,
     local: LocalCache,
+    hit_headers: HitHeaders,
     books: Coalescer<OneBook, Result<Option<Book>, FetchFailure>>,
     lists: Coalescer<AllBooks, Result<Vec<Book>, FetchFailure>>,
 }
@@ -120,6 +123,7 @@ impl BookService {
     /// The read path with `local` in front of Redis (it serves once it is live).
     pub fn with_local(path: ReadPath, local: LocalCache) -> BookService {
         let core = Core {
+            hit_headers: HitHeaders::new(path.fresh_ttl),
             path,
             local,
             books: Coalescer::new(OneBook::NAME),
@@ -130,36 +134,20 @@ impl BookService {
         }
     }
 
-    /// One book; `None` when it does not exist (storagesvc's 404, or a cached tombstone).
+    /// `GET /books/{id}` as the JSON body to send; `None` when the book does not exist
+    /// (storagesvc's 404, or a cached tombstone).
     pub async fn get_book(
         &self,
         id: i64,
-        request_id: Option<String>,
-    ) -> Result<Served<Option<Book>>, FetchFailure> {
-        self.read(OneBook(id), request_id).await
-    }
-
-    /// Every book, ordered by id.
-    pub async fn list_books(
-        &self,
-        request_id: Option<String>,
-    ) -> Result<Served<Vec<Book>>, FetchFailure> {
-        self.read(AllBooks, request_id).await
-    }
-
-    /// `GET /books/{id}` as the JSON body to send; `None` when the book does not exist.
-    pub async fn get_book_body(
-        &self,
-        id: i64,
-        request_id: Option<String>,
+        request_id: Option<HeaderValue>,
     ) -> Result<Served<Option<Bytes>>, FetchFailure> {
         self.read_body(OneBook(id), request_id).await
     }
 
-    /// `GET /books` as the JSON body to send.
-    pub async fn list_books_body(
+    /// `GET /books` as the JSON body to send: every book, ordered by id.
+    pub async fn list_books(
         &self,
-        request_id: Option<String>,
+        request_id: Option<HeaderValue>,
     ) -> Result<Served<Bytes>, FetchFailure> {
         self.read_body(AllBooks, request_id).await
     }
@@ -174,12 +162,17 @@ impl BookService {
         &self.core.local
     }
 
+    /// A hit's cache headers, prepared for `CACHE_FRESH_TTL`.
+    pub fn hit_headers(&self) -> &HitHeaders {
+        &self.core.hit_headers
+    }
+
     /// The local hit layer, then [`BookService::read`]; a fresh Redis hit is copied into the
     /// layer under the ticket taken before it was read.
     async fn read_body<R: Resource>(
         &self,
         resource: R,
-        request_id: Option<String>,
+        request_id: Option<HeaderValue>,
     ) -> Result<Served<R::Body>, FetchFailure>
     where
         Core: Flights<R>,
@@ -210,7 +203,7 @@ impl BookService {
     async fn read<R: Resource>(
         &self,
         resource: R,
-        request_id: Option<String>,
+        request_id: Option<HeaderValue>,
     ) -> Result<Served<R::Value>, FetchFailure>
     where
         Core: Flights<R>,
@@ -257,15 +250,13 @@ impl BookService {
         &self,
         resource: R,
         seen: Seen,
-        request_id: Option<String>,
+        request_id: Option<HeaderValue>,
         deadline: Instant,
     ) -> Result<(R::Value, bool), FetchFailure>
     where
         Core: Flights<R>,
     {
-        let core = Arc::clone(&self.core);
-        let work = core.fetch_and_fill(resource.clone(), seen, request_id, deadline);
-        let (flight, role) = Flights::<R>::flights(&*self.core).join(resource, work);
+        let (flight, role) = self.join_flight(resource, seen, request_id, deadline);
         let result = tokio::time::timeout_at(deadline, flight).await;
         match result {
             Ok(Some(answer)) => answer.map(|value| (value, role == Role::Follower)),
@@ -276,6 +267,25 @@ impl BookService {
                 reason: "no answer within the request budget".to_owned(),
             }),
         }
+    }
+}
+
+impl BookService {
+    /// Joins the flight for `resource`, or starts one; it runs in its own task whether or
+    /// not anyone waits for it.
+    fn join_flight<R: Resource>(
+        &self,
+        resource: R,
+        seen: Seen,
+        request_id: Option<HeaderValue>,
+        deadline: Instant,
+    ) -> (Flight<Result<R::Value, FetchFailure>>, Role)
+    where
+        Core: Flights<R>,
+    {
+        let core = Arc::clone(&self.core);
+        let work = core.fetch_and_fill(resource.clone(), seen, request_id, deadline);
+        Flights::<R>::flights(&*self.core).join(resource, work)
     }
 }
 
@@ -317,13 +327,13 @@ impl Core {
         self: Arc<Self>,
         resource: R,
         seen: Seen,
-        request_id: Option<String>,
+        request_id: Option<HeaderValue>,
         deadline: Instant,
     ) -> Result<R::Value, FetchFailure> {
         let fetch_deadline = deadline
             .checked_sub(self.path.redis_timeout)
             .map_or(deadline, |at| at.max(Instant::now()));
-        let request_id = request_id.as_deref();
+        let request_id = request_id.as_ref().and_then(|id| id.to_str().ok());
         let value = retry_within(&self.path.retry, fetch_deadline, |left| {
             self.guarded_call(&resource, request_id, left)
         })

@@ -1,23 +1,32 @@
 //! Prometheus metrics: the process-wide recorder, the HTTP middleware and `GET /metrics`.
 //!
 //! HTTP: `storagesvc_http_requests_total` and `storagesvc_http_request_duration_seconds`
-//! (histogram), labelled by `method`, `route` (the route template such as `/books/{id}`, or
+//! (histogram), labelled by `method` (one of [`requests::METHODS`] or `other`), `route` (the route template such as `/books/{id}`, or
 //! `unmatched`, so scanners cannot explode the label set) and `status`. The relay records its
 //! own counters and the outbox gauges (see [`crate::relay`]).
 //!
 //! The `metrics` facade has one global recorder per process; [`install_recorder`] installs it
 //! once and hands every later caller (e.g. several test apps in one binary) the same handle.
+//!
+//! The recorder keeps every histogram sample until an *upkeep* folds it into its buckets, and
+//! nothing else runs it: without a scraper, memory grows with every request. So
+//! [`install_recorder`] starts a thread that runs [`keep_up`] every [`UPKEEP_INTERVAL`] for the
+//! life of the process (the recorder's life), whatever runtime the caller has.
 
-use std::sync::Mutex;
-use std::time::Instant;
+pub mod requests;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
 use crate::http::AppState;
+pub use requests::HttpMetrics;
 
 const HTTP_REQUESTS: &str = "storagesvc_http_requests_total";
 const HTTP_DURATION: &str = "storagesvc_http_request_duration_seconds";
@@ -25,6 +34,9 @@ const HTTP_DURATION: &str = "storagesvc_http_request_duration_seconds";
 const HTTP_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+
+/// How often pending histogram samples are folded into their buckets when nobody scrapes.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
@@ -40,8 +52,35 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), HTTP_BUCKETS)?
         .install_recorder()?;
     describe();
+    spawn_upkeep_thread(handle.clone())?;
     *installed = Some(handle.clone());
     Ok(handle)
+}
+
+/// Runs [`keep_up`] for the rest of the process on a thread of its own, so it outlives any
+/// runtime (tests start and drop one per test; the recorder is the process's).
+fn spawn_upkeep_thread(handle: PrometheusHandle) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            runtime.block_on(keep_up(handle, UPKEEP_INTERVAL, CancellationToken::new()));
+        })?;
+    Ok(())
+}
+
+/// Folds pending histogram samples into their buckets every `every`, until `stop`.
+pub async fn keep_up(handle: PrometheusHandle, every: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => handle.run_upkeep(),
+        }
+    }
 }
 
 fn describe() {
@@ -56,26 +95,30 @@ fn describe() {
     );
 }
 
-/// Middleware: counts each request and records how long it took.
-pub async fn track_http(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+/// The HTTP series of a router serving `routes` (templates).
+pub fn http_metrics(routes: &'static [&'static str]) -> Arc<HttpMetrics> {
+    Arc::new(HttpMetrics::new(HTTP_REQUESTS, HTTP_DURATION, routes))
+}
+
+/// Middleware: counts each request and records how long it took, through `series`.
+pub async fn track_http(
+    State(series): State<Arc<HttpMetrics>>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
-    let route = matched.map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().clone();
     let response = next.run(request).await;
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
-    metrics::histogram!(HTTP_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    let route = matched.as_ref().map(MatchedPath::as_str);
+    series.record(&method, route, response.status(), started.elapsed());
     response
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    // Upkeep drains histogram samples into their buckets; doing it per scrape keeps the
-    // numbers current without a background task.
+    // Upkeep drains histogram samples into their buckets; doing it per scrape too keeps the
+    // numbers current between the background runs.
     state.metrics.run_upkeep();
     (
         [(

@@ -1,21 +1,25 @@
 //! The book handlers: ask the read path, answer with the cache headers.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState, BookId, RequestId, cache_headers};
+use super::{ApiError, AppState, BookId, HitHeaders, RequestId, insert_cache_headers};
+use crate::service::Source;
 
 /// `GET /books` and `GET /`: every book, ordered by id.
 pub(super) async fn list_books(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
 ) -> Result<Response, ApiError> {
-    let served = state.service.list_books_body(request_id).await?;
-    let headers = cache_headers(&served.source, state.service.path().fresh_ttl);
-    Ok((headers, json(served.value)).into_response())
+    let served = state.service.list_books(request_id).await?;
+    Ok(json(
+        served.value,
+        &served.source,
+        state.service.hit_headers(),
+    ))
 }
 
 /// `GET /books/{id}`: one book; a 404 carries the cache headers too (a tombstone is data).
@@ -24,19 +28,25 @@ pub(super) async fn get_book(
     BookId(id): BookId,
     RequestId(request_id): RequestId,
 ) -> Result<Response, ApiError> {
-    let served = state.service.get_book_body(id, request_id).await?;
-    let headers = cache_headers(&served.source, state.service.path().fresh_ttl);
+    let served = state.service.get_book(id, request_id).await?;
+    let hit = state.service.hit_headers();
     Ok(match served.value {
-        Some(body) => (headers, json(body)).into_response(),
-        None => (headers, ApiError::BookNotFound(id)).into_response(),
+        Some(body) => json(body, &served.source, hit),
+        None => {
+            let mut response = ApiError::BookNotFound(id).into_response();
+            insert_cache_headers(response.headers_mut(), &served.source, hit);
+            response
+        }
     })
 }
 
 /// A JSON body already encoded by the read path (what `Json` would send, without encoding
-/// again: a local hit is these bytes as they were stored).
-fn json(body: Bytes) -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body,
-    )
+/// again: a local hit is these bytes as they were stored), with its cache headers, built in
+/// place: the hit path's answer.
+fn json(body: Bytes, source: &Source, hit: &HitHeaders) -> Response {
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    insert_cache_headers(headers, source, hit);
+    response
 }

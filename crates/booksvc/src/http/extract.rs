@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 
 use axum::extract::{FromRequestParts, Path};
+use axum::http::HeaderValue;
 use axum::http::request::Parts;
 
 use super::ApiError;
@@ -37,20 +38,17 @@ fn parse_book_id(raw: &str) -> Result<i64, ApiError> {
 }
 
 /// The request id set by the middleware (from the client's `x-request-id`, or generated),
-/// passed on to storagesvc so one id follows a read through both services' logs.
+/// passed on to storagesvc so one id follows a read through both services' logs. Kept as the
+/// header value (a reference count, no copy): only a read that goes to storagesvc needs it
+/// as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub Option<String>);
+pub struct RequestId(pub Option<HeaderValue>);
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        let id = parts
-            .headers
-            .get(REQUEST_ID_HEADER)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        Ok(RequestId(id))
+        Ok(RequestId(parts.headers.get(REQUEST_ID_HEADER).cloned()))
     }
 }
 

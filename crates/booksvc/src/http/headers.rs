@@ -13,6 +13,9 @@
 //! (`fwd=stale`). `ttl` is the remaining freshness in whole seconds, negative once stale.
 //! `Age` (RFC 9111) is the entry's age in whole seconds, sent whenever the body came from
 //! the cache.
+//!
+//! A hit is the hot path: [`HitHeaders`] holds its `Age` and `Cache-Status` values made once,
+//! so answering one formats nothing.
 
 use std::time::Duration;
 
@@ -29,6 +32,60 @@ pub const AGE: HeaderName = axum::http::header::AGE;
 
 /// The cache name in `Cache-Status`.
 const CACHE_NAME: &str = "booksvc";
+
+/// Most whole seconds of freshness [`HitHeaders`] prepares values for; beyond, a hit's
+/// headers are formatted.
+const PREPARED_SECONDS: u64 = 3600;
+
+/// A hit's `Age` and `Cache-Status` values, by whole seconds (`CACHE_FRESH_TTL` fixes how
+/// many there can be). Cloning a `HeaderValue` is a reference count.
+pub struct HitHeaders {
+    fresh_ttl: Duration,
+    ages: Box<[HeaderValue]>,
+    statuses: Box<[HeaderValue]>,
+}
+
+impl HitHeaders {
+    pub fn new(fresh_ttl: Duration) -> HitHeaders {
+        let seconds = 0..=fresh_ttl.as_secs().min(PREPARED_SECONDS);
+        let status = |ttl: u64| {
+            HeaderValue::try_from(format!("{CACHE_NAME}; hit; ttl={ttl}"))
+                .expect("digits and ASCII words")
+        };
+        HitHeaders {
+            fresh_ttl,
+            ages: seconds.clone().map(HeaderValue::from).collect(),
+            statuses: seconds.map(status).collect(),
+        }
+    }
+
+    /// Adds the headers of a hit of `age` to `headers`.
+    fn insert(&self, headers: &mut HeaderMap, age: Duration) {
+        let ttl = ttl_seconds(self.fresh_ttl, age);
+        let prepared = usize::try_from(ttl)
+            .ok()
+            .and_then(|ttl| self.statuses.get(ttl));
+        let age_value = usize::try_from(age.as_secs())
+            .ok()
+            .and_then(|s| self.ages.get(s));
+        match (age_value, prepared) {
+            (Some(age), Some(status)) => {
+                headers.insert(X_CACHE, HeaderValue::from_static("hit"));
+                headers.insert(AGE, age.clone());
+                headers.insert(CACHE_STATUS, status.clone());
+            }
+            _ => headers.extend(cache_headers(&Source::Fresh { age }, self.fresh_ttl)),
+        }
+    }
+}
+
+/// Adds the headers describing where an answer came from to `headers`.
+pub fn insert_cache_headers(headers: &mut HeaderMap, source: &Source, hit: &HitHeaders) {
+    match source {
+        Source::Fresh { age } => hit.insert(headers, *age),
+        other => headers.extend(cache_headers(other, hit.fresh_ttl)),
+    }
+}
 
 /// The headers describing where an answer came from; `fresh_ttl` is `CACHE_FRESH_TTL`.
 pub fn cache_headers(source: &Source, fresh_ttl: Duration) -> HeaderMap {
@@ -139,8 +196,15 @@ mod tests {
                 ),
             ),
         ];
+        let hit = HitHeaders::new(ttl);
         for (source, (x_cache, age, status)) in cases {
             let headers = cache_headers(&source, ttl);
+            let mut inserted = HeaderMap::new();
+            insert_cache_headers(&mut inserted, &source, &hit);
+            assert_eq!(
+                inserted, headers,
+                "prepared and formatted differ: {source:?}"
+            );
             assert_eq!(
                 header(&headers, &X_CACHE).as_deref(),
                 Some(x_cache),

@@ -10,6 +10,7 @@ mod books;
 mod error;
 mod extract;
 mod headers;
+mod request_ids;
 
 use std::time::Duration;
 
@@ -19,13 +20,16 @@ use axum::routing::get;
 use axum::{Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
 
 pub use self::error::{ApiError, DEFAULT_RETRY_AFTER};
 pub use self::extract::{BookId, RequestId};
-pub use self::headers::{AGE, CACHE_STATUS, X_CACHE, cache_headers};
+pub use self::headers::{
+    AGE, CACHE_STATUS, HitHeaders, X_CACHE, cache_headers, insert_cache_headers,
+};
+pub use self::request_ids::SequentialIds;
 use crate::client::REQUEST_ID_HEADER;
 use crate::consumer::ConsumerStatus;
 use crate::service::BookService;
@@ -46,19 +50,33 @@ pub struct AppState {
     pub consumer: Option<ConsumerStatus>,
 }
 
+/// The route templates, as the `route` label of the HTTP metrics names them.
+const ROUTES: [&str; 6] = [
+    "/",
+    "/books",
+    "/books/{id}",
+    "/healthz/live",
+    "/healthz/ready",
+    "/metrics",
+];
+
 /// Every route of the service, with its middleware.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let [root, list, one, live, ready, scrape] = ROUTES;
     Router::new()
-        .route("/", get(books::list_books))
-        .route("/books", get(books::list_books))
-        .route("/books/{id}", get(books::get_book))
-        .route("/healthz/live", get(health::live))
-        .route("/healthz/ready", get(health::ready))
-        .route("/metrics", get(metrics::render))
+        .route(root, get(books::list_books))
+        .route(list, get(books::list_books))
+        .route(one, get(books::get_book))
+        .route(live, get(health::live))
+        .route(ready, get(health::ready))
+        .route(scrape, get(metrics::render))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(metrics::track_http))
+        .layer(middleware::from_fn_with_state(
+            metrics::http_metrics(&ROUTES),
+            metrics::track_http,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http()
@@ -67,7 +85,7 @@ pub fn router(state: AppState) -> Router {
                 // The read path logs its own failures once (stale served, nothing to serve).
                 .on_failure(()),
         )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, SequentialIds::new()))
         .layer(middleware::map_request(drop_unusable_request_id))
         .with_state(state)
 }
@@ -200,6 +218,72 @@ mod tests {
             let json: Value = serde_json::from_slice(&body).expect("JSON body");
             assert!(json["error"].is_string(), "{method} {path}: {json}");
         }
+    }
+
+    /// The `method` and `route` label values of every HTTP series in `text`.
+    fn http_labels(text: &str) -> Vec<(String, String)> {
+        let label = |line: &str, name: &str| {
+            let start = line.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
+            let end = line[start..].find('"').expect("closing quote") + start;
+            line[start..end].to_owned()
+        };
+        text.lines()
+            .filter(|line| line.starts_with("booksvc_http_request"))
+            .map(|line| (label(line, "method"), label(line, "route")))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn made_up_methods_and_paths_add_no_metric_series() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // The test's runtime is this thread: every request records into this recorder.
+        let _recorder = ::metrics::set_default_local_recorder(&recorder);
+        let router = router(offline_state());
+        let requests = [
+            ("GET", "/healthz/live"),
+            ("BREW", "/books/1"),
+            ("M8913", "/healthz/live"),
+            ("PROPFIND", "/no/such/path/8913"),
+            ("GET", "/books/1/../../etc/8913"),
+            ("get", "/"),
+        ];
+        for (method, path) in requests {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .expect("request");
+            router.clone().oneshot(request).await.expect("infallible");
+        }
+
+        let text = handle.render();
+        let labels = http_labels(&text);
+        assert!(!labels.is_empty(), "no HTTP series in:\n{text}");
+        for (method, route) in &labels {
+            let known_method = crate::metrics::requests::METHODS.contains(&method.as_str());
+            assert!(
+                known_method || method == "other",
+                "method {method:?}:\n{text}"
+            );
+            let known_route = ROUTES.contains(&route.as_str());
+            assert!(
+                known_route || route == "unmatched",
+                "route {route:?}:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("8913"),
+            "a raw path or method leaked:\n{text}"
+        );
+        let other = labels
+            .iter()
+            .filter(|(method, _)| method == "other")
+            .count();
+        assert!(
+            other >= 2,
+            "made-up methods are recorded as `other`:\n{text}"
+        );
     }
 
     #[tokio::test]

@@ -56,25 +56,38 @@ pub struct AppState {
     pub db_timeout: Duration,
 }
 
+/// The route templates, as the `route` label of the HTTP metrics names them.
+const ROUTES: [&str; 5] = [
+    "/books",
+    "/books/{id}",
+    "/healthz/live",
+    "/healthz/ready",
+    "/metrics",
+];
+
 /// Every route of the service, with its middleware.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let body_limit = state.body_limit;
+    let [list, one, live, ready, scrape] = ROUTES;
     Router::new()
-        .route("/books", get(books::list_books).post(books::create_book))
+        .route(list, get(books::list_books).post(books::create_book))
         .route(
-            "/books/{id}",
+            one,
             get(books::get_book)
                 .put(books::update_book)
                 .delete(books::delete_book),
         )
-        .route("/healthz/live", get(health::live))
-        .route("/healthz/ready", get(health::ready))
-        .route("/metrics", get(metrics::render))
+        .route(live, get(health::live))
+        .route(ready, get(health::ready))
+        .route(scrape, get(metrics::render))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(metrics::track_http))
+        .layer(middleware::from_fn_with_state(
+            metrics::http_metrics(&ROUTES),
+            metrics::track_http,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http()
@@ -147,4 +160,94 @@ async fn unknown_route(uri: Uri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    //! The router without a socket or a database.
+
+    use axum::body::Body;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A state whose database is nowhere: nothing here may need it.
+    fn offline_state() -> AppState {
+        AppState {
+            pool: PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("lazy pool"),
+            write_token: None,
+            body_limit: 1024,
+            relay: RelayStatus::default(),
+            shutdown: CancellationToken::new(),
+            metrics: PrometheusBuilder::new().build_recorder().handle(),
+            ready_timeout: Duration::from_millis(50),
+        }
+    }
+
+    /// The `method` and `route` label values of every HTTP series in `text`.
+    fn http_labels(text: &str) -> Vec<(String, String)> {
+        let label = |line: &str, name: &str| {
+            let start = line.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
+            let end = line[start..].find('"').expect("closing quote") + start;
+            line[start..end].to_owned()
+        };
+        text.lines()
+            .filter(|line| line.starts_with("storagesvc_http_request"))
+            .map(|line| (label(line, "method"), label(line, "route")))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn made_up_methods_and_paths_add_no_metric_series() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // The test's runtime is this thread: every request records into this recorder.
+        let _recorder = ::metrics::set_default_local_recorder(&recorder);
+        let router = router(offline_state());
+        let requests = [
+            ("GET", "/healthz/live"),
+            ("BREW", "/books/1"),
+            ("M8913", "/healthz/live"),
+            ("PROPFIND", "/no/such/path/8913"),
+            ("GET", "/books/1/../../etc/8913"),
+            ("delete", "/books"),
+        ];
+        for (method, path) in requests {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .expect("request");
+            router.clone().oneshot(request).await.expect("infallible");
+        }
+
+        let text = handle.render();
+        let labels = http_labels(&text);
+        assert!(!labels.is_empty(), "no HTTP series in:\n{text}");
+        for (method, route) in &labels {
+            let known_method = crate::metrics::requests::METHODS.contains(&method.as_str());
+            assert!(
+                known_method || method == "other",
+                "method {method:?}:\n{text}"
+            );
+            let known_route = ROUTES.contains(&route.as_str());
+            assert!(
+                known_route || route == "unmatched",
+                "route {route:?}:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("8913"),
+            "a raw path or method leaked:\n{text}"
+        );
+        let other = labels
+            .iter()
+            .filter(|(method, _)| method == "other")
+            .count();
+        assert!(
+            other >= 2,
+            "made-up methods are recorded as `other`:\n{text}"
+        );
+    }
 }
