@@ -154,8 +154,13 @@ pub(crate) fn status_rows(text: &str) -> Vec<Row> {
     let mut rows: Vec<Row> = Vec::new();
     for line in text.lines() {
         let cells: Vec<&str> = line.split_whitespace().collect();
-        // Log lines read `   booksvc | …`; table rows have a state in the second column.
-        if cells.len() < 5 || !names.contains(&cells[0]) || cells[1] == "|" {
+        // Table rows: NAME STATE PID|- PORT URL [DATA]; log lines (`booksvc | …`) and the
+        // notes under the table (`storagesvc write token: …`) are not.
+        let is_row = cells.len() >= 5
+            && names.contains(&cells[0])
+            && (cells[2] == "-" || cells[2].parse::<u32>().is_ok())
+            && cells[3].parse::<u16>().is_ok();
+        if !is_row {
             continue;
         }
         if cells[0] == "postgres" {
