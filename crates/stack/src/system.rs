@@ -269,10 +269,11 @@ impl System {
     /// the private servers stop and their data is deleted when `self` drops.
     pub(crate) async fn shutdown(mut self) {
         for service in [&mut self.booksvc, &mut self.storagesvc] {
-            if service.pid().is_some() {
-                if let Ok(line) = service.stop().await {
-                    eprintln!("stack: {line}");
-                }
+            if service.pid().is_none() {
+                continue;
+            }
+            if let Ok(line) = service.stop().await {
+                eprintln!("stack: {line}");
             }
         }
     }

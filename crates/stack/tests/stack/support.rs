@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -223,11 +223,7 @@ pub(crate) fn assert_nothing_left(rows: &[Row], booksvc_port: u16) {
         }
     }
     let state_dir = std::env::temp_dir().join(format!("bookstore-stack-{booksvc_port}"));
-    assert!(
-        !Path::new(&state_dir).exists(),
-        "{} is left",
-        state_dir.display()
-    );
+    assert!(!state_dir.exists(), "{} is left", state_dir.display());
 }
 
 /// An HTTP answer as `curl -i` shows it.
