@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing:
+# - tmux, for the test of the stack's terminal commands (crates/stack/tests);
 # - the server binaries the tests run as private processes (never the machine's shared
 #   services: tests start their own on free ports);
 # - for the browser test of the RabbitMQ management UI: Debian's `chromium` (the system
@@ -15,12 +16,14 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # scripts/validate-k8s.sh installs kubernetes-validate (PyPI) into a virtualenv of its own.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# crates/stack/tests: drives the stack's interactive terminal through tmux.
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "all present: postgresql, redis-server, rabbitmq-server, python3, curl, chromium, node, npm"
+  echo "all present: postgresql, redis-server, rabbitmq-server, python3, curl, tmux, chromium, node, npm"
 else
   echo "installing: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

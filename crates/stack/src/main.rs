@@ -1,184 +1,229 @@
-//! `cargo run -p stack`: the whole system on a machine without Docker.
+//! `cargo run -p stack`: the whole system on a machine without Docker, made to be broken on
+//! purpose.
 //!
-//! Starts private PostgreSQL, Redis and RabbitMQ (with the management UI) through the test
-//! kit — the same launcher the tests use, on free ports, in a temp dir — then runs storagesvc
-//! and booksvc as child processes (real binaries, so you can `kill` one and watch the other
-//! degrade), prints the URLs, and stops everything on Ctrl-C.
+//! Starts private PostgreSQL, Redis and RabbitMQ (with the management UI and compose's broker
+//! users) through the test kit — on free ports, in temp dirs — then storagesvc and booksvc as
+//! child processes, prints what runs where (pids, ports, URLs, data directories), and takes
+//! commands (`status`, `stop|start|kill NAME`, `help`) from its terminal or from another one
+//! (`stack ctl COMMAND`, through [`control`]). Ctrl-C or SIGTERM stops everything, restarted
+//! servers included. A failed start stops what was started and exits 1 with one line.
+//!
+//! The services run from this same binary ([`service_mode`]): one build for everything.
 
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+mod broker_users;
+mod commands;
+mod control;
+mod service_mode;
+mod services;
+mod system;
 
-use anyhow::{Context, bail};
-use clap::Parser;
-use stack::launcher::{binary_dir, service_command, stop_child};
-use tokio::process::{Child, Command};
+use std::io::BufRead as _;
+use std::process::ExitCode;
+use std::time::Instant;
 
-/// Development write token for storagesvc, printed at start-up.
-const DEV_TOKEN: &str = "dev-token";
-/// How long each service gets to shut down gracefully on Ctrl-C.
-const STOP_GRACE: Duration = Duration::from_secs(15);
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::commands::{Command, HELP};
+use crate::control::{ControlSocket, Reply, Request};
+use crate::system::{Ports, System};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "stack",
-    about = "Run PostgreSQL, Redis, RabbitMQ, storagesvc and booksvc locally, without Docker."
+    about = "Run PostgreSQL, Redis, RabbitMQ, storagesvc and booksvc locally, without Docker; \
+             stop, start or kill any of them while it runs."
 )]
 struct Args {
-    /// Port booksvc listens on.
-    #[arg(long, default_value = "8081")]
+    /// Port booksvc listens on; it also names the stack for `ctl`.
+    #[arg(long, default_value = "8081", global = true)]
     booksvc_port: u16,
     /// Port storagesvc listens on.
     #[arg(long, default_value = "8082")]
     storagesvc_port: u16,
-    /// Don't rebuild the service binaries first (they must exist beside this one).
-    #[arg(long)]
-    no_build: bool,
+    #[command(subcommand)]
+    command: Option<Sub>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Send a command to the running stack, e.g. `ctl stop postgres`; `ctl help` lists them.
+    Ctl {
+        #[arg(required = true, num_args = 1..)]
+        command: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    if let Some(service) = service_mode::requested(std::env::args_os().next().as_deref()) {
+        return service_mode::run(service);
+    }
     let args = Args::parse();
-    let bin_dir = binary_dir()?;
-    if !args.no_build {
-        build_services(&bin_dir).await?;
+    if let Some(Sub::Ctl { command }) = &args.command {
+        return control::client(args.booksvc_port, command);
     }
-
-    let (postgres, redis, rabbit) = start_dependencies().await?;
-    let database_url = postgres.fresh_database().await?;
-    let storagesvc_url = format!("http://127.0.0.1:{}", args.storagesvc_port);
-    let storagesvc = spawn_service(
-        &bin_dir,
-        "storagesvc",
-        &[
-            ("HTTP_PORT", format!("127.0.0.1:{}", args.storagesvc_port)),
-            ("DATABASE_URL", database_url),
-            ("AMQP_URL", rabbit.amqp_url()),
-            ("STORAGESVC_WRITE_TOKEN", DEV_TOKEN.to_owned()),
-        ],
-    )?;
-    let booksvc = spawn_service(
-        &bin_dir,
-        "booksvc",
-        &[
-            ("HTTP_PORT", format!("127.0.0.1:{}", args.booksvc_port)),
-            ("REDIS_URL", redis.url()),
-            ("STORAGESVC_URL", storagesvc_url.clone()),
-            ("AMQP_URL", rabbit.amqp_url()),
-        ],
-    )?;
-    let (mut storagesvc, mut booksvc) = (storagesvc, booksvc);
-
-    print_urls(
-        &args,
-        &storagesvc_url,
-        rabbit.management_url(),
-        [&storagesvc, &booksvc],
-    );
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => eprintln!("\nstack: stopping…"),
-        status = storagesvc.wait() => eprintln!("stack: storagesvc exited ({status:?}); stopping"),
-        status = booksvc.wait() => eprintln!("stack: booksvc exited ({status:?}); stopping"),
-    }
-    // booksvc first: it depends on storagesvc, not the other way round.
-    stop_child(&mut booksvc, STOP_GRACE).await;
-    stop_child(&mut storagesvc, STOP_GRACE).await;
-    // Dropping the handles stops the private servers and removes their data.
-    drop((postgres, redis, rabbit));
-    eprintln!("stack: stopped");
-    Ok(())
-}
-
-/// When run by `cargo run`, builds the services with the same profile first, so the one
-/// command always runs current code.
-async fn build_services(bin_dir: &Path) -> anyhow::Result<()> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(());
+    // One thread: the services are spawned from it, and their parent-death signal follows
+    // the thread that spawned them (see service_mode).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("stack: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
     };
-    eprintln!("stack: building storagesvc and booksvc…");
-    let mut build = Command::new(cargo);
-    build.args(["build", "-p", "storagesvc", "-p", "booksvc", "--bins"]);
-    if bin_dir.ends_with("release") {
-        build.arg("--release");
-    }
-    let status = build.status().await.context("cannot run cargo build")?;
-    if !status.success() {
-        bail!("cargo build failed ({status})");
-    }
-    Ok(())
+    let code = runtime.block_on(run(Ports {
+        booksvc: args.booksvc_port,
+        storagesvc: args.storagesvc_port,
+    }));
+    // The terminal reader is blocked in a read; it must not hold up the exit.
+    runtime.shutdown_background();
+    code
 }
 
-/// RabbitMQ takes several seconds: start all three at once and say what is happening.
-async fn start_dependencies()
--> anyhow::Result<(testkit::Postgres, testkit::Redis, testkit::RabbitMq)> {
-    eprintln!("stack: starting PostgreSQL, Redis and RabbitMQ (RabbitMQ takes 5–10 s)…");
+async fn run(ports: Ports) -> ExitCode {
+    let mut signals = match Signals::new() {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("stack: cannot handle signals: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let started = Instant::now();
-    let ticker = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            eprintln!("stack: … still starting ({}s)", started.elapsed().as_secs());
+    let start = async {
+        let control = ControlSocket::bind(ports.booksvc)?;
+        let system = System::start(ports).await?;
+        anyhow::Ok((control, system))
+    };
+    let (mut control, mut system) = tokio::select! {
+        started = start => match started {
+            Ok(started) => started,
+            Err(err) => {
+                fail(&err);
+                return ExitCode::FAILURE;
+            }
+        },
+        name = signals.next() => {
+            eprintln!("stack: {name} during start-up; stopped what had started");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "\nstack: up in {:.1}s\n{}\n",
+        started.elapsed().as_secs_f64(),
+        system.status()
+    );
+    println!("{HELP}");
+    println!("try: curl -i 127.0.0.1:{}/books/1\n", ports.booksvc);
+
+    let (requests, mut incoming) = mpsc::channel::<(Request, bool)>(8);
+    let (socket_requests, mut from_socket) = mpsc::channel::<Request>(8);
+    control.serve(socket_requests);
+    read_terminal(requests.clone());
+
+    loop {
+        let (request, from_terminal) = tokio::select! {
+            name = signals.next() => {
+                eprintln!("\nstack: {name}: stopping…");
+                break;
+            }
+            line = system.next_exit() => {
+                eprintln!("stack: {line}");
+                continue;
+            }
+            Some(request) = incoming.recv() => request,
+            Some(request) = from_socket.recv() => (request, false),
+        };
+        let command = request.command;
+        let reply = tokio::select! {
+            reply = system.execute(command) => reply,
+            name = signals.next() => {
+                eprintln!("\nstack: {name} during `{command:?}`: stopping…");
+                let _ = request.reply.send(Reply::error("the stack is stopping"));
+                break;
+            }
+        };
+        if !from_terminal && !matches!(command, Command::Status | Command::Help) {
+            let first = reply.text.lines().next().unwrap_or_default();
+            eprintln!("stack: (ctl) {first}");
+        }
+        let _ = request.reply.send(reply);
+    }
+    system.shutdown().await;
+    drop(control);
+    eprintln!("stack: stopped");
+    ExitCode::SUCCESS
+}
+
+/// The one line that says why the start failed, after any details (a server's log tail).
+fn fail(err: &anyhow::Error) {
+    let full = format!("{err:#}");
+    let mut lines = full.lines();
+    let first = lines.next().unwrap_or_default();
+    let details: Vec<&str> = lines.collect();
+    if !details.is_empty() {
+        eprintln!("stack: details:\n{}", details.join("\n"));
+    }
+    eprintln!("stack: failed to start: {first}");
+}
+
+/// Commands typed in the stack's terminal, one per line. A plain thread: a blocking read of
+/// stdin must not keep the runtime from exiting. End of input just ends the reading.
+fn read_terminal(requests: mpsc::Sender<(Request, bool)>) {
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { return };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let command = match line.parse::<Command>() {
+                Ok(command) => command,
+                Err(message) => {
+                    println!("{message}");
+                    continue;
+                }
+            };
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if requests
+                .blocking_send((Request { command, reply }, true))
+                .is_err()
+            {
+                return;
+            }
+            match answer.blocking_recv() {
+                Ok(reply) if reply.ok => println!("{}", reply.text),
+                Ok(reply) => println!("error: {}", reply.text),
+                Err(_) => return,
+            }
         }
     });
-    let result = tokio::try_join!(
-        announce("PostgreSQL", testkit::Postgres::start()),
-        announce("Redis", testkit::Redis::start()),
-        announce("RabbitMQ", testkit::RabbitMq::start_with_management()),
-    );
-    ticker.abort();
-    result
 }
 
-async fn announce<T>(
-    name: &str,
-    start: impl Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    let started = Instant::now();
-    let server = start
-        .await
-        .with_context(|| format!("cannot start {name}"))?;
-    eprintln!(
-        "stack: {name} is up ({:.1}s)",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(server)
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP (terminal closed) all stop the stack.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
 }
 
-fn print_urls(
-    args: &Args,
-    storagesvc_url: &str,
-    management: Option<String>,
-    children: [&Child; 2],
-) {
-    let pid = |child: &Child| {
-        child
-            .id()
-            .map_or_else(|| "?".to_owned(), |id| id.to_string())
-    };
-    eprintln!();
-    eprintln!(
-        "  booksvc     http://127.0.0.1:{}/books   (pid {})",
-        args.booksvc_port,
-        pid(children[1])
-    );
-    eprintln!(
-        "  storagesvc  {storagesvc_url}/books   (pid {}; write token: {DEV_TOKEN})",
-        pid(children[0])
-    );
-    if let Some(ui) = management {
-        eprintln!("  RabbitMQ UI {ui}   (login guest / guest)");
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
     }
-    eprintln!();
-    eprintln!("  try: curl -i 127.0.0.1:{}/books/1", args.booksvc_port);
-    eprintln!("  Ctrl-C stops everything.");
-    eprintln!();
-}
 
-/// Starts a service binary from `bin_dir`, its logs on this terminal.
-fn spawn_service(bin_dir: &Path, name: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
-    let path = bin_dir.join(name);
-    service_command(&path, env)?
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot start {}", path.display()))
+    /// Waits for the next one and names it.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "interrupted",
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.hangup.recv() => "SIGHUP",
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! [`Postgres`]: a real PostgreSQL server for tests, with a fresh database per test.
 
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -47,7 +48,15 @@ impl Postgres {
     /// Creates a new, empty database with a unique name and returns its URL
     /// (`postgres://postgres@127.0.0.1:PORT/NAME`). Each test calls this for isolation.
     pub async fn fresh_database(&self) -> anyhow::Result<String> {
-        let name = format!("testkit_{}", uuid::Uuid::new_v4().simple());
+        self.create_database(&format!("testkit_{}", uuid::Uuid::new_v4().simple()))
+            .await
+    }
+
+    /// Creates the database `name` (letters, digits and `_` only) and returns its URL.
+    pub async fn create_database(&self, name: &str) -> anyhow::Result<String> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            anyhow::bail!("database name {name:?}: use letters, digits and `_` only");
+        }
         let create = async {
             let mut admin = sqlx::PgConnection::connect(&self.url_for("postgres")).await?;
             sqlx::query(&format!("CREATE DATABASE \"{name}\""))
@@ -61,7 +70,41 @@ impl Postgres {
             .context("timed out")
             .and_then(|created| created.map_err(anyhow::Error::from))
             .with_context(|| format!("create database {name} on port {}", self.port()))?;
-        Ok(self.url_for(&name))
+        Ok(self.url_for(name))
+    }
+
+    /// The server's pid while it runs; `None` when it is stopped, or for a container.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Local(local) => local.pid(),
+            Inner::Containers(_) => None,
+        }
+    }
+
+    /// Where a local server keeps its data; `None` for a container.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        match &self.inner {
+            Inner::Local(local) => Some(local.data_dir()),
+            Inner::Containers(_) => None,
+        }
+    }
+
+    /// Kills a local server as a crash would (SIGKILL to its process group); `start_again`
+    /// brings it back on the same port and data. Containers: use `stop`.
+    pub async fn kill(&self) -> anyhow::Result<()> {
+        match &self.inner {
+            Inner::Local(local) => {
+                let local = Arc::clone(local);
+                worker::run_blocking(move || {
+                    local.kill();
+                    Ok(())
+                })
+                .await
+            }
+            Inner::Containers(_) => {
+                anyhow::bail!("kill is offered for local servers only; stop the container instead")
+            }
+        }
     }
 
     pub fn port(&self) -> u16 {

@@ -1,5 +1,6 @@
 //! [`Redis`]: a real Redis server for tests.
 
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use crate::backend::{self, Backend};
@@ -46,6 +47,40 @@ impl Redis {
     /// `127.0.0.1:PORT` (the `REDIS_ADDR` form).
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port())
+    }
+
+    /// The server's pid while it runs; `None` when it is stopped, or for a container.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Local(local) => local.pid(),
+            Inner::Containers(_) => None,
+        }
+    }
+
+    /// Where a local server keeps its data; `None` for a container.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        match &self.inner {
+            Inner::Local(local) => Some(local.data_dir()),
+            Inner::Containers(_) => None,
+        }
+    }
+
+    /// Kills a local server as a crash would (SIGKILL to its process group); `start_again`
+    /// brings it back on the same port and data. Containers: use `stop`.
+    pub async fn kill(&self) -> anyhow::Result<()> {
+        match &self.inner {
+            Inner::Local(local) => {
+                let local = Arc::clone(local);
+                worker::run_blocking(move || {
+                    local.kill();
+                    Ok(())
+                })
+                .await
+            }
+            Inner::Containers(_) => {
+                anyhow::bail!("kill is offered for local servers only; stop the container instead")
+            }
+        }
     }
 
     pub fn port(&self) -> u16 {

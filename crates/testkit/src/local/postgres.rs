@@ -135,8 +135,21 @@ impl LocalPostgres {
         log.contains("Address already in use") || log.contains("could not bind")
     }
 
-    fn data_dir(&self) -> PathBuf {
+    /// The cluster's data directory (what `pg_ctl -D` takes).
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.scratch.path().join("data")
+    }
+
+    /// The server's pid while it runs (`None` when stopped or dead).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.lock().as_mut().and_then(ServerProcess::running_pid)
+    }
+
+    /// SIGKILL to the server's process group: a crash, not a shutdown.
+    /// [`Self::start_again`] brings it back on the same port and data.
+    pub(crate) fn kill(&self) {
+        // Dropping a running server process kills its whole group and reaps it.
+        drop(self.lock().take());
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<ServerProcess>> {

@@ -179,6 +179,16 @@ impl ServerProcess {
         }
     }
 
+    /// The id of the process we started (the group leader).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The pid while the process runs; `None` once it has exited.
+    pub(crate) fn running_pid(&mut self) -> Option<u32> {
+        matches!(self.child.try_wait(), Ok(None)).then(|| self.pid())
+    }
+
     /// The last lines of the process's output, for error messages.
     pub(crate) fn log_tail(&self) -> String {
         log_tail(&self.log)

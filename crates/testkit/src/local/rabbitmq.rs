@@ -178,6 +178,23 @@ impl LocalRabbitMq {
             .join(format!("{}.log", self.node.name))
     }
 
+    /// The server's pid while it runs (`None` when stopped or dead).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.lock().as_mut().and_then(ServerProcess::running_pid)
+    }
+
+    /// SIGKILL to the server's process group: a crash, not a shutdown.
+    /// [`Self::start_again`] brings it back on the same port and data.
+    pub(crate) fn kill(&self) {
+        // Dropping a running server process kills its whole group and reaps it.
+        drop(self.lock().take());
+    }
+
+    /// Where the server keeps its data.
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.scratch.path().join("mnesia")
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<ServerProcess>> {
         self.broker.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -4,6 +4,7 @@
 //! like a restarted production Redis with persistence would; while running nothing is
 //! written to disk.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -97,6 +98,23 @@ impl LocalRedis {
         }
         *self.lock() = Some(server);
         Ok(())
+    }
+
+    /// The server's pid while it runs (`None` when stopped or dead).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.lock().as_mut().and_then(ServerProcess::running_pid)
+    }
+
+    /// SIGKILL to the server's process group: a crash, not a shutdown.
+    /// [`Self::start_again`] brings it back on the same port and data.
+    pub(crate) fn kill(&self) {
+        // Dropping a running server process kills its whole group and reaps it.
+        drop(self.lock().take());
+    }
+
+    /// Where the server keeps its data.
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.scratch.path().to_path_buf()
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<ServerProcess>> {

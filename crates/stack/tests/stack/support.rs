@@ -1,0 +1,268 @@
+//! Starting the stack binary, talking to it, and checking what it leaves behind.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The stack binary cargo built for these tests.
+pub(crate) const STACK: &str = env!("CARGO_BIN_EXE_stack");
+/// Generous: RabbitMQ alone takes 5-10 s, and a loaded CI machine several times that.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Two ports free a moment ago, for booksvc and storagesvc.
+pub(crate) fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+/// The environment every stack of these tests gets: local servers (never containers) and
+/// cache entries that go stale after a second, so outages show quickly.
+pub(crate) fn stack_env(command: &mut Command) -> &mut Command {
+    command
+        .env("TESTKIT_BACKEND", "local")
+        .env("CACHE_FRESH_TTL", "1s")
+        .env_remove("LOG_FORMAT")
+}
+
+/// A stack started as `stack --booksvc-port P --storagesvc-port Q`, output in files.
+pub(crate) struct RunningStack {
+    pub(crate) child: Child,
+    pub(crate) booksvc_port: u16,
+    pub(crate) storagesvc_port: u16,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl RunningStack {
+    pub(crate) fn start() -> Self {
+        let (booksvc_port, storagesvc_port) = free_ports();
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(STACK);
+        stack_env(&mut command)
+            .args(["--booksvc-port", &booksvc_port.to_string()])
+            .args(["--storagesvc-port", &storagesvc_port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.path().join("stdout")).unwrap())
+            .stderr(File::create(dir.path().join("stderr")).unwrap());
+        let child = command.spawn().unwrap();
+        let mut stack = Self {
+            child,
+            booksvc_port,
+            storagesvc_port,
+            dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !stack.stdout().contains("stack: up in") {
+            if let Some(status) = stack.child.try_wait().unwrap() {
+                panic!(
+                    "the stack exited ({status}) before it was up:\n{}",
+                    stack.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stack was not up within {START_TIMEOUT:?}:\n{}",
+                stack.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        stack
+    }
+
+    pub(crate) fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
+    }
+
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    pub(crate) fn booksvc(&self) -> String {
+        format!("http://127.0.0.1:{}", self.booksvc_port)
+    }
+
+    pub(crate) fn storagesvc(&self) -> String {
+        format!("http://127.0.0.1:{}", self.storagesvc_port)
+    }
+
+    /// `stack ctl --booksvc-port P WORDS…`: exit status and stdout+stderr.
+    pub(crate) fn ctl(&self, words: &str) -> (ExitStatus, String) {
+        ctl(self.booksvc_port, words)
+    }
+
+    /// SIGINT, as Ctrl-C in its terminal sends; waits for the exit.
+    pub(crate) fn interrupt(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stack did not exit after SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for RunningStack {
+    fn drop(&mut self) {
+        // A failed test must not leave a stack running: SIGKILL is enough, the test kit's
+        // watchdogs and the services' parent-death signal clean up after it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn ctl(booksvc_port: u16, words: &str) -> (ExitStatus, String) {
+    let output = Command::new(STACK)
+        .args(["ctl", "--booksvc-port", &booksvc_port.to_string()])
+        .args(words.split_whitespace())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, text)
+}
+
+/// One row of the `status` table.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) state: String,
+    pub(crate) pid: Option<u32>,
+    pub(crate) data: Option<PathBuf>,
+}
+
+/// The rows of a `status` table found in `text` (the last table, if there are several).
+pub(crate) fn status_rows(text: &str) -> Vec<Row> {
+    let names = ["postgres", "redis", "rabbitmq", "storagesvc", "booksvc"];
+    let mut rows: Vec<Row> = Vec::new();
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        // Table rows: NAME STATE PID|- PORT URL [DATA]; log lines (`booksvc | …`) and the
+        // notes under the table (`storagesvc write token: …`) are not.
+        let is_row = cells.len() >= 5
+            && names.contains(&cells[0])
+            && (cells[2] == "-" || cells[2].parse::<u32>().is_ok())
+            && cells[3].parse::<u16>().is_ok();
+        if !is_row {
+            continue;
+        }
+        if cells[0] == "postgres" {
+            rows.clear();
+        }
+        rows.push(Row {
+            name: cells[0].to_owned(),
+            state: cells[1].to_owned(),
+            pid: cells[2].parse().ok(),
+            data: cells
+                .get(5)
+                .filter(|cell| cell.starts_with('/'))
+                .map(PathBuf::from),
+        });
+    }
+    rows
+}
+
+pub(crate) fn row<'a>(rows: &'a [Row], name: &str) -> &'a Row {
+    rows.iter()
+        .find(|row| row.name == name)
+        .unwrap_or_else(|| panic!("no {name} in the status table: {rows:?}"))
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+pub(crate) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Polls until `check` holds, panicking with `what` after `timeout`.
+pub(crate) fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Everything a stack ran is gone: each pid of `rows`, each data dir, the state dir.
+pub(crate) fn assert_nothing_left(rows: &[Row], booksvc_port: u16) {
+    for row in rows {
+        if let Some(pid) = row.pid {
+            eventually(
+                &format!("{} (pid {pid}) has exited", row.name),
+                Duration::from_secs(30),
+                || !alive(pid),
+            );
+        }
+        if let Some(data) = &row.data {
+            eventually(
+                &format!("{}'s data dir {} is deleted", row.name, data.display()),
+                Duration::from_secs(30),
+                || !data.exists(),
+            );
+        }
+    }
+    let state_dir = std::env::temp_dir().join(format!("bookstore-stack-{booksvc_port}"));
+    assert!(!state_dir.exists(), "{} is left", state_dir.display());
+}
+
+/// An HTTP answer as `curl -i` shows it.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: String,
+}
+
+impl Answer {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+}
+
+/// `curl -si ARGS…` as a user types it; status 0 when nothing answered.
+pub(crate) fn curl(args: &[&str]) -> Answer {
+    let output = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl must be installed (bash scripts/install-deps.sh)");
+    let text = String::from_utf8_lossy(&output.stdout).replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let status = head
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Answer {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
