@@ -11,6 +11,7 @@ mod app;
 mod bad_events;
 mod dead_letters;
 mod helpers;
+mod hostile;
 mod local_cache;
 mod outages;
 mod redrive;
