@@ -24,6 +24,8 @@ struct Inner {
     redis: BoundedConnection,
     /// The books hash, `<prefix>books`.
     key: String,
+    /// `<prefix>write-probe`, a short-lived key [`BookCache::probe_write`] sets.
+    probe_key: String,
     max_age: Duration,
     write_entry: Script,
     fill_list: Script,
@@ -65,6 +67,7 @@ impl BookCache {
         let inner = Inner {
             redis: BoundedConnection::new(&config.url, config.op_timeout)?,
             key: format!("{}books", config.prefix),
+            probe_key: format!("{}write-probe", config.prefix),
             max_age: config.max_age,
             write_entry: script(include_str!("write_entry.lua")),
             fill_list: script(include_str!("fill_list.lua")),
@@ -211,6 +214,24 @@ impl BookCache {
         self.redis()
             .call("ping", |mut conn| async move {
                 redis::cmd("PING").query_async::<()>(&mut conn).await
+            })
+            .await
+    }
+
+    /// Checks that Redis takes a write within `op_timeout` (sets a key of its own that expires
+    /// within a second). PING is not enough for writers: a Redis out of memory, read-only or
+    /// failing its saves answers PING and refuses every write.
+    pub async fn probe_write(&self) -> Result<(), CacheError> {
+        let key = &self.inner.probe_key;
+        self.redis()
+            .call("probe_write", |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(1000)
+                    .query_async::<()>(&mut conn)
+                    .await
             })
             .await
     }

@@ -6,10 +6,15 @@
 //!   ▼
 //! apply ──ok (applied / ignored as stale)─────────────────▶ ack
 //!   │ permanent ──────────────────────────────────────────▶ DLQ, ack
+//!   │ unavailable (Redis down, slow, refusing writes) ─────▶ PAUSE (below)
 //!   │ transient ─▶ ping ok? ── yes: this event's problem ─▶ retry queue or DLQ, ack
 //!   │                  └────── no: the cache is down ─────▶ PAUSE: hold the delivery,
 //!   └────────────────────────────────────────────────────── ping until back, apply again
 //! ```
+//!
+//! The sink's ping is a *write* probe: a Redis out of memory or read-only answers PING and
+//! refuses every write, and must pause the consumer like a Redis that is down, or good
+//! events would spend their attempts and end in the DLQ.
 //!
 //! Every republish (retry or DLQ) is confirmed by the broker before the original is acked,
 //! so a crash in between duplicates a message but never loses one (duplicates are harmless:
@@ -127,7 +132,9 @@ impl<S: EventSink> DeliveryHandler<'_, S> {
                     return Ok(self.after_transient_failure(received, one_line(&error)));
                 }
                 // The sink is down: no attempt is spent, the event waits for it.
-                Err(SinkError::Transient(error)) => self.pause_until_sink_is_back(&error).await?,
+                Err(SinkError::Unavailable(error) | SinkError::Transient(error)) => {
+                    self.pause_until_sink_is_back(&error).await?;
+                }
             }
         }
     }

@@ -15,5 +15,6 @@ mod hostile;
 mod local_cache;
 mod outages;
 mod redrive;
+mod refusing_redis;
 mod storage;
 mod warming;
