@@ -91,10 +91,19 @@ impl BookCache {
             })
             .await?;
         let now = redis_ms(time);
-        let Some(entry) = raw.as_deref().and_then(|raw| self.decode(id, raw)) else {
+        let Some(raw) = raw else {
             return Ok(Lookup {
                 cached: None,
                 seen: Seen::NOTHING,
+            });
+        };
+        let Some(entry) = self.decode(id, &raw) else {
+            // A miss, but one the fill must be able to replace: the scripts accept any
+            // well-formed header whatever the body, and a fill wins over an entry only if
+            // the read saw its revision.
+            return Ok(Lookup {
+                cached: None,
+                seen: Entry::header_rev(&raw).map_or(Seen::NOTHING, Seen),
             });
         };
         let seen = Seen(entry.rev);
