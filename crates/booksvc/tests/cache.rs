@@ -564,6 +564,41 @@ async fn a_list_fill_replaces_forged_versions_and_unreadable_entries() -> anyhow
     Ok(())
 }
 
+#[tokio::test]
+async fn an_undecodable_entry_under_a_valid_header_is_replaced_by_the_next_fill()
+-> anyhow::Result<()> {
+    let redis = testkit::Redis::shared().await?;
+    let cache = shared_cache("undecodable").await?;
+    let mut raw = redis::Client::open(redis.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    // What an older booksvc might have written: a header the scripts accept (recent, rev 5,
+    // version 3) over a body this one cannot decode.
+    let now_ms = u64::try_from(Utc::now().timestamp_millis())?;
+    let () = redis::cmd("HSET")
+        .arg("test:undecodable:books")
+        .arg("7")
+        .arg(format!("5:3:{now_ms}:b:{{\"name\":\"an old layout\"}}"))
+        .query_async(&mut raw)
+        .await?;
+
+    let lookup = cache.get_book(7).await?;
+    assert!(
+        lookup.cached.is_none(),
+        "an undecodable entry reads as a miss"
+    );
+    let outcome = cache
+        .fill_book(7, lookup.seen, Some(&book(7, 1, "From storagesvc")))
+        .await?;
+
+    assert_eq!(outcome, WriteOutcome::Applied, "the fill must replace it");
+    assert_eq!(
+        cached_title(&cache, 7).await?.as_deref(),
+        Some("From storagesvc")
+    );
+    Ok(())
+}
+
 // ---- Redis down ----------------------------------------------------------------------------
 
 #[tokio::test]

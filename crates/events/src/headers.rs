@@ -8,7 +8,10 @@
 //!
 //! Headers may come from any client, including a human in the management UI, who types
 //! numbers as strings: the readers accept every AMQP integer type and decimal strings, and
-//! treat anything else as absent.
+//! treat anything else as absent. They may also come from someone hostile: a count beyond
+//! `u32` reads as `u32::MAX` (many attempts, not none), and [`routing_key`] accepts only what
+//! could be a routing key, so an over-long or binary value can neither make a republish
+//! impossible (AMQP routing keys are at most 255 bytes) nor bloat a log line.
 
 use lapin::types::{AMQPValue, FieldTable};
 
@@ -27,7 +30,15 @@ pub const TRACEPARENT: &str = "traceparent";
 /// drops them: they grow with every round trip and RabbitMQ 4 ignores them anyway.
 pub const BROKER_DEATH_PREFIXES: [&str; 3] = ["x-death", "x-first-death-", "x-last-death-"];
 
-/// `name` as a non-negative count, if present and readable.
+/// Longest routing key AMQP can carry (a short string).
+pub const MAX_ROUTING_KEY_LEN: usize = 255;
+
+/// Longest decimal string [`count`] parses: `u32::MAX` has 10 digits; anything much longer
+/// is not a count, and parsing it is wasted work.
+const MAX_COUNT_DIGITS: usize = 32;
+
+/// `name` as a non-negative count, if present and readable. Negative values and anything
+/// that is not an integer read as absent; integers beyond `u32` saturate at `u32::MAX`.
 pub fn count(headers: Option<&FieldTable>, name: &str) -> Option<u32> {
     match headers?.inner().get(name)? {
         AMQPValue::ShortShortInt(v) => u32::try_from(*v).ok(),
@@ -36,11 +47,46 @@ pub fn count(headers: Option<&FieldTable>, name: &str) -> Option<u32> {
         AMQPValue::ShortUInt(v) => Some(u32::from(*v)),
         AMQPValue::LongInt(v) => u32::try_from(*v).ok(),
         AMQPValue::LongUInt(v) => Some(*v),
-        AMQPValue::LongLongInt(v) => u32::try_from(*v).ok(),
-        AMQPValue::LongString(v) => std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok(),
-        AMQPValue::ShortString(v) => v.as_str().trim().parse().ok(),
+        AMQPValue::LongLongInt(v) => saturating_count(i128::from(*v)),
+        AMQPValue::LongString(v) => parse_count(std::str::from_utf8(v.as_bytes()).ok()?),
+        AMQPValue::ShortString(v) => parse_count(v.as_str()),
         _ => None,
     }
+}
+
+fn parse_count(text: &str) -> Option<u32> {
+    let digits = text.trim();
+    if digits.is_empty() || digits.len() > MAX_COUNT_DIGITS {
+        return None;
+    }
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // All digits: only its size can stop it fitting a u32.
+    Some(digits.parse().unwrap_or(u32::MAX))
+}
+
+fn saturating_count(value: i128) -> Option<u32> {
+    if value < 0 {
+        return None;
+    }
+    Some(u32::try_from(value).unwrap_or(u32::MAX))
+}
+
+/// `name` as a routing key: a string of 1 to [`MAX_ROUTING_KEY_LEN`] printable ASCII
+/// characters (no spaces, no control characters). Anything else reads as absent.
+pub fn routing_key(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    let key = match headers?.inner().get(name)? {
+        AMQPValue::LongString(v) => std::str::from_utf8(v.as_bytes()).ok()?,
+        AMQPValue::ShortString(v) => v.as_str(),
+        _ => return None,
+    };
+    is_plain_routing_key(key).then(|| key.to_owned())
+}
+
+/// Whether `key` is a routing key we republish and log as is (see [`routing_key`]).
+pub fn is_plain_routing_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_ROUTING_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// `name` as text, if present and a string.
@@ -80,7 +126,23 @@ mod tests {
             (AMQPValue::LongString(LongString::from(" 6 ")), Some(6)),
             (AMQPValue::LongInt(-1), None),
             (AMQPValue::LongString(LongString::from("many")), None),
+            (AMQPValue::LongString(LongString::from("-1")), None),
+            (AMQPValue::LongString(LongString::from("+1")), None),
+            (AMQPValue::LongString(LongString::from("")), None),
+            (AMQPValue::LongString(LongString::from("1e3")), None),
             (AMQPValue::Boolean(true), None),
+            (AMQPValue::Float(2.0), None),
+            // Beyond u32: many attempts, not none.
+            (AMQPValue::LongLongInt(i64::MAX), Some(u32::MAX)),
+            (AMQPValue::LongLongInt(i64::MIN), None),
+            (
+                AMQPValue::LongString(LongString::from("99999999999999999999")),
+                Some(u32::MAX),
+            ),
+            (
+                AMQPValue::LongString(LongString::from("9".repeat(100_000))),
+                None,
+            ),
         ];
         for (value, expected) in cases {
             let headers = table(value.clone());
@@ -99,6 +161,30 @@ mod tests {
         headers.insert(ShortString::from(TRACEPARENT), AMQPValue::LongInt(1));
         assert_eq!(text(Some(&headers), X_ERROR).as_deref(), Some("boom"));
         assert_eq!(text(Some(&headers), TRACEPARENT), None);
+    }
+
+    #[test]
+    fn only_plain_routing_keys_are_read() {
+        let read = |value: AMQPValue| {
+            let mut headers = FieldTable::default();
+            headers.insert(ShortString::from(X_ORIGINAL_ROUTING_KEY), value);
+            routing_key(Some(&headers), X_ORIGINAL_ROUTING_KEY)
+        };
+        let long = |s: &str| AMQPValue::LongString(LongString::from(s));
+        assert_eq!(read(long("book.updated")).as_deref(), Some("book.updated"));
+        let longest = "k".repeat(MAX_ROUTING_KEY_LEN);
+        assert_eq!(read(long(&longest)), Some(longest));
+        for bad in [
+            long(&"a".repeat(MAX_ROUTING_KEY_LEN + 1)),
+            long(""),
+            long("book updated"),
+            long("book.updated\n{\"forged\":1}"),
+            long("bóok"),
+            AMQPValue::LongString(LongString::from(vec![0xff, 0xfe])),
+            AMQPValue::LongInt(7),
+        ] {
+            assert_eq!(read(bad.clone()), None, "{bad:?}");
+        }
     }
 
     #[test]

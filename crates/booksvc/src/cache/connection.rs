@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::RedisResult;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::CacheError;
+use super::{CacheError, RedisFailure};
 
 /// A multiplexed connection shared by all clones of the cache.
 #[derive(Clone)]
@@ -36,7 +36,8 @@ impl BoundedConnection {
         self.op_timeout
     }
 
-    /// Runs one exchange within `op_timeout`; any failure is [`CacheError::Unavailable`].
+    /// Runs one exchange within `op_timeout`; any failure is [`CacheError::Unavailable`],
+    /// with the redis error's kind and code kept in its [`RedisFailure`].
     ///
     /// A connection lost since the last call (Redis restarted) fails the first exchange and
     /// makes the manager reconnect; one immediate second try rides that out, so the first
@@ -56,16 +57,23 @@ impl BoundedConnection {
                 result => result,
             }
         };
-        let reason = match tokio::time::timeout(self.op_timeout, attempts).await {
+        let (reason, failure) = match tokio::time::timeout(self.op_timeout, attempts).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {:?}", self.op_timeout),
+            Ok(Err(e)) => (e.to_string(), RedisFailure::of(&e)),
+            Err(_) => (
+                format!("no answer within {:?}", self.op_timeout),
+                RedisFailure::Timeout,
+            ),
         };
         metrics::counter!("booksvc_cache_errors_total", "op" => op).increment(1);
         // Debug, not warn: during an outage this fires on every request; the caller and the
         // error counter report the outage once.
         tracing::debug!(op, %reason, "redis cache call failed");
-        Err(CacheError::Unavailable { op, reason })
+        Err(CacheError::Unavailable {
+            op,
+            reason,
+            failure,
+        })
     }
 }
 

@@ -38,6 +38,23 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// The revision in `raw`'s header when the scripts would read it as an entry (their
+    /// pattern `^(%d+):(%d+):(%d+):([bt]):`), whether or not the body decodes.
+    pub(super) fn header_rev(raw: &str) -> Option<u64> {
+        let mut parts = raw.splitn(5, ':');
+        let rev = parse_digits(parts.next()?)?;
+        for _ in 0..2 {
+            let digits = parts.next()?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+        }
+        matches!(parts.next()?, "b" | "t").then_some(())?;
+        parts.next().map(|_| rev)
+    }
+}
+
 /// Digits only, like the scripts' `%d+` (Rust's parse would also take a leading `+`).
 fn parse_digits(text: &str) -> Option<u64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -108,6 +125,19 @@ mod tests {
             "1:99999999999999999999:3:t:",
         ] {
             assert_eq!(Entry::decode(raw), None, "{raw:?} must not decode");
+        }
+    }
+
+    #[test]
+    fn the_header_revision_is_read_whatever_the_body() {
+        assert_eq!(Entry::header_rev("5:3:1700000000000:b:{not json"), Some(5));
+        assert_eq!(
+            Entry::header_rev("6:99999999999999999999:1:t:junk"),
+            Some(6)
+        );
+        assert_eq!(Entry::header_rev("7:3:1:b:"), Some(7));
+        for raw in ["", "junk", "5:3:1:x:", "5:3:1:b", "5::1:b:", "+5:3:1:b:"] {
+            assert_eq!(Entry::header_rev(raw), None, "{raw:?}");
         }
     }
 

@@ -144,7 +144,74 @@ pub enum CacheError {
         op: &'static str,
         /// What went wrong, one line.
         reason: String,
+        /// What kind of failure: whether Redis as a whole cannot take writes now.
+        failure: RedisFailure,
     },
+}
+
+/// Error codes of a Redis that cannot take writes now, whatever is written: out of memory
+/// under `noeviction`, a read-only replica (a failover left us on the old master), a failed
+/// RDB save (`stop-writes-on-bgsave-error`), a script or a load in progress, no replicas or
+/// master to write with, a cluster that is down, or credentials it no longer accepts.
+const OUTAGE_CODES: [&str; 11] = [
+    "OOM",
+    "READONLY",
+    "MISCONF",
+    "BUSY",
+    "LOADING",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "NOAUTH",
+    "NOPERM",
+];
+
+/// The kind of a [`CacheError::Unavailable`], from the redis client's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisFailure {
+    /// No connection: refused, dropped, or an I/O error.
+    Down,
+    /// No answer within `op_timeout`.
+    Timeout,
+    /// Redis answered with an error reply; its code (`OOM`, `READONLY`, `ERR`, ...).
+    Reply(String),
+    /// Anything else (an answer of an unexpected shape).
+    Other,
+}
+
+impl RedisFailure {
+    /// Classifies a redis client error. A script's error reply can arrive as `ERR` with the
+    /// real code inside the message (older Redis), so that is looked for too.
+    pub(crate) fn of(error: &redis::RedisError) -> RedisFailure {
+        if error.is_timeout() {
+            return RedisFailure::Timeout;
+        }
+        if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
+            return RedisFailure::Down;
+        }
+        match error.code() {
+            Some(code) if code != "ERR" => RedisFailure::Reply(code.to_owned()),
+            Some(code) => {
+                let text = error.to_string();
+                let inner = OUTAGE_CODES.iter().find(|outage| {
+                    text.contains(&format!("-{outage} ")) || text.contains(&format!(": {outage} "))
+                });
+                RedisFailure::Reply(inner.map_or(code, |outage| *outage).to_owned())
+            }
+            None => RedisFailure::Other,
+        }
+    }
+
+    /// Whether Redis as a whole cannot take writes now (down, too slow, or refusing every
+    /// write), as opposed to a failure of this one call.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            RedisFailure::Down | RedisFailure::Timeout => true,
+            RedisFailure::Reply(code) => OUTAGE_CODES.contains(&code.as_str()),
+            RedisFailure::Other => false,
+        }
+    }
 }
 
 /// What a single write did.

@@ -24,6 +24,8 @@ struct Inner {
     redis: BoundedConnection,
     /// The books hash, `<prefix>books`.
     key: String,
+    /// `<prefix>write-probe`, a short-lived key [`BookCache::probe_write`] sets.
+    probe_key: String,
     max_age: Duration,
     write_entry: Script,
     fill_list: Script,
@@ -65,6 +67,7 @@ impl BookCache {
         let inner = Inner {
             redis: BoundedConnection::new(&config.url, config.op_timeout)?,
             key: format!("{}books", config.prefix),
+            probe_key: format!("{}write-probe", config.prefix),
             max_age: config.max_age,
             write_entry: script(include_str!("write_entry.lua")),
             fill_list: script(include_str!("fill_list.lua")),
@@ -88,10 +91,19 @@ impl BookCache {
             })
             .await?;
         let now = redis_ms(time);
-        let Some(entry) = raw.as_deref().and_then(|raw| self.decode(id, raw)) else {
+        let Some(raw) = raw else {
             return Ok(Lookup {
                 cached: None,
                 seen: Seen::NOTHING,
+            });
+        };
+        let Some(entry) = self.decode(id, &raw) else {
+            // A miss, but one the fill must be able to replace: the scripts accept any
+            // well-formed header whatever the body, and a fill wins over an entry only if
+            // the read saw its revision.
+            return Ok(Lookup {
+                cached: None,
+                seen: Entry::header_rev(&raw).map_or(Seen::NOTHING, Seen),
             });
         };
         let seen = Seen(entry.rev);
@@ -211,6 +223,24 @@ impl BookCache {
         self.redis()
             .call("ping", |mut conn| async move {
                 redis::cmd("PING").query_async::<()>(&mut conn).await
+            })
+            .await
+    }
+
+    /// Checks that Redis takes a write within `op_timeout` (sets a key of its own that expires
+    /// within a second). PING is not enough for writers: a Redis out of memory, read-only or
+    /// failing its saves answers PING and refuses every write.
+    pub async fn probe_write(&self) -> Result<(), CacheError> {
+        let key = &self.inner.probe_key;
+        self.redis()
+            .call("probe_write", |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(1000)
+                    .query_async::<()>(&mut conn)
+                    .await
             })
             .await
     }

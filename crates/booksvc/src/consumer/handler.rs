@@ -6,10 +6,15 @@
 //!   ▼
 //! apply ──ok (applied / ignored as stale)─────────────────▶ ack
 //!   │ permanent ──────────────────────────────────────────▶ DLQ, ack
+//!   │ unavailable (Redis down, slow, refusing writes) ─────▶ PAUSE (below)
 //!   │ transient ─▶ ping ok? ── yes: this event's problem ─▶ retry queue or DLQ, ack
 //!   │                  └────── no: the cache is down ─────▶ PAUSE: hold the delivery,
 //!   └────────────────────────────────────────────────────── ping until back, apply again
 //! ```
+//!
+//! The sink's ping is a *write* probe: a Redis out of memory or read-only answers PING and
+//! refuses every write, and must pause the consumer like a Redis that is down, or good
+//! events would spend their attempts and end in the DLQ.
 //!
 //! Every republish (retry or DLQ) is confirmed by the broker before the original is acked,
 //! so a crash in between duplicates a message but never loses one (duplicates are harmless:
@@ -17,6 +22,13 @@
 //! `multiple`, and never requeued: on RabbitMQ 4 every requeue counts towards the quorum
 //! queue's delivery limit. A failure to publish or ack means the channel is gone; the session
 //! ends and the unacked delivery comes back after the reconnect.
+//!
+//! Except when the broker refuses *this* message (a nack, e.g. a DLQ under a `max-length`
+//! policy with `reject-publish`; unroutable; or not expressible in AMQP): then a retry goes
+//! to the DLQ instead, and a dead letter the DLQ refuses is rejected without requeue (logged,
+//! counted in `booksvc_consumer_rejected_total`). Ending the session would bring the same
+//! message straight back, for ever on RabbitMQ 4.3+, where a closed channel no longer counts
+//! towards the delivery limit: no message may stop the consumer.
 
 use std::time::Duration;
 
@@ -24,13 +36,15 @@ use chrono::Utc;
 use events::headers::{self, TRACEPARENT};
 use events::lapin::Channel;
 use events::lapin::message::Delivery;
-use events::lapin::options::BasicAckOptions;
-use events::{BookChanged, ConfirmPublisher, DLQ_EXCHANGE, Outgoing, RETRY_EXCHANGE, Topology};
+use events::lapin::options::{BasicAckOptions, BasicRejectOptions};
+use events::{
+    BookChanged, ConfirmPublisher, DLQ_EXCHANGE, Outgoing, PublishError, RETRY_EXCHANGE, Topology,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, field};
 
 use super::metrics::{self, DeadLetterReason};
-use super::routing::{NextStep, Received, RetryTiers};
+use super::routing::{NextStep, Received, RetryTiers, one_line};
 use super::session::SessionEnd;
 use super::sink::{EventSink, SinkError};
 use super::status::{ConsumerState, ConsumerStatus};
@@ -95,7 +109,7 @@ impl<S: EventSink> DeliveryHandler<'_, S> {
                 return Ok(Disposition::DeadLetter {
                     reason: DeadLetterReason::Poison,
                     attempts: received.failed_attempts().saturating_add(1),
-                    error: error.to_string(),
+                    error: one_line(&error.to_string()),
                 });
             }
         };
@@ -110,15 +124,17 @@ impl<S: EventSink> DeliveryHandler<'_, S> {
                     return Ok(Disposition::DeadLetter {
                         reason: DeadLetterReason::Unprocessable,
                         attempts: received.failed_attempts().saturating_add(1),
-                        error,
+                        error: one_line(&error),
                     });
                 }
                 // The sink answers pings: the failure is this event's, worth a later retry.
                 Err(SinkError::Transient(error)) if self.sink.ping().await.is_ok() => {
-                    return Ok(self.after_transient_failure(received, error));
+                    return Ok(self.after_transient_failure(received, one_line(&error)));
                 }
                 // The sink is down: no attempt is spent, the event waits for it.
-                Err(SinkError::Transient(error)) => self.pause_until_sink_is_back(&error).await?,
+                Err(SinkError::Unavailable(error) | SinkError::Transient(error)) => {
+                    self.pause_until_sink_is_back(&error).await?;
+                }
             }
         }
     }
@@ -169,40 +185,92 @@ impl<S: EventSink> DeliveryHandler<'_, S> {
         disposition: Disposition,
     ) -> Result<(), SessionEnd> {
         match disposition {
-            Disposition::Ack => {}
+            Disposition::Ack => ack(delivery).await,
             Disposition::Retry {
                 delay,
                 attempts,
                 error,
             } => {
                 let message = received.retry_message(delay, attempts, &error);
-                self.publish(RETRY_EXCHANGE, message).await?;
-                let tier = Topology::retry_queue_name(delay);
-                tracing::info!(%error, attempts, retry_queue = %tier, "event failed: retrying later");
-                metrics::record_retried(tier);
+                match self.publish(RETRY_EXCHANGE, message).await? {
+                    Ok(()) => {
+                        let tier = Topology::retry_queue_name(delay);
+                        tracing::info!(%error, attempts, retry_queue = %tier, "event failed: retrying later");
+                        metrics::record_retried(tier);
+                        ack(delivery).await
+                    }
+                    Err(refusal) => {
+                        tracing::warn!(%error, %refusal, "the retry queue refused the event: dead-lettering it");
+                        let error = format!("{error} (the retry queue refused it: {refusal})");
+                        let reason = DeadLetterReason::RetryRefused;
+                        self.dead_letter(delivery, received, reason, attempts, &error)
+                            .await
+                    }
+                }
             }
             Disposition::DeadLetter {
                 reason,
                 attempts,
                 error,
             } => {
-                let message = received.dead_letter_message(reason, attempts, &error);
-                self.publish(DLQ_EXCHANGE, message).await?;
-                tracing::warn!(%error, attempts, reason = reason.as_str(), "message dead-lettered");
-                metrics::record_dead_lettered(reason);
+                self.dead_letter(delivery, received, reason, attempts, &error)
+                    .await
             }
         }
-        ack(delivery).await
     }
 
-    /// Publishes `message` and waits for the broker's confirm.
-    async fn publish(&self, exchange: &str, message: Outgoing) -> Result<(), SessionEnd> {
+    /// Publishes the DLQ copy, then acks. When the broker will never take that copy (the
+    /// DLQ refuses it, or it cannot be expressed), the delivery is rejected instead: ending
+    /// the session would bring it straight back and stop the consumer for good.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        received: &Received<'_>,
+        reason: DeadLetterReason,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), SessionEnd> {
+        let message = received.dead_letter_message(reason, attempts, error);
+        match self.publish(DLQ_EXCHANGE, message).await? {
+            Ok(()) => {
+                tracing::warn!(%error, attempts, reason = reason.as_str(), "message dead-lettered");
+                metrics::record_dead_lettered(reason);
+                ack(delivery).await
+            }
+            Err(refusal) => {
+                tracing::error!(
+                    %error,
+                    %refusal,
+                    attempts,
+                    reason = reason.as_str(),
+                    "the DLQ refused the message: rejecting it (the broker dead-letters it \
+                     without x-error, or drops it)"
+                );
+                metrics::record_rejected(reason);
+                reject(delivery).await
+            }
+        }
+    }
+
+    /// Publishes `message` and waits for the broker's confirm. The inner `Err` is a refusal
+    /// of this message that trying again cannot change; the outer one is the broker path
+    /// failing (the session ends, and the delivery comes back after the reconnect).
+    async fn publish(
+        &self,
+        exchange: &str,
+        message: Outgoing,
+    ) -> Result<Result<(), PublishError>, SessionEnd> {
         let report = self
             .publisher
             .publish_in_order(exchange, &[message], 1, self.confirm_timeout)
             .await;
         match report.error {
-            None => Ok(()),
+            None => Ok(Ok(())),
+            Some(
+                refusal @ (PublishError::Nacked
+                | PublishError::Returned { .. }
+                | PublishError::InvalidMessage(_)),
+            ) => Ok(Err(refusal)),
             Some(error) => Err(SessionEnd::Lost(format!(
                 "republishing to {exchange} failed: {error}"
             ))),
@@ -217,6 +285,22 @@ async fn ack(delivery: &Delivery) -> Result<(), SessionEnd> {
             "the channel closed before the ack".to_owned(),
         )),
         Err(error) => Err(SessionEnd::Lost(format!("ack failed: {error}"))),
+    }
+}
+
+/// Rejects without requeueing: the main queue's dead-letter exchange gets the message (as
+/// RabbitMQ dead-letters it, with `x-death`), or the broker drops it.
+async fn reject(delivery: &Delivery) -> Result<(), SessionEnd> {
+    match delivery
+        .acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SessionEnd::Lost(
+            "the channel closed before the reject".to_owned(),
+        )),
+        Err(error) => Err(SessionEnd::Lost(format!("reject failed: {error}"))),
     }
 }
 

@@ -7,6 +7,7 @@
 //! | `booksvc_consumer_ignored_stale_total` | | events older than (or as old as) the cache |
 //! | `booksvc_consumer_retried_total` | `tier` (the delay, e.g. `10s`) | sent to a retry queue |
 //! | `booksvc_consumer_dead_lettered_total` | `reason` | sent to the DLQ ([`DeadLetterReason`]) |
+//! | `booksvc_consumer_rejected_total` | `reason` | the DLQ refused the dead letter: rejected without requeue |
 //! | `booksvc_consumer_state` | `state` | 1 for the current [`ConsumerState`], 0 for the others |
 //! | `booksvc_consumer_reconnects_total` | | broker sessions that ended other than by shutdown |
 //! | `booksvc_consumer_event_lag_seconds` (histogram) | | now − `occurred_at` when handled |
@@ -32,6 +33,8 @@ pub enum DeadLetterReason {
     Unprocessable,
     /// Transient failures on every allowed attempt.
     Exhausted,
+    /// A transient failure whose retry queue refused the message.
+    RetryRefused,
 }
 
 impl DeadLetterReason {
@@ -41,6 +44,7 @@ impl DeadLetterReason {
             DeadLetterReason::Poison => "poison",
             DeadLetterReason::Unprocessable => "unprocessable",
             DeadLetterReason::Exhausted => "exhausted",
+            DeadLetterReason::RetryRefused => "retry_refused",
         }
     }
 }
@@ -64,6 +68,10 @@ pub(crate) fn record_retried(tier: String) {
 pub(crate) fn record_dead_lettered(reason: DeadLetterReason) {
     metrics::counter!("booksvc_consumer_dead_lettered_total", "reason" => reason.as_str())
         .increment(1);
+}
+
+pub(crate) fn record_rejected(reason: DeadLetterReason) {
+    metrics::counter!("booksvc_consumer_rejected_total", "reason" => reason.as_str()).increment(1);
 }
 
 pub(crate) fn record_reconnect() {

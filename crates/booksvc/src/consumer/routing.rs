@@ -8,6 +8,12 @@
 //! minus the `x-death` family RabbitMQ added, and is persistent (the retry queues and the
 //! DLQ are quorum queues, which keep every message anyway; a classic queue an operator moves
 //! it to keeps only persistent ones across a restart).
+//!
+//! Anyone who can publish to `books` chooses the headers, so nothing read from them may make
+//! a republish impossible: `x-original-routing-key` is used only when it is a plain routing
+//! key (else the delivery's own key stands in), `x-retry-count` and `x-error` are always
+//! rewritten, and copied headers are capped in size ([`MAX_COPIED_HEADER_BYTES`],
+//! [`MAX_COPIED_HEADERS_BYTES`]) so ours still fit the content-header frame.
 
 use std::time::Duration;
 
@@ -20,6 +26,12 @@ use super::metrics::DeadLetterReason;
 
 /// Longest `x-error` we write: enough for any parse or cache error, bounded for hostile input.
 const MAX_ERROR_LEN: usize = 500;
+/// Largest header (name and encoded value) copied into a republish; a `traceparent` is 70.
+pub(crate) const MAX_COPIED_HEADER_BYTES: usize = 1024;
+/// Largest total of copied headers. With ours (under 1 KiB) it stays far below the smallest
+/// frame size a broker may choose (4 KiB minus the properties), so a republish always fits
+/// the one content-header frame AMQP allows, whatever the original carried.
+pub(crate) const MAX_COPIED_HEADERS_BYTES: usize = 2048;
 
 /// The retry delays and how many attempts a message gets in all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,8 +81,10 @@ impl Received<'_> {
 
     /// The routing key the event was published with: the header once it has been
     /// republished (retries come back keyed by the queue's name), else the delivery's own.
+    /// A header that is not a plain routing key (over 255 bytes, control characters, not a
+    /// string) is ignored, so this is always a valid, bounded routing key.
     pub(crate) fn original_routing_key(&self) -> String {
-        headers::text(self.properties.headers().as_ref(), X_ORIGINAL_ROUTING_KEY)
+        headers::routing_key(self.properties.headers().as_ref(), X_ORIGINAL_ROUTING_KEY)
             .unwrap_or_else(|| self.routing_key.to_owned())
     }
 
@@ -117,14 +131,58 @@ impl Received<'_> {
     }
 }
 
-/// The original headers minus the ones RabbitMQ adds on dead-lettering.
+/// The original headers minus the ones RabbitMQ adds on dead-lettering, and minus any header
+/// over [`MAX_COPIED_HEADER_BYTES`] or past [`MAX_COPIED_HEADERS_BYTES`] in all, so what we add
+/// always fits. Smaller headers are kept first (a `traceparent` is never crowded out by a
+/// big one); dropped headers are logged by count.
 pub(crate) fn kept_headers(original: Option<&FieldTable>) -> FieldTable {
     let Some(original) = original else {
         return FieldTable::default();
     };
-    let mut kept = original.inner().clone();
-    kept.retain(|name, _| !headers::is_broker_death_header(name.as_str()));
-    FieldTable::from(kept)
+    let mut candidates: Vec<_> = original
+        .inner()
+        .iter()
+        .filter(|(name, _)| !headers::is_broker_death_header(name.as_str()))
+        .map(|(name, value)| (1 + name.as_str().len() + encoded_len(value), name, value))
+        .collect();
+    candidates.sort_by_key(|&(size, name, _)| (size, name.as_str()));
+    let mut kept = FieldTable::default();
+    let mut total = 0_usize;
+    let mut dropped = 0_usize;
+    for (size, name, value) in candidates {
+        if size > MAX_COPIED_HEADER_BYTES || total + size > MAX_COPIED_HEADERS_BYTES {
+            dropped += 1;
+            continue;
+        }
+        total += size;
+        kept.insert(name.clone(), value.clone());
+    }
+    if dropped > 0 {
+        tracing::info!(
+            dropped,
+            "oversized headers not copied into the republished message"
+        );
+    }
+    kept
+}
+
+/// The size of `value` in an AMQP field table (type tag included), from the 0-9-1 encoding:
+/// strings and arrays carry a length prefix, scalars at most 9 bytes.
+fn encoded_len(value: &AMQPValue) -> usize {
+    1 + match value {
+        AMQPValue::LongString(v) => 4 + v.as_bytes().len(),
+        AMQPValue::ShortString(v) => 1 + v.as_str().len(),
+        AMQPValue::ByteArray(v) => 4 + v.len(),
+        AMQPValue::FieldArray(v) => 4 + v.as_slice().iter().map(encoded_len).sum::<usize>(),
+        AMQPValue::FieldTable(v) => {
+            4 + v
+                .inner()
+                .iter()
+                .map(|(name, value)| 1 + name.as_str().len() + encoded_len(value))
+                .sum::<usize>()
+        }
+        _ => 9,
+    }
 }
 
 /// `error` on one line, at most [`MAX_ERROR_LEN`] bytes (cut at a character boundary).
@@ -271,6 +329,67 @@ mod tests {
         );
         assert_eq!(header(&message, X_RETRY_COUNT), Some(AMQPValue::LongInt(1)));
         assert!(message.message_id.is_empty());
+    }
+
+    #[test]
+    fn a_hostile_routing_key_header_is_replaced_by_the_delivery_key() {
+        for bad in [
+            "a".repeat(300),
+            "book.updated\nforged".to_owned(),
+            String::new(),
+        ] {
+            let mut original = FieldTable::default();
+            original.insert(X_ORIGINAL_ROUTING_KEY.into(), long_string(&bad));
+            let properties = BasicProperties::default().with_headers(original);
+            let received = Received {
+                routing_key: "book.created",
+                properties: &properties,
+                body: b"x",
+            };
+            let message = received.dead_letter_message(DeadLetterReason::Poison, 1, "bad");
+            assert_eq!(message.routing_key, "book.created", "{bad:?}");
+            assert_eq!(
+                header(&message, X_ORIGINAL_ROUTING_KEY),
+                Some(long_string("book.created"))
+            );
+        }
+    }
+
+    #[test]
+    fn copied_headers_are_capped_in_size() {
+        let mut original = FieldTable::default();
+        original.insert("traceparent".into(), long_string("00-abc"));
+        original.insert("a-huge".into(), long_string(&"x".repeat(100_000)));
+        original.insert(
+            "b-nested".into(),
+            AMQPValue::FieldArray(vec![long_string(&"y".repeat(2_000))].into()),
+        );
+        for i in 0..100 {
+            original.insert(format!("c-{i:03}").into(), long_string(&"z".repeat(500)));
+        }
+        original.insert(X_ERROR.into(), long_string(&"e".repeat(100_000)));
+        let properties = BasicProperties::default().with_headers(original);
+        let received = Received {
+            routing_key: "book.created",
+            properties: &properties,
+            body: b"x",
+        };
+        let message = received.dead_letter_message(DeadLetterReason::Poison, 1, "bad");
+        let total: usize = message
+            .headers
+            .inner()
+            .iter()
+            .map(|(name, value)| 1 + name.as_str().len() + encoded_len(value))
+            .sum();
+        assert!(total < 4096 - 200, "headers of {total} bytes");
+        assert_eq!(header(&message, "a-huge"), None);
+        assert_eq!(header(&message, "b-nested"), None);
+        assert!(
+            header(&message, "c-000").is_some(),
+            "small headers are kept"
+        );
+        assert_eq!(header(&message, "traceparent"), Some(long_string("00-abc")));
+        assert_eq!(header(&message, X_ERROR), Some(long_string("poison: bad")));
     }
 
     #[test]

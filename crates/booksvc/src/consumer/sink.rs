@@ -10,6 +10,10 @@ use crate::cache::{BookCache, CacheError, WriteOutcome};
 /// Why a sink could not take an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
+    /// The sink can take no write now, whatever the event: Redis down, too slow, out of
+    /// memory, read-only, ... The consumer pauses until [`EventSink::ping`] succeeds.
+    #[error("{0}")]
+    Unavailable(String),
     /// May succeed later. Whether it is the sink being down (the consumer pauses) or a
     /// problem with this event (the consumer retries it after a delay) is decided by
     /// [`EventSink::ping`] right after.
@@ -28,7 +32,7 @@ pub trait EventSink: Send + Sync + 'static {
         event: &BookChanged,
     ) -> impl Future<Output = Result<WriteOutcome, SinkError>> + Send;
 
-    /// Whether the sink can be written at all (fails while Redis is down).
+    /// Whether the sink can be written at all: fails while Redis is down or refuses writes.
     fn ping(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
@@ -38,13 +42,17 @@ impl EventSink for BookCache {
     }
 
     async fn ping(&self) -> Result<(), SinkError> {
-        BookCache::ping(self).await.map_err(classify)
+        self.probe_write().await.map_err(classify)
     }
 }
 
-/// Redis failing or slow may pass; bad input or configuration never will.
+/// Redis down, slow or refusing every write is an outage (pause); another Redis failure may
+/// be this event's and may pass (retry later); bad input or configuration never will.
 fn classify(error: CacheError) -> SinkError {
     match error {
+        CacheError::Unavailable { ref failure, .. } if failure.is_outage() => {
+            SinkError::Unavailable(error.to_string())
+        }
         CacheError::Unavailable { .. } => SinkError::Transient(error.to_string()),
         CacheError::InvalidInput(_) | CacheError::Config(_) => {
             SinkError::Permanent(error.to_string())
