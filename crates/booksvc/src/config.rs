@@ -394,7 +394,6 @@ fn argument_of(rendered_arg: &str) -> Argument {
     }
 }
 
-
 fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();
     line.trim_start_matches("error: ").to_owned()
