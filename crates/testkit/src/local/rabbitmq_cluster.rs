@@ -99,8 +99,8 @@ impl LocalRabbitMqCluster {
             _epmd: epmd,
             scratch,
         };
-        this.on_each_node(0..size, |index| this.launch(index))?;
-        this.on_each_node(1..size, |index| this.join(index, 0))?;
+        on_each_node(0..size, |index| this.launch(index))?;
+        on_each_node(1..size, |index| this.join(index, 0))?;
         Ok(this)
     }
 
@@ -199,27 +199,6 @@ impl LocalRabbitMqCluster {
         Ok(self.nodes.iter().position(|n| n.node.name == leader))
     }
 
-    /// Runs `work(index)` for every index on its own thread and waits for all of them.
-    fn on_each_node(
-        &self,
-        indexes: std::ops::Range<usize>,
-        work: impl Fn(usize) -> anyhow::Result<()> + Sync,
-    ) -> anyhow::Result<()> {
-        let work = &work;
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = indexes
-                .map(|index| (index, scope.spawn(move || work(index))))
-                .collect();
-            for (index, handle) in handles {
-                match handle.join() {
-                    Ok(result) => result.with_context(|| format!("node {index}"))?,
-                    Err(_) => bail!("node {index}: the worker thread panicked"),
-                }
-            }
-            Ok(())
-        })
-    }
-
     fn launch(&self, index: usize) -> anyhow::Result<()> {
         let node = self.node(index)?;
         let mut command = Command::new(Path::new(BIN_DIR).join("rabbitmq-server"));
@@ -277,4 +256,24 @@ impl LocalRabbitMqCluster {
     fn home(&self) -> PathBuf {
         self.scratch.path().join("home")
     }
+}
+
+/// Runs `work(index)` for every index on its own thread and waits for all of them.
+fn on_each_node(
+    indexes: std::ops::Range<usize>,
+    work: impl Fn(usize) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<()> {
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = indexes
+            .map(|index| (index, scope.spawn(move || work(index))))
+            .collect();
+        for (index, handle) in handles {
+            match handle.join() {
+                Ok(result) => result.with_context(|| format!("node {index}"))?,
+                Err(_) => bail!("node {index}: the worker thread panicked"),
+            }
+        }
+        Ok(())
+    })
 }
