@@ -160,8 +160,8 @@ fn parse_wrk(text: &str) -> anyhow::Result<Round> {
 
 fn last_number(text: &str) -> u64 {
     text.split_whitespace()
-        .filter_map(|word| word.parse().ok())
-        .last()
+        .rev()
+        .find_map(|word| word.parse().ok())
         .unwrap_or(0)
 }
 

@@ -73,8 +73,11 @@ pub struct StorageClient {
     base: Url,
     attempt_timeout: Duration,
     /// The last readiness answer and when it came, shared by [`StorageClient::ready_shared`].
-    last_ready: Arc<tokio::sync::Mutex<Option<(Instant, Result<(), ClientError>)>>>,
+    last_ready: Arc<tokio::sync::Mutex<Option<ReadyAnswer>>>,
 }
+
+/// A readiness answer from storagesvc and when it came.
+type ReadyAnswer = (Instant, Result<(), ClientError>);
 
 impl StorageClient {
     /// `attempt_timeout` bounds one HTTP attempt; callers pass a shorter one when less of the

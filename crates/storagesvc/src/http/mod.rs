@@ -182,6 +182,8 @@ mod tests {
             shutdown: CancellationToken::new(),
             metrics: PrometheusBuilder::new().build_recorder().handle(),
             ready_timeout: Duration::from_millis(50),
+            postgres_check: Default::default(),
+            db_timeout: Duration::from_millis(50),
         }
     }
 
