@@ -6,7 +6,7 @@
 //!   matched template (`/books/{id}`), or `unmatched`, never the raw path.
 //! - **Cheap.** A request records through a table of pre-resolved handles (route × method ×
 //!   status), filled on first use: no label strings built and no registry look-up per request.
-//!   A status outside [`STATUSES`] or a route missing from the table takes the slow path (the
+//!   A status outside `STATUSES` or a route missing from the table takes the slow path (the
 //!   registry), still with bounded labels.
 
 use std::sync::OnceLock;
