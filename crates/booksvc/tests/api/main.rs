@@ -15,3 +15,4 @@ mod proxy;
 mod races;
 mod reads;
 mod slow_clients;
+mod twins;
