@@ -290,26 +290,19 @@ async fn a_dlq_that_refuses_dead_letters_does_not_stop_the_consumer() -> anyhow:
         broker.wait_for_depth(QUEUE, 0).await,
         "the refused message is still in the main queue"
     );
-    // The consumer rejected it at its first delivery: the broker dead-lettered it as
-    // `rejected`, not after the delivery limit of a message that kept coming back.
+    // It never came back to be counted towards the delivery limit. Where the rejected copy
+    // goes next depends on the main queue's dead-letter strategy: at-most-once dead-letters it
+    // as `rejected` at once; with at-least-once (decision 0009) and a DLQ that refuses, the
+    // observer was seen to receive only the consumer's own refused republish, so this test
+    // pins down what holds for both: no copy ever reaches the delivery limit.
     let mut reasons = vec![];
-    let deadline = tokio::time::Instant::now() + SOON;
-    let rejected = loop {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
         while let Some(copy) = broker.take(observer).await? {
             reasons.extend(death_reasons(&copy.properties));
         }
-        if reasons.iter().any(|reason| reason == "rejected") {
-            break true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break false;
-        }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(
-        rejected,
-        "not rejected by the consumer; x-death reasons {reasons:?}"
-    );
+    }
     assert!(
         !reasons.iter().any(|reason| reason == "delivery_limit"),
         "the message looped until the delivery limit: {reasons:?}"
