@@ -15,9 +15,7 @@ use events::lapin::{BasicProperties, Channel};
 use events::{DLQ, DLQ_EXCHANGE, EXCHANGE, QUEUE, Topology};
 use serde_json::json;
 
-use crate::helpers::{
-    Broker, RunningConsumer, SOON, cached, cached_at, consumer_settings, shared_cache,
-};
+use crate::helpers::{Broker, RunningConsumer, cached, cached_at, consumer_settings, shared_cache};
 
 fn text(value: impl Into<Vec<u8>>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.into()))
