@@ -1,9 +1,6 @@
-//! The booksvc binary: settings, logging, build, serve until SIGTERM/SIGINT.
+//! The booksvc binary: `booksvc redrive-dlq`, or the service until SIGTERM/SIGINT.
 
 use std::process::ExitCode;
-
-use booksvc::{Application, Settings, telemetry};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -11,25 +8,5 @@ async fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("redrive-dlq") {
         return booksvc::redrive::main(std::env::args().skip(1)).await;
     }
-    let settings = Settings::load_or_exit();
-    if let Err(err) = telemetry::init(&settings.rust_log, settings.log_format) {
-        eprintln!("booksvc: cannot initialise logging: {err}");
-        return ExitCode::FAILURE;
-    }
-    let app = match Application::build(settings).await {
-        Ok(app) => app,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "booksvc failed to start");
-            return ExitCode::FAILURE;
-        }
-    };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(booksvc::app::cancel_on_signal(shutdown.clone()));
-    match app.run_until_stopped(shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "booksvc stopped with an error");
-            ExitCode::FAILURE
-        }
-    }
+    booksvc::app::run_from_env().await
 }

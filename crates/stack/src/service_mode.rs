@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use rustix::process::{Pid, Signal, getppid, set_parent_process_death_signal};
-use tokio_util::sync::CancellationToken;
 
 /// The stack's pid, handed to its services: a service whose stack is gone stops itself.
 pub(crate) const PARENT_PID_VAR: &str = "BOOKSTORE_STACK_PID";
@@ -38,8 +37,8 @@ pub(crate) fn run(service: &'static str) -> ExitCode {
         }
     };
     match service {
-        "booksvc" => runtime.block_on(booksvc()),
-        _ => runtime.block_on(storagesvc()),
+        "booksvc" => runtime.block_on(booksvc::app::run_from_env()),
+        _ => runtime.block_on(storagesvc::app::run_from_env()),
     }
 }
 
@@ -59,57 +58,4 @@ fn follow_parent() -> Result<(), String> {
         return Err(format!("the stack (pid {expected}) is gone; not starting"));
     }
     Ok(())
-}
-
-async fn booksvc() -> ExitCode {
-    use booksvc::{Application, Settings, telemetry};
-    let settings = Settings::load_or_exit();
-    if let Err(err) = telemetry::init(&settings.rust_log, settings.log_format) {
-        eprintln!("booksvc: cannot initialise logging: {err}");
-        return ExitCode::FAILURE;
-    }
-    let app = match Application::build(settings).await {
-        Ok(app) => app,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "booksvc failed to start");
-            return ExitCode::FAILURE;
-        }
-    };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(booksvc::app::cancel_on_signal(shutdown.clone()));
-    match app.run_until_stopped(shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "booksvc stopped with an error");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn storagesvc() -> ExitCode {
-    use storagesvc::{Application, Settings, telemetry};
-    let settings = Settings::load_or_exit();
-    if let Err(err) = telemetry::init(&settings.rust_log, settings.log_format) {
-        eprintln!("storagesvc: cannot initialise logging: {err}");
-        return ExitCode::FAILURE;
-    }
-    let app = match Application::build(settings).await {
-        Ok(app) => app,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "storagesvc failed to start");
-            return ExitCode::FAILURE;
-        }
-    };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(storagesvc::app::cancel_on_signal(shutdown.clone()));
-    match app.run_until_stopped(shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(
-                error = format!("{err:#}"),
-                "storagesvc stopped with an error"
-            );
-            ExitCode::FAILURE
-        }
-    }
 }

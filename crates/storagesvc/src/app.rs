@@ -156,6 +156,37 @@ fn report_shutdown(stopped: Result<Stopped, tokio::time::error::Elapsed>) -> any
     Ok(())
 }
 
+/// The service as its binary runs it: settings from the environment, logging, build, serve
+/// until SIGTERM/SIGINT. `main.rs` and the no-Docker stack both call this, so the start-up
+/// sequence is written once.
+pub async fn run_from_env() -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let settings = Settings::load_or_exit();
+    if let Err(err) = crate::telemetry::init(&settings.rust_log, settings.log_format) {
+        eprintln!("storagesvc: cannot initialise logging: {err}");
+        return ExitCode::FAILURE;
+    }
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "storagesvc failed to start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    match app.run_until_stopped(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(
+                error = format!("{err:#}"),
+                "storagesvc stopped with an error"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Cancels `shutdown` on the first SIGTERM or SIGINT (Ctrl-C).
 pub async fn cancel_on_signal(shutdown: CancellationToken) {
     tokio::select! {
