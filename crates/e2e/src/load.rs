@@ -7,7 +7,6 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +35,8 @@ pub enum Kind {
     Read,
     /// `PUT /books/{id}` on storagesvc.
     Write,
+    /// `POST /books` on storagesvc (the book is the created one's id).
+    Create,
 }
 
 /// One request and what came back.
@@ -61,6 +62,8 @@ pub struct Sample {
     /// that then failed.
     pub error: Option<String>,
     pub refused: bool,
+    /// When the answer (or error) came.
+    pub finished: Instant,
 }
 
 impl Sample {
@@ -187,6 +190,44 @@ impl Load {
     }
 }
 
+/// Creates `count` books through `storagesvc_url`, `concurrency` requests at a time, as fast
+/// as they are answered: a burst that fills the outbox and the queue. Returns every answer.
+pub async fn create_burst(
+    storagesvc_url: &str,
+    token: &str,
+    count: usize,
+    concurrency: usize,
+    phase: &Phase,
+) -> Vec<Sample> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(8))
+        .build()
+        .expect("a plain reqwest client builds");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, phase) = (client.clone(), Arc::clone(&next), phase.clone());
+        let (url, token) = (format!("{storagesvc_url}/books"), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                let request = client.post(&url).bearer_auth(&token).json(&json!({
+                    "title": "burst",
+                    "author": "Load",
+                    "desc": "",
+                }));
+                samples.push(record(request, Kind::Create, 0, &phase).await);
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("a burst client panicked"));
+    }
+    all
+}
+
 /// Sends `request` and records what came back.
 async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: &Phase) -> Sample {
     let phase_now = phase;
@@ -204,6 +245,7 @@ async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: 
         json_error: false,
         error: None,
         refused: false,
+        finished: started,
     };
     match request.send().await {
         Ok(response) => {
@@ -215,7 +257,12 @@ async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: 
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned);
             match response.json::<Value>().await {
-                Ok(body) if status == StatusCode::OK => sample.version = body["version"].as_i64(),
+                Ok(body) if status.is_success() => {
+                    sample.version = body["version"].as_i64();
+                    if kind == Kind::Create {
+                        sample.book = body["id"].as_i64().unwrap_or_default();
+                    }
+                }
                 Ok(body) => {
                     sample.json_error = body["error"].as_str().is_some_and(|e| !e.is_empty());
                 }
@@ -228,6 +275,7 @@ async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: 
         }
     }
     sample.latency = started.elapsed();
+    sample.finished = Instant::now();
     sample.end_phase = phase_now.get();
     sample
 }

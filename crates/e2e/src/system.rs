@@ -426,7 +426,7 @@ fn private<'a, T>(dep: &'a Dep<T>, name: &str) -> &'a T {
 }
 
 /// A cache key prefix no other scenario (or earlier run on the shared Redis) uses.
-fn cache_prefix() -> String {
+pub(crate) fn cache_prefix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

@@ -6,6 +6,7 @@
 //! exit, panic, or SIGKILL — the watchdog kills those groups and deletes the directory.
 //! A private handle does the same at once on drop.
 
+pub(crate) mod haproxy;
 pub(crate) mod postgres;
 mod process;
 pub(crate) mod rabbitmq;
