@@ -57,6 +57,8 @@ pub struct Sample {
     pub version: Option<i64>,
     /// The answer was JSON with a non-empty `error`.
     pub json_error: bool,
+    /// That `error`, for the failure message.
+    pub error_message: Option<String>,
     /// No answer: why. `refused` is set when the connection was never made (the request was
     /// not accepted, which a client retries elsewhere), as opposed to an accepted request
     /// that then failed.
@@ -243,6 +245,7 @@ async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: 
         x_cache: None,
         version: None,
         json_error: false,
+        error_message: None,
         error: None,
         refused: false,
         finished: started,
@@ -264,7 +267,9 @@ async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: 
                     }
                 }
                 Ok(body) => {
-                    sample.json_error = body["error"].as_str().is_some_and(|e| !e.is_empty());
+                    sample.error_message = body["error"].as_str().map(str::to_owned);
+                    sample.json_error =
+                        sample.error_message.as_ref().is_some_and(|e| !e.is_empty());
                 }
                 Err(error) => sample.error = Some(format!("body: {error}")),
             }

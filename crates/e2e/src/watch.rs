@@ -102,8 +102,9 @@ pub async fn served_version(client: &reqwest::Client, url: &str, book: i64) -> O
 pub struct Timeline {
     /// (replica, book) → (when, highest version served up to then), in time order.
     served: HashMap<(usize, i64), Vec<(Instant, i64)>>,
-    /// Answers with a version lower than one the same replica served before for the book.
-    pub regressions: usize,
+    /// Answers with a version lower than one the same replica served before for the book:
+    /// (replica, book, highest served before, then served).
+    pub regressions: Vec<(usize, i64, i64, i64)>,
     replicas: usize,
 }
 
@@ -111,14 +112,19 @@ impl Timeline {
     pub fn new(mut observations: Vec<Observation>, replicas: usize) -> Timeline {
         observations.sort_by_key(|observation| observation.at);
         let mut served: HashMap<(usize, i64), Vec<(Instant, i64)>> = HashMap::new();
-        let mut regressions = 0;
+        let mut regressions = Vec::new();
         for observation in observations {
             let line = served
                 .entry((observation.replica, observation.book))
                 .or_default();
             let highest = line.last().map_or(i64::MIN, |&(_, version)| version);
             if observation.version < highest {
-                regressions += 1;
+                regressions.push((
+                    observation.replica,
+                    observation.book,
+                    highest,
+                    observation.version,
+                ));
             }
             line.push((observation.at, highest.max(observation.version)));
         }
@@ -200,7 +206,7 @@ mod tests {
         );
         assert_eq!(timeline.visible_everywhere(7, 3, ms(0)), None);
         assert_eq!(timeline.visible_everywhere(8, 1, ms(0)), None);
-        assert_eq!(timeline.regressions, 0);
+        assert!(timeline.regressions.is_empty());
     }
 
     #[test]
@@ -215,7 +221,7 @@ mod tests {
             ],
             1,
         );
-        assert_eq!(timeline.regressions, 1);
+        assert_eq!(timeline.regressions, vec![(0, 7, 3, 2)]);
     }
 
     #[test]

@@ -211,8 +211,9 @@ async fn catch_up(
 struct Published {
     seen: HashSet<(i64, i64)>,
     /// Events of a book that arrived after an event of a newer version of the same book,
-    /// not counting a repeat of one already received (a harmless duplicate).
-    order_violations: usize,
+    /// not counting a repeat of one already received (a harmless duplicate):
+    /// (book, newest before, then received).
+    order_violations: Vec<(i64, i64, i64)>,
     duplicates: usize,
 }
 
@@ -230,7 +231,7 @@ async fn published_events(fleet: &Fleet, accepted: &HashSet<(i64, i64)>) -> Publ
     }
     let mut seen = HashSet::new();
     let mut newest: HashMap<i64, i64> = HashMap::new();
-    let (mut order_violations, mut duplicates) = (0, 0);
+    let (mut order_violations, mut duplicates) = (Vec::new(), 0);
     for &(book, version) in &in_order {
         if !seen.insert((book, version)) {
             duplicates += 1;
@@ -238,7 +239,7 @@ async fn published_events(fleet: &Fleet, accepted: &HashSet<(i64, i64)>) -> Publ
         }
         let newest = newest.entry(book).or_insert(version);
         if version < *newest {
-            order_violations += 1;
+            order_violations.push((book, *newest, version));
         }
         *newest = (*newest).max(version);
     }
@@ -253,9 +254,9 @@ async fn published_events(fleet: &Fleet, accepted: &HashSet<(i64, i64)>) -> Publ
 struct Outcome {
     samples: Samples,
     lost: Vec<(i64, i64)>,
-    order_violations: usize,
+    order_violations: Vec<(i64, i64, i64)>,
     duplicates: usize,
-    regressions: usize,
+    regressions: Vec<(usize, i64, i64, i64)>,
     caught_up: Result<Duration, Vec<(usize, i64, i64, Option<i64>)>>,
     /// For each accepted write: how long until every replica served it.
     visible: Vec<Duration>,
@@ -288,21 +289,35 @@ impl Outcome {
             .collect()
     }
 
-    /// The checks every scenario must pass.
+    /// The checks every scenario must pass; every problem is reported at once.
     fn assert_nothing_lost(&self) {
+        let mut problems = Vec::new();
         let refused = self.writes_refused();
-        assert!(refused.is_empty(), "writes refused: {refused:?}");
-        assert!(self.lost.is_empty(), "events lost: {:?}", self.lost);
-        assert_eq!(self.order_violations, 0, "events published out of order");
-        assert_eq!(
-            self.regressions, 0,
-            "a replica served an older version after a newer one"
-        );
-        if let Err(behind) = &self.caught_up {
-            panic!(
-                "replicas behind after {RECOVERY:?} (replica, book, accepted, served): {behind:?}"
-            );
+        if !refused.is_empty() {
+            problems.push(format!("writes refused: {refused:?}"));
         }
+        if !self.lost.is_empty() {
+            problems.push(format!("events lost: {:?}", self.lost));
+        }
+        if !self.order_violations.is_empty() {
+            problems.push(format!(
+                "events published out of order (book, newest before, then): {:?}",
+                self.order_violations
+            ));
+        }
+        if !self.regressions.is_empty() {
+            problems.push(format!(
+                "a replica served an older version after a newer one \
+                 (replica, book, before, then): {:?}",
+                self.regressions
+            ));
+        }
+        if let Err(behind) = &self.caught_up {
+            problems.push(format!(
+                "replicas behind after {RECOVERY:?} (replica, book, accepted, served): {behind:?}"
+            ));
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
     fn assert_no_failed_request(&self) {
@@ -325,7 +340,8 @@ impl Outcome {
             .add("writes_refused", self.writes_refused().len())
             .add("failed_requests", self.failed().len())
             .add("events_lost", self.lost.len())
-            .add("order_violations", self.order_violations + self.regressions)
+            .add("published_out_of_order", self.order_violations.len())
+            .add("served_older_after_newer", self.regressions.len())
             .add("duplicates", self.duplicates)
             .millis(
                 "all_replicas_caught_up",
