@@ -177,7 +177,9 @@ async fn watched(
     loop {
         tokio::select! {
             result = &mut handled => return result,
-            _ = watchdog.tick() => link.check(&[channel]).map_err(SessionEnd::Lost)?,
+            _ = watchdog.tick() => link
+                .check(&[channel])
+                .map_err(|reason| SessionEnd::Lost(format!("{reason}, with a delivery in hand")))?,
         }
     }
 }

@@ -132,14 +132,22 @@ async fn assert_cache_catches_up(
             .join("; "),
         Err(error) => format!("cannot read the audit queue: {error:#}"),
     };
-    let storagesvc = system.storagesvc_health("ready").await;
-    let booksvc = system.booksvc_ready().await;
+    let storagesvc = readiness(system.storagesvc_health("ready").await);
+    let booksvc = readiness(system.booksvc_ready().await);
     panic!(
         "events lost (book, accepted, cached): {behind:?}\n\
          audit queue: {publish_side}\n\
-         storagesvc ready: {storagesvc:?}\n\
-         booksvc ready: {booksvc:?}"
+         storagesvc ready: {storagesvc}\n\
+         booksvc ready: {booksvc}"
     );
+}
+
+/// A readiness answer on one line: status and JSON body.
+fn readiness(answer: anyhow::Result<(u16, serde_json::Value)>) -> String {
+    match answer {
+        Ok((status, body)) => format!("{status} {body}"),
+        Err(error) => format!("no answer: {error:#}"),
+    }
 }
 
 /// For one book the cache holds at `cached`: how many of the accepted events newer than that
