@@ -152,6 +152,9 @@ impl Scenario {
     }
 }
 
+/// A replica still behind on a book: (replica, book, accepted version, served version).
+type Behind = (usize, i64, i64, Option<i64>);
+
 /// What storagesvc accepted: every `(book, version)`, and each book's last version.
 struct Accepted {
     all: HashSet<(i64, i64)>,
@@ -181,7 +184,7 @@ async fn catch_up(
     replicas: &[String],
     last: &HashMap<i64, i64>,
     since: Instant,
-) -> Result<Duration, Vec<(usize, i64, i64, Option<i64>)>> {
+) -> Result<Duration, Vec<Behind>> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -270,7 +273,7 @@ struct Outcome {
     order_violations: Vec<(i64, i64, i64)>,
     duplicates: usize,
     regressions: Vec<(usize, i64, i64, i64)>,
-    caught_up: Result<Duration, Vec<(usize, i64, i64, Option<i64>)>>,
+    caught_up: Result<Duration, Vec<Behind>>,
     /// For each accepted write: how long until every replica served it.
     visible: Vec<Duration>,
     /// Accepted writes some replica never served while watched (superseded by a newer
