@@ -159,9 +159,9 @@ fn start_blocking(management: bool) -> anyhow::Result<RabbitMq> {
         Backend::Local => Inner::Local(Arc::new(LocalRabbitMq::start(management)?)),
         Backend::Containers => {
             local::refuse_root(local::rabbitmq::ROOT_VAR)?;
-            Inner::Containers(Arc::new(containers::block_on(
-                ContainerRabbitMq::start(management),
-            )?))
+            Inner::Containers(Arc::new(containers::block_on(ContainerRabbitMq::start(
+                management,
+            ))?))
         }
     };
     Ok(RabbitMq { inner })

@@ -145,7 +145,9 @@ impl Install {
                 None => "this machine".to_owned(),
             }
         );
-        let mut said = SAID.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut said = SAID
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if said.get_or_insert_with(HashSet::new).insert(line.clone()) {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
@@ -210,7 +212,10 @@ mod tests {
             Path::new("/srv/root/usr/lib/rabbitmq/bin")
         );
         let machine = Install { root: None };
-        assert_eq!(machine.outside(Path::new("/etc/passwd")), Path::new("/etc/passwd"));
+        assert_eq!(
+            machine.outside(Path::new("/etc/passwd")),
+            Path::new("/etc/passwd")
+        );
     }
 
     #[test]

@@ -118,7 +118,9 @@ impl LocalPostgres {
     }
 
     fn server_command(&self) -> Command {
-        let mut command = self.install.command(self.bin.join("postgres"), Some(self.user));
+        let mut command = self
+            .install
+            .command(self.bin.join("postgres"), Some(self.user));
         command
             .arg("-D")
             .arg(self.data_dir())

@@ -13,11 +13,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use anyhow::{Context as _, bail, ensure};
 use rustix::process::Signal;
 
-use super::rabbitmq::{
-    BIN_DIR, CLI_TIMEOUT, Node, READY_TIMEOUT, START_ATTEMPTS, STOP_TIMEOUT,
-    apply_node_env, find_install, start_epmd, write_config, write_cookie,
-};
 use super::install::Install;
+use super::rabbitmq::{
+    BIN_DIR, CLI_TIMEOUT, Node, READY_TIMEOUT, START_ATTEMPTS, STOP_TIMEOUT, apply_node_env,
+    find_install, start_epmd, write_config, write_cookie,
+};
 use super::{ScratchDir, ServerProcess, free_port, log_tail, poll_until, run_command};
 use crate::probe::amqp_answers;
 
