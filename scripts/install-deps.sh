@@ -12,6 +12,8 @@ missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+# crates/e2e/tests/fleet: the load balancer in front of each service's replicas.
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # scripts/validate-k8s.sh installs kubernetes-validate (PyPI) into a virtualenv of its own.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
@@ -23,7 +25,7 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "all present: postgresql, redis-server, rabbitmq-server, python3, curl, tmux, chromium, node, npm"
+  echo "all present: postgresql, redis-server, rabbitmq-server, haproxy, python3, curl, tmux, chromium, node, npm"
 else
   echo "installing: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

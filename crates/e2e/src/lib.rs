@@ -11,10 +11,12 @@
 //!
 //! The scenarios themselves are in `tests/degradation/`.
 
+pub mod fleet;
 pub mod load;
 pub mod report;
 pub mod service;
 pub mod system;
+pub mod watch;
 
 pub use load::{Load, Phase, Sample, Samples};
 pub use report::Figures;

@@ -7,7 +7,6 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +35,8 @@ pub enum Kind {
     Read,
     /// `PUT /books/{id}` on storagesvc.
     Write,
+    /// `POST /books` on storagesvc (the book is the created one's id).
+    Create,
 }
 
 /// One request and what came back.
@@ -56,11 +57,15 @@ pub struct Sample {
     pub version: Option<i64>,
     /// The answer was JSON with a non-empty `error`.
     pub json_error: bool,
+    /// That `error`, for the failure message.
+    pub error_message: Option<String>,
     /// No answer: why. `refused` is set when the connection was never made (the request was
     /// not accepted, which a client retries elsewhere), as opposed to an accepted request
     /// that then failed.
     pub error: Option<String>,
     pub refused: bool,
+    /// When the answer (or error) came.
+    pub finished: Instant,
 }
 
 impl Sample {
@@ -187,6 +192,44 @@ impl Load {
     }
 }
 
+/// Creates `count` books through `storagesvc_url`, `concurrency` requests at a time, as fast
+/// as they are answered: a burst that fills the outbox and the queue. Returns every answer.
+pub async fn create_burst(
+    storagesvc_url: &str,
+    token: &str,
+    count: usize,
+    concurrency: usize,
+    phase: &Phase,
+) -> Vec<Sample> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(8))
+        .build()
+        .expect("a plain reqwest client builds");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, phase) = (client.clone(), Arc::clone(&next), phase.clone());
+        let (url, token) = (format!("{storagesvc_url}/books"), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                let request = client.post(&url).bearer_auth(&token).json(&json!({
+                    "title": "burst",
+                    "author": "Load",
+                    "desc": "",
+                }));
+                samples.push(record(request, Kind::Create, 0, &phase).await);
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("a burst client panicked"));
+    }
+    all
+}
+
 /// Sends `request` and records what came back.
 async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: &Phase) -> Sample {
     let phase_now = phase;
@@ -202,8 +245,10 @@ async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: 
         x_cache: None,
         version: None,
         json_error: false,
+        error_message: None,
         error: None,
         refused: false,
+        finished: started,
     };
     match request.send().await {
         Ok(response) => {
@@ -215,9 +260,16 @@ async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: 
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned);
             match response.json::<Value>().await {
-                Ok(body) if status == StatusCode::OK => sample.version = body["version"].as_i64(),
+                Ok(body) if status.is_success() => {
+                    sample.version = body["version"].as_i64();
+                    if kind == Kind::Create {
+                        sample.book = body["id"].as_i64().unwrap_or_default();
+                    }
+                }
                 Ok(body) => {
-                    sample.json_error = body["error"].as_str().is_some_and(|e| !e.is_empty());
+                    sample.error_message = body["error"].as_str().map(str::to_owned);
+                    sample.json_error =
+                        sample.error_message.as_ref().is_some_and(|e| !e.is_empty());
                 }
                 Err(error) => sample.error = Some(format!("body: {error}")),
             }
@@ -228,6 +280,7 @@ async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: 
         }
     }
     sample.latency = started.elapsed();
+    sample.finished = Instant::now();
     sample.end_phase = phase_now.get();
     sample
 }

@@ -2,7 +2,9 @@
 //!
 //! `DEGRADATION scenario=<name> key=value …` goes to stderr (shown with `--nocapture`) and is
 //! appended to `$CARGO_TARGET_TMPDIR/degradation-figures.txt` (under `target/tmp/`), so the
-//! figures of a whole run can be copied into `docs/degradation.md` without rerunning.
+//! figures of a whole run can be copied into `docs/degradation.md` without rerunning. The
+//! fleet scenarios write `FLEET scenario=…` lines to `fleet-figures.txt` the same way, for
+//! `docs/scaling.md`.
 
 use std::fmt::Display;
 use std::io::Write as _;
@@ -12,12 +14,24 @@ use std::time::Duration;
 /// Figures of one scenario, in the order they were added.
 pub struct Figures {
     line: String,
+    file: &'static str,
 }
 
 impl Figures {
+    /// A degradation scenario's figures: `DEGRADATION scenario=…`, into
+    /// `degradation-figures.txt`.
     pub fn new(scenario: &str) -> Figures {
         Figures {
             line: format!("DEGRADATION scenario={scenario}"),
+            file: "degradation-figures.txt",
+        }
+    }
+
+    /// A fleet scenario's figures: `FLEET scenario=…`, into `fleet-figures.txt`.
+    pub fn fleet(scenario: &str) -> Figures {
+        Figures {
+            line: format!("FLEET scenario={scenario}"),
+            file: "fleet-figures.txt",
         }
     }
 
@@ -43,7 +57,7 @@ impl Figures {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("degradation-figures.txt"));
+            .open(dir.join(self.file));
         if let Ok(mut file) = file {
             let _ = writeln!(file, "{}", self.line);
         }

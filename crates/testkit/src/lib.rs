@@ -9,6 +9,8 @@
 //!   backends and offers the same operations (fresh namespaces, stop, start again).
 //! - [`RabbitMqCluster`]: a private N-node RabbitMQ cluster (local backend only) whose nodes a
 //!   test can kill, stop and start one at a time.
+//! - [`LoadBalancer`]: a private HAProxy in front of several replicas of a service,
+//!   health-checking their readiness route.
 //! - [`TcpProxy`]: a TCP forwarder that adds latency, cuts or refuses connections on demand.
 //!
 //! # Use
@@ -30,6 +32,7 @@
 
 pub mod backend;
 mod containers;
+mod load_balancer;
 mod local;
 mod postgres;
 mod probe;
@@ -40,6 +43,7 @@ mod redis;
 mod worker;
 
 pub use backend::{Backend, backend};
+pub use load_balancer::LoadBalancer;
 pub use postgres::Postgres;
 pub use proxy::{Direction, TcpProxy};
 pub use rabbitmq::RabbitMq;

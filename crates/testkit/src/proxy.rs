@@ -163,15 +163,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        tokio::spawn(serve(client, Arc::clone(&shared)));
+        // Subscribed here, not in the task: a task not yet polled when a cut comes would
+        // subscribe after it, miss it, and keep the connection open through `refuse()`.
+        let cut = shared.generation.subscribe();
+        tokio::spawn(serve(client, cut, Arc::clone(&shared)));
     }
 }
 
 /// One client connection: connect upstream, then pump both ways until either side closes
 /// or the proxy cuts it. An unreachable upstream closes the client's connection, which is
 /// what a client of a dead server behind a load balancer sees.
-async fn serve(client: TcpStream, shared: Arc<Shared>) {
-    let mut cut = shared.generation.subscribe();
+async fn serve(client: TcpStream, mut cut: watch::Receiver<u64>, shared: Arc<Shared>) {
     let Ok(upstream) = TcpStream::connect(&shared.upstream).await else {
         return;
     };

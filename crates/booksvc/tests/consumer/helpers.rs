@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -368,6 +369,47 @@ impl EventSink for FlakySink {
     async fn apply(&self, event: &BookChanged) -> Result<WriteOutcome, SinkError> {
         if self.attempt(event.book_id) {
             return Err(SinkError::Transient("injected failure".to_owned()));
+        }
+        EventSink::apply(&self.cache, event).await
+    }
+
+    async fn ping(&self) -> Result<(), SinkError> {
+        EventSink::ping(&self.cache).await
+    }
+}
+
+/// A sink whose first apply never finishes, in front of a real cache: the handling of a
+/// delivery stuck in our own code, as it is when lapin never completes an ack's future.
+/// Every later apply goes straight to the cache.
+#[derive(Clone)]
+pub(crate) struct StuckOnceSink {
+    cache: BookCache,
+    stuck: Arc<AtomicBool>,
+}
+
+impl StuckOnceSink {
+    pub(crate) fn new(cache: BookCache) -> StuckOnceSink {
+        StuckOnceSink {
+            cache,
+            stuck: Arc::default(),
+        }
+    }
+
+    /// The cache behind it.
+    pub(crate) fn cache(&self) -> &BookCache {
+        &self.cache
+    }
+
+    /// Waits until the first apply has begun (and hangs).
+    pub(crate) async fn is_stuck(&self) -> bool {
+        eventually(SOON, || async { self.stuck.load(Ordering::SeqCst) }).await
+    }
+}
+
+impl EventSink for StuckOnceSink {
+    async fn apply(&self, event: &BookChanged) -> Result<WriteOutcome, SinkError> {
+        if !self.stuck.swap(true, Ordering::SeqCst) {
+            std::future::pending::<()>().await;
         }
         EventSink::apply(&self.cache, event).await
     }

@@ -1,15 +1,16 @@
 //! Outages: Redis down pauses the consumer without dead-lettering anything; a broker restart,
-//! a deleted queue or a shutdown lose nothing.
+//! a connection cut while a delivery is in hand, a deleted queue or a shutdown lose nothing.
 
 use std::time::Duration;
 
 use booksvc::consumer::ConsumerState;
 use events::lapin::options::QueueDeleteOptions;
 use events::{DLQ, QUEUE, Topology};
+use testkit::TcpProxy;
 
 use crate::helpers::{
-    Broker, RunningConsumer, SOON, cache_on, cached_at, cached_title, consumer_settings, created,
-    eventually, queue_exists, shared_cache, updated,
+    Broker, RunningConsumer, SOON, StuckOnceSink, cache_on, cached_at, cached_title,
+    consumer_settings, created, eventually, queue_exists, shared_cache, updated,
 };
 
 #[tokio::test]
@@ -88,6 +89,38 @@ async fn a_broker_restart_is_survived() -> anyhow::Result<()> {
         cached_title(&cache, 1).await.as_deref(),
         Some("after the restart")
     );
+    consumer.stop().await?;
+    broker.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connection_lost_while_a_delivery_is_in_hand_is_noticed_and_the_delivery_comes_back()
+-> anyhow::Result<()> {
+    // Arrange: the consumer reaches the broker through a proxy that can cut its connection,
+    // and the handling of the first delivery never finishes.
+    let broker = Broker::fresh().await?;
+    let port = testkit::RabbitMq::shared().await?.port();
+    let proxy = TcpProxy::start(&format!("127.0.0.1:{port}")).await?;
+    let proxied = broker.url.replace(
+        &format!(":{port}/"),
+        &format!(":{}/", proxy.address().port()),
+    );
+    let sink = StuckOnceSink::new(shared_cache().await?);
+    let consumer = RunningConsumer::spawn(consumer_settings(&proxied), sink.clone());
+    broker.publish(&[created(1, "in hand")]).await?;
+    assert!(sink.is_stuck().await, "the event never reached the sink");
+
+    // Act: the connection dies while that delivery is in hand.
+    proxy.cut();
+
+    // Assert: the session ends although the handling never does, and the delivery, never
+    // acked, comes back on the next session and is applied.
+    assert!(
+        cached_at(sink.cache(), 1, 1).await,
+        "the consumer stayed in the delivery in hand and never reconnected"
+    );
+    assert!(consumer.reaches(ConsumerState::Running, SOON).await);
     consumer.stop().await?;
     broker.close().await;
     Ok(())

@@ -110,6 +110,71 @@ async fn cache_catches_up(
     }
 }
 
+/// Waits like [`cache_catches_up`]; if the cache stays behind, fails with what tells a
+/// relay that stopped publishing from a consumer that stopped consuming: which of the
+/// missing events reached the audit queue, and both services' readiness bodies (the relay's
+/// broker state and outbox backlog, the consumer's state).
+async fn assert_cache_catches_up(
+    system: &System,
+    last: &HashMap<i64, i64>,
+    accepted: &HashSet<(i64, i64)>,
+) -> Duration {
+    let behind = match cache_catches_up(system, last).await {
+        Ok(took) => return took,
+        Err(behind) => behind,
+    };
+    let audited = system.audited_events().await;
+    let publish_side = match &audited {
+        Ok(audited) => behind
+            .iter()
+            .map(|&(book, _, cached)| missing_in_audit(book, cached, accepted, audited))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(error) => format!("cannot read the audit queue: {error:#}"),
+    };
+    let storagesvc = readiness(system.storagesvc_health("ready").await);
+    let booksvc = readiness(system.booksvc_ready().await);
+    panic!(
+        "events lost (book, accepted, cached): {behind:?}\n\
+         audit queue: {publish_side}\n\
+         storagesvc ready: {storagesvc}\n\
+         booksvc ready: {booksvc}"
+    );
+}
+
+/// A readiness answer on one line: status and JSON body.
+fn readiness(answer: anyhow::Result<(u16, serde_json::Value)>) -> String {
+    match answer {
+        Ok((status, body)) => format!("{status} {body}"),
+        Err(error) => format!("no answer: {error:#}"),
+    }
+}
+
+/// For one book the cache holds at `cached`: how many of the accepted events newer than that
+/// the audit queue holds (all: booksvc did not consume them; none: storagesvc did not publish).
+fn missing_in_audit(
+    book: i64,
+    cached: Option<i64>,
+    accepted: &HashSet<(i64, i64)>,
+    audited: &HashSet<(i64, i64)>,
+) -> String {
+    let newer = |&&(b, version): &&(i64, i64)| b == book && Some(version) > cached;
+    let expected = accepted.iter().filter(newer).count();
+    let published = accepted
+        .iter()
+        .filter(newer)
+        .filter(|e| audited.contains(e));
+    let highest = audited
+        .iter()
+        .filter(|(b, _)| *b == book)
+        .map(|(_, v)| v)
+        .max();
+    format!(
+        "book {book}: {} of {expected} newer accepted events audited (highest audited {highest:?})",
+        published.count()
+    )
+}
+
 /// Asserts that the audit queue received an event for every accepted write.
 async fn assert_every_event_published(system: &System, accepted: &HashSet<(i64, i64)>) {
     let started = Instant::now();

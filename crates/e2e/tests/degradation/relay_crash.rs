@@ -5,7 +5,8 @@ use e2e::system::TOKEN;
 use e2e::{Figures, Load, Phase};
 
 use crate::{
-    PHASE, accepted_writes, assert_every_event_published, cache_catches_up, figures_dir, options,
+    PHASE, accepted_writes, assert_cache_catches_up, assert_every_event_published, figures_dir,
+    options,
 };
 
 #[tokio::test]
@@ -51,9 +52,7 @@ async fn storagesvc_killed_with_unsent_outbox_rows_sends_them_after_restart() {
         .filter(|write| write.status.is_none() && !write.refused)
         .count();
     let (last, accepted) = accepted_writes(&samples);
-    let caught_up = cache_catches_up(&system, &last)
-        .await
-        .unwrap_or_else(|behind| panic!("events lost (book, accepted, cached): {behind:?}"));
+    let caught_up = assert_cache_catches_up(&system, &last, &accepted).await;
     assert_every_event_published(&system, &accepted).await;
     assert_eq!(system.dlq_depth().await.unwrap(), 0);
 

@@ -8,8 +8,8 @@ use e2e::system::TOKEN;
 use e2e::{Figures, Load, Phase, Sample, Samples, eventually};
 
 use crate::{
-    PHASE, RECOVERY, accepted_writes, assert_every_event_published, cache_catches_up, figures_dir,
-    latency_figures, options,
+    PHASE, RECOVERY, accepted_writes, assert_cache_catches_up, assert_every_event_published,
+    figures_dir, latency_figures, options,
 };
 
 /// Longest a service may take from SIGTERM to exit (drain delay 1 s + shutdown timeout 5 s).
@@ -74,9 +74,7 @@ async fn sigterm_to_storagesvc_under_load_fails_no_accepted_request_and_loses_no
     assert_accepted_succeeded(&samples, Kind::Read, 200);
     assert!(samples.all(Kind::Read).iter().all(|read| !read.refused));
     let (last, accepted) = accepted_writes(&samples);
-    cache_catches_up(&system, &last)
-        .await
-        .unwrap_or_else(|behind| panic!("events lost (book, accepted, cached): {behind:?}"));
+    assert_cache_catches_up(&system, &last, &accepted).await;
     assert_every_event_published(&system, &accepted).await;
 
     let mut figures = Figures::new("sigterm-storagesvc");
@@ -141,10 +139,8 @@ async fn sigterm_to_booksvc_under_load_fails_no_accepted_request_and_loses_no_ev
     assert_accepted_succeeded(&samples, Kind::Read, 200);
     assert_accepted_succeeded(&samples, Kind::Write, 200);
     assert!(waiting > 0, "events queued while booksvc was down");
-    let (last, _) = accepted_writes(&samples);
-    cache_catches_up(&system, &last)
-        .await
-        .unwrap_or_else(|behind| panic!("events lost (book, accepted, cached): {behind:?}"));
+    let (last, accepted) = accepted_writes(&samples);
+    assert_cache_catches_up(&system, &last, &accepted).await;
     let drained = eventually(RECOVERY, || async {
         system
             .queue_depth(events::QUEUE)

@@ -5,8 +5,8 @@ use e2e::system::{TOKEN, WITHIN_BUDGET};
 use e2e::{Figures, Load, Phase, eventually};
 
 use crate::{
-    PHASE, RECOVERY, accepted_writes, assert_every_event_published, assert_reads_answered,
-    cache_catches_up, figures_dir, latency_figures, options,
+    PHASE, RECOVERY, accepted_writes, assert_cache_catches_up, assert_every_event_published,
+    assert_reads_answered, figures_dir, latency_figures, options,
 };
 
 /// PostgreSQL stopped and RabbitMQ unreachable (both services partitioned from it by the
@@ -55,9 +55,7 @@ async fn postgres_and_rabbitmq_down_reads_stale_writes_503_no_event_lost() {
         );
     }
     let (last, accepted) = accepted_writes(&samples);
-    let caught_up = cache_catches_up(&system, &last)
-        .await
-        .unwrap_or_else(|behind| panic!("events lost (book, accepted, cached): {behind:?}"));
+    let caught_up = assert_cache_catches_up(&system, &last, &accepted).await;
     assert_every_event_published(&system, &accepted).await;
     assert_eq!(system.dlq_depth().await.unwrap(), 0);
 

@@ -9,6 +9,7 @@
 //! PostgreSQL and RabbitMQ can also run from another Debian release's root filesystem
 //! (`install`), for testing against other versions than the machine's.
 
+pub(crate) mod haproxy;
 mod install;
 pub(crate) mod postgres;
 mod process;
