@@ -2,8 +2,15 @@
 # One Dockerfile for both services: `--build-arg SERVICE=storagesvc` (or booksvc).
 # Dependencies are compiled in their own cached layer (cargo-chef), so editing our code
 # rebuilds only our crates.
+#
+# The base images are build arguments, the official Rust and Debian images by default, so a
+# machine without a registry can build this file as written from images of its own
+# (`--build-arg RUST_IMAGE=... --build-arg RUNTIME_IMAGE=...`). Both must be Debian 12: the
+# binary is linked against the builder's C library.
+ARG RUST_IMAGE=rust:1-slim-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-FROM rust:1-slim-bookworm AS chef
+FROM ${RUST_IMAGE} AS chef
 RUN cargo install cargo-chef --locked --version ^0.1
 WORKDIR /app
 
@@ -19,7 +26,7 @@ COPY . .
 RUN cargo build --release --locked -p ${SERVICE} --bin ${SERVICE} \
  && cp target/release/${SERVICE} /app/service
 
-FROM debian:bookworm-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 ARG SERVICE=storagesvc
 ARG HTTP_PORT=8082
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app

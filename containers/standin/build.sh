@@ -2,16 +2,21 @@
 # Builds the stand-in images for the official PostgreSQL, Redis and RabbitMQ images from
 # Debian's packages, for machines where no registry can be reached. Idempotent and cached:
 #
-#   one rootfs (debootstrap --variant=minbase --include=<all three servers>) is built once per
-#   package list and kept as a tarball in $BOOKSTORE_IMAGE_CACHE (machine-level, not the repo);
-#   it is imported as the base image, and the three images are thin layers on it (entrypoint,
-#   config), rebuilt only when their definitions in this directory change.
+#   one Debian 12 rootfs (debootstrap --variant=minbase --include=<all three servers>) is built
+#   once per package list and kept as a tarball in $BOOKSTORE_IMAGE_CACHE (machine-level, not
+#   the repo); it is imported as a base image. Debian 13's root filesystem, with the versions
+#   compose ships (RabbitMQ 4.0, PostgreSQL 17), comes from build-root.sh, cached the same
+#   way, and is imported as a second base. The server images are thin layers on a base
+#   (entrypoint, config), rebuilt only when their definitions in this directory change.
 #
 # Tags (what crates/testkit and docker-compose.standin.yaml use):
-#   localhost/bookstore-standin/base:bookworm      the shared rootfs (also the services' runtime)
-#   localhost/bookstore-standin/postgres:15
-#   localhost/bookstore-standin/redis:7
-#   localhost/bookstore-standin/rabbitmq:3-management
+#   localhost/bookstore-standin/base:bookworm      Debian 12 (also the services' runtime)
+#   localhost/bookstore-standin/base:trixie        Debian 13
+#   localhost/bookstore-standin/postgres:17        on trixie: what postgres:17-alpine is
+#   localhost/bookstore-standin/rabbitmq:4.0-management  on trixie: rabbitmq:4-management-alpine
+#   localhost/bookstore-standin/redis:7            on bookworm
+#   localhost/bookstore-standin/postgres:15        on bookworm: Debian 12's versions, next to
+#   localhost/bookstore-standin/rabbitmq:3-management       the shipped ones
 #
 # Engine: podman when installed (scripts/container-engine.sh), else docker; CONTAINER_ENGINE
 # overrides. Prints one line per image saying whether it was reused or built.
@@ -25,9 +30,12 @@ SUITE=bookworm
 PACKAGES=postgresql,redis-server,redis-tools,rabbitmq-server,ca-certificates,curl,procps
 PREFIX=localhost/bookstore-standin
 BASE=$PREFIX/base:$SUITE
-# name:tag -> Containerfile
-IMAGES=("postgres:15=postgres.Containerfile" "redis:7=redis.Containerfile"
-  "rabbitmq:3-management=rabbitmq.Containerfile")
+# name:tag=Containerfile=base suite[=build argument]
+IMAGES=("postgres:15=postgres.Containerfile=bookworm=PG_MAJOR=15"
+  "redis:7=redis.Containerfile=bookworm"
+  "rabbitmq:3-management=rabbitmq.Containerfile=bookworm"
+  "postgres:17=postgres.Containerfile=trixie=PG_MAJOR=17"
+  "rabbitmq:4.0-management=rabbitmq.Containerfile=trixie")
 
 if [ -n "${CONTAINER_ENGINE:-}" ]; then ENGINE=$CONTAINER_ENGINE
 elif command -v podman >/dev/null; then ENGINE=podman
@@ -92,16 +100,34 @@ else
   say "imported $BASE from $tarball"
 fi
 
+# Debian 13's root filesystem (build-root.sh caches it; seconds when present), imported as is.
+trixie_root=$(bash ./build-root.sh)
+trixie_key=${trixie_root##*-}
+TRIXIE=$PREFIX/base:trixie
+if [ "$(label_of "$TRIXIE" bookstore.standin.rootfs)" = "$trixie_key" ]; then
+  say "reused $TRIXIE"
+else
+  import=("$ENGINE" import)
+  [ "$ENGINE" = podman ] && import+=(--quiet)
+  tar --numeric-owner -C "$trixie_root" --exclude=./.complete -c . \
+    | "${import[@]}" --change "LABEL bookstore.standin.rootfs=$trixie_key" \
+      --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+      --change 'CMD ["bash"]' - "$TRIXIE" >/dev/null
+  say "imported $TRIXIE from $trixie_root"
+fi
+
 for entry in "${IMAGES[@]}"; do
-  tag=$PREFIX/${entry%%=*}
-  file=${entry#*=}
+  IFS== read -r name file suite build_arg <<<"$entry"
+  tag=$PREFIX/$name
+  if [ "$suite" = trixie ]; then base=$TRIXIE key=$trixie_key; else base=$BASE key=$rootfs_key; fi
   if [ "$(label_of "$tag" bookstore.standin.defs)" = "$defs_key" ] \
-    && [ "$(label_of "$tag" bookstore.standin.rootfs)" = "$rootfs_key" ]; then
+    && [ "$(label_of "$tag" bookstore.standin.rootfs)" = "$key" ]; then
     say "reused $tag"
     continue
   fi
-  build=("$ENGINE" build -q -f "$file" -t "$tag" --build-arg "BASE=$BASE"
-    --label "bookstore.standin.defs=$defs_key" --label "bookstore.standin.rootfs=$rootfs_key")
+  build=("$ENGINE" build -q -f "$file" -t "$tag" --build-arg "BASE=$base"
+    --label "bookstore.standin.defs=$defs_key" --label "bookstore.standin.rootfs=$key")
+  [ -n "$build_arg" ] && build+=(--build-arg "$build_arg")
   [ "$ENGINE" = podman ] && build+=(--format docker)
   "${build[@]}" . >/dev/null || die "building $tag failed"
   say "built $tag"

@@ -10,7 +10,7 @@ use sqlx::Connection as _;
 use crate::backend::{self, Backend};
 use crate::containers::postgres::ContainerPostgres;
 use crate::local::postgres::LocalPostgres;
-use crate::{containers, worker};
+use crate::{containers, local, worker};
 
 /// A running PostgreSQL server. Dropping a private one (from [`Postgres::start`]) stops it
 /// and deletes its data.
@@ -159,6 +159,7 @@ fn start_blocking() -> anyhow::Result<Postgres> {
     let inner = match backend::selected()? {
         Backend::Local => Inner::Local(Arc::new(LocalPostgres::start()?)),
         Backend::Containers => {
+            local::refuse_root(local::postgres::ROOT_VAR)?;
             Inner::Containers(Arc::new(containers::block_on(ContainerPostgres::start())?))
         }
     };

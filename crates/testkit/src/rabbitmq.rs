@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use crate::backend::{self, Backend};
 use crate::containers::rabbitmq::ContainerRabbitMq;
 use crate::local::rabbitmq::LocalRabbitMq;
-use crate::{containers, worker};
+use crate::{containers, local, worker};
 
 /// A running RabbitMQ broker. Dropping a private one (from [`RabbitMq::start`]) stops it
 /// and deletes its data.
@@ -157,9 +157,12 @@ impl RabbitMq {
 fn start_blocking(management: bool) -> anyhow::Result<RabbitMq> {
     let inner = match backend::selected()? {
         Backend::Local => Inner::Local(Arc::new(LocalRabbitMq::start(management)?)),
-        Backend::Containers => Inner::Containers(Arc::new(containers::block_on(
-            ContainerRabbitMq::start(management),
-        )?)),
+        Backend::Containers => {
+            local::refuse_root(local::rabbitmq::ROOT_VAR)?;
+            Inner::Containers(Arc::new(containers::block_on(ContainerRabbitMq::start(
+                management,
+            ))?))
+        }
     };
     Ok(RabbitMq { inner })
 }

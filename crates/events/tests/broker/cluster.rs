@@ -155,14 +155,14 @@ impl Client {
         }
     }
 
-    /// Takes every message out of `queue` and returns the book ids (duplicates collapse).
-    async fn drain(&self, queue: &str) -> Result<BTreeSet<i64>> {
-        let mut ids = BTreeSet::new();
+    /// Takes every message out of `queue`, adding their book ids to `ids` as they arrive
+    /// (duplicates collapse), so an error part-way loses none of those already taken.
+    async fn drain_into(&self, queue: &str, ids: &mut BTreeSet<i64>) -> Result<()> {
         let options = BasicGetOptions { no_ack: true };
         while let Some(message) = self.channel.basic_get(queue.into(), options).await? {
             ids.insert(BookChanged::parse(&message.delivery.data)?.book_id);
         }
-        Ok(ids)
+        Ok(())
     }
 
     async fn close(self) {
@@ -182,6 +182,35 @@ async fn leader(cluster: &RabbitMqCluster, vhost: &str, queue: &str) -> Result<u
             "{queue}: no leader within {SETTLE:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Takes every message out of `queue` through a survivor of node `down`, connecting again
+/// when the broker fails a get: RabbitMQ 4.0 answers a `basic.get` on a quorum queue whose
+/// leader has just died, or is still being elected, by closing the connection
+/// (`INTERNAL_ERROR ... nodedown`). Returns the client in use and the ids taken.
+async fn drain_through_survivor(
+    cluster: &RabbitMqCluster,
+    vhost: &str,
+    down: usize,
+    mut client: Client,
+    queue: &str,
+    ids: &mut BTreeSet<i64>,
+) -> Result<Client> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match client.drain_into(queue, ids).await {
+            Ok(()) => return Ok(client),
+            Err(error) if Instant::now() > deadline => {
+                return Err(
+                    error.context(format!("draining {queue}: still failing after {SETTLE:?}"))
+                );
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                client = Client::connect(cluster, vhost, survivor(cluster, down)).await?;
+            }
+        }
     }
 }
 
@@ -231,10 +260,11 @@ async fn no_queue_loses_a_message_when_any_one_node_is_killed() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let client = Client::connect(&cluster, &vhost, survivor(&cluster, 1)).await?;
+    let mut client = Client::connect(&cluster, &vhost, survivor(&cluster, 1)).await?;
     for (queue, _, _, ids) in targets() {
         client.expect_count(&queue, expected).await?;
-        let found = client.drain(&queue).await?;
+        let mut found = BTreeSet::new();
+        client = drain_through_survivor(&cluster, &vhost, 1, client, &queue, &mut found).await?;
         ensure!(
             found == ids.clone().collect(),
             "{queue}: {} of {PER_QUEUE} ids back, or ids from another queue",
@@ -250,7 +280,7 @@ async fn no_queue_loses_a_message_when_any_one_node_is_killed() -> Result<()> {
     // are allowed, losses are not).
     let short = Topology::retry_queue_name(SHORT_DELAY);
     let down = leader(&cluster, &vhost, &short).await?;
-    let client = Client::connect(&cluster, &vhost, survivor(&cluster, down)).await?;
+    let mut client = Client::connect(&cluster, &vhost, survivor(&cluster, down)).await?;
     let ids = 4_000..4_000 + PER_QUEUE;
     client
         .publish(
@@ -269,7 +299,8 @@ async fn no_queue_loses_a_message_when_any_one_node_is_killed() -> Result<()> {
             returned.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        returned.extend(client.drain(QUEUE).await?);
+        client =
+            drain_through_survivor(&cluster, &vhost, down, client, QUEUE, &mut returned).await?;
     }
     client.expect_count(&short, 0).await?;
     ensure!(

@@ -46,9 +46,10 @@ pub(crate) static POSTGRES: Choice = Choice {
         name: "postgres",
         tag: "17-alpine",
     },
+    // The stand-ins carry the official images' versions (Debian 13's packages).
     standin: Image {
         name: "localhost/bookstore-standin/postgres",
-        tag: "15",
+        tag: "17",
     },
     decided: OnceLock::new(),
 };
@@ -70,7 +71,7 @@ pub(crate) static RABBITMQ: Choice = Choice {
     },
     standin: Image {
         name: "localhost/bookstore-standin/rabbitmq",
-        tag: "3-management",
+        tag: "4.0-management",
     },
     decided: OnceLock::new(),
 };
@@ -196,7 +197,7 @@ mod tests {
     fn images_name_themselves_as_docker_does() {
         assert_eq!(
             POSTGRES.standin.to_string(),
-            "localhost/bookstore-standin/postgres:15"
+            "localhost/bookstore-standin/postgres:17"
         );
         assert_eq!(
             RABBITMQ.official.to_string(),

@@ -4,8 +4,10 @@
 //! package creates it) and the scratch dir is handed to that user. Durability is switched
 //! off (`fsync`, `synchronous_commit`, `full_page_writes`): a test database never needs to
 //! survive a power cut, and commits get several times faster.
+//!
+//! The binaries are the machine's, or those of the root filesystem named by
+//! `TESTKIT_POSTGRES_ROOT` ([`Install`]); either way the newest major version installed runs.
 
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -14,12 +16,15 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use rustix::process::Signal;
 
+use super::install::{Install, SystemUser};
 use super::{ScratchDir, ServerProcess, free_port, poll_until, run_command};
 use crate::probe::tcp_accepts;
 
 /// The package to install when binaries are missing.
 const INSTALL_HINT: &str =
     "apt-get install postgresql (or: apt-get install postgresql redis-server rabbitmq-server)";
+/// Names a root filesystem to run PostgreSQL from instead of the machine's packages.
+pub(crate) const ROOT_VAR: &str = "TESTKIT_POSTGRES_ROOT";
 /// Bounds on how long the server may take; it needs well under a second here.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +36,8 @@ pub(crate) struct LocalPostgres {
     // Declared before `scratch`: the server stops before its directory goes away.
     server: Mutex<Option<ServerProcess>>,
     scratch: ScratchDir,
+    install: Install,
+    /// The `bin` dir as the server sees it (inside its install).
     bin: PathBuf,
     user: SystemUser,
     port: u16,
@@ -39,16 +46,20 @@ pub(crate) struct LocalPostgres {
 impl LocalPostgres {
     /// Initialises a cluster and starts it on a free port.
     pub(crate) fn start() -> anyhow::Result<Self> {
-        let bin = bin_dir()?;
-        let user = SystemUser::lookup("postgres")
+        let install = Install::from_env(ROOT_VAR)?;
+        let (version, bin) = bin_dir(&install)?;
+        install.announce("PostgreSQL", &format!("postgresql-{version}"));
+        let user = install
+            .user("postgres")
             .with_context(|| format!("PostgreSQL needs its system user; {INSTALL_HINT}"))?;
         let scratch = ScratchDir::new("postgres")?;
         std::os::unix::fs::chown(scratch.path(), Some(user.uid), Some(user.gid))
             .context("hand the scratch dir to the postgres user")?;
-        init_cluster(&bin, &user, scratch.path())?;
+        init_cluster(&install, &bin, user, scratch.path())?;
         let mut this = Self {
             server: Mutex::new(None),
             scratch,
+            install,
             bin,
             user,
             port: free_port()?,
@@ -107,7 +118,9 @@ impl LocalPostgres {
     }
 
     fn server_command(&self) -> Command {
-        let mut command = Command::new(self.bin.join("postgres"));
+        let mut command = self
+            .install
+            .command(self.bin.join("postgres"), Some(self.user));
         command
             .arg("-D")
             .arg(self.data_dir())
@@ -123,9 +136,7 @@ impl LocalPostgres {
             ])
             // Many tests share one server, each with its own pool.
             .args(["-c", "max_connections=300"])
-            .current_dir(self.scratch.path())
-            .uid(self.user.uid)
-            .gid(self.user.gid);
+            .current_dir(self.scratch.path());
         command
     }
 
@@ -179,8 +190,13 @@ fn is_ready(pid_file: &Path, port: u16) -> bool {
         && tcp_accepts(port)
 }
 
-fn init_cluster(bin: &Path, user: &SystemUser, scratch: &Path) -> anyhow::Result<()> {
-    let mut initdb = Command::new(bin.join("initdb"));
+fn init_cluster(
+    install: &Install,
+    bin: &Path,
+    user: SystemUser,
+    scratch: &Path,
+) -> anyhow::Result<()> {
+    let mut initdb = install.command(bin.join("initdb"), Some(user));
     initdb
         .arg("-D")
         .arg(scratch.join("data"))
@@ -195,57 +211,38 @@ fn init_cluster(bin: &Path, user: &SystemUser, scratch: &Path) -> anyhow::Result
             "UTF8",
             "--locale=C",
         ])
-        .current_dir(scratch)
-        .uid(user.uid)
-        .gid(user.gid);
+        .current_dir(scratch);
     run_command(initdb, Duration::from_secs(60)).context("initdb")?;
     Ok(())
 }
 
-/// The `bin` dir of the highest PostgreSQL version installed by the Debian packages.
-fn bin_dir() -> anyhow::Result<PathBuf> {
+/// The major version and `bin` dir (as the server sees it) of the highest PostgreSQL version
+/// installed by the Debian packages in `install`.
+fn bin_dir(install: &Install) -> anyhow::Result<(u32, PathBuf)> {
     let root = Path::new("/usr/lib/postgresql");
-    let newest = std::fs::read_dir(root)
+    let newest = std::fs::read_dir(install.outside(root))
         .ok()
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|entry| {
             let version: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("postgres").is_file().then_some((version, bin))
+            let bin = root.join(version.to_string()).join("bin");
+            install
+                .outside(&bin.join("postgres"))
+                .is_file()
+                .then_some((version, bin))
         })
         .max_by_key(|(version, _)| *version);
     match newest {
-        Some((_, bin)) => Ok(bin),
-        None => bail!(
+        Some(found) => Ok(found),
+        None if install.is_machine() => bail!(
             "no PostgreSQL server under {}/<version>/bin; {INSTALL_HINT}",
             root.display()
         ),
-    }
-}
-
-/// A system account the server runs as.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SystemUser {
-    pub(crate) uid: u32,
-    pub(crate) gid: u32,
-}
-
-impl SystemUser {
-    /// Reads the account from `/etc/passwd`.
-    pub(crate) fn lookup(name: &str) -> anyhow::Result<Self> {
-        let passwd = std::fs::read_to_string("/etc/passwd").context("read /etc/passwd")?;
-        passwd
-            .lines()
-            .map(|line| line.split(':').collect::<Vec<_>>())
-            .find(|fields| fields.first() == Some(&name))
-            .and_then(|fields| {
-                Some(Self {
-                    uid: fields.get(2)?.parse().ok()?,
-                    gid: fields.get(3)?.parse().ok()?,
-                })
-            })
-            .with_context(|| format!("no system user {name:?}"))
+        None => bail!(
+            "no PostgreSQL server under {}/<version>/bin ({ROOT_VAR})",
+            install.outside(root).display()
+        ),
     }
 }

@@ -6,6 +6,9 @@
 //! the node and every `rabbitmqctl` talk to an epmd of our own (`ERL_EPMD_PORT`), which we
 //! start first: were it missing, Erlang would daemonise one that escapes our process group.
 //! The start script does not `exec` the VM; it forwards SIGTERM to it and waits.
+//!
+//! The binaries are the machine's, or those of the root filesystem named by
+//! `TESTKIT_RABBITMQ_ROOT` ([`Install`]), epmd included.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -16,10 +19,13 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use rustix::process::Signal;
 
+use super::install::Install;
 use super::{ScratchDir, ServerProcess, free_port, poll_until, run_command};
 use crate::probe::{amqp_answers, tcp_accepts};
 
 pub(super) const BIN_DIR: &str = "/usr/lib/rabbitmq/bin";
+/// Names a root filesystem to run RabbitMQ from instead of the machine's packages.
+pub(crate) const ROOT_VAR: &str = "TESTKIT_RABBITMQ_ROOT";
 pub(super) const INSTALL_HINT: &str =
     "apt-get install rabbitmq-server (or: apt-get install postgresql redis-server rabbitmq-server)";
 /// It takes 5-8 s here; a loaded CI machine may need several times that.
@@ -44,19 +50,17 @@ pub(crate) struct LocalRabbitMq {
     broker: Mutex<Option<ServerProcess>>,
     // Held, never read: the node and every CLI call need it; it dies with the handle.
     _epmd: ServerProcess,
+    install: Install,
     node: Node,
     scratch: ScratchDir,
 }
 
 impl LocalRabbitMq {
     pub(crate) fn start(management: bool) -> anyhow::Result<Self> {
-        let script = Path::new(BIN_DIR).join("rabbitmq-server");
-        if !script.is_file() {
-            bail!("no RabbitMQ at {}; {INSTALL_HINT}", script.display());
-        }
+        let install = find_install()?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(management) {
+            match Self::try_start(&install, management) {
                 Ok(this) => return Ok(this),
                 // A port taken between picking and binding is the usual cause; each attempt
                 // uses a new scratch dir and new ports.
@@ -66,7 +70,7 @@ impl LocalRabbitMq {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("RabbitMQ did not start")))
     }
 
-    fn try_start(management: bool) -> anyhow::Result<Self> {
+    fn try_start(install: &Install, management: bool) -> anyhow::Result<Self> {
         let scratch = ScratchDir::new("rabbitmq")?;
         let node = Node {
             name: format!("testkit-{}@localhost", uuid::Uuid::new_v4().simple()),
@@ -77,10 +81,11 @@ impl LocalRabbitMq {
         };
         write_cookie(&scratch.path().join("home"))?;
         write_config(scratch.path(), &node)?;
-        let epmd = start_epmd(&scratch, node.epmd_port)?;
+        let epmd = start_epmd(install, &scratch, node.epmd_port)?;
         let this = Self {
             broker: Mutex::new(None),
             _epmd: epmd,
+            install: install.clone(),
             node,
             scratch,
         };
@@ -138,7 +143,9 @@ impl LocalRabbitMq {
     }
 
     fn launch(&self) -> anyhow::Result<()> {
-        let mut command = Command::new(Path::new(BIN_DIR).join("rabbitmq-server"));
+        let mut command = self
+            .install
+            .command(Path::new(BIN_DIR).join("rabbitmq-server"), None);
         self.apply_env(&mut command);
         let mut broker = ServerProcess::spawn(&self.scratch, "rabbitmq", command)?;
         let (amqp, management) = (self.node.amqp_port, self.node.management_port);
@@ -159,7 +166,9 @@ impl LocalRabbitMq {
 
     /// Runs `rabbitmqctl -n NODE args...` against this node.
     fn ctl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        let mut command = Command::new(Path::new(BIN_DIR).join("rabbitmqctl"));
+        let mut command = self
+            .install
+            .command(Path::new(BIN_DIR).join("rabbitmqctl"), None);
         self.apply_env(&mut command);
         command.args(["-n", &self.node.name]).args(args);
         run_command(command, CLI_TIMEOUT)
@@ -261,8 +270,28 @@ pub(super) fn write_config(dir: &Path, node: &Node) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn start_epmd(scratch: &ScratchDir, port: u16) -> anyhow::Result<ServerProcess> {
-    let mut command = Command::new("epmd");
+/// The install named by [`ROOT_VAR`] (or the machine's), checked to hold RabbitMQ, and said
+/// on stderr.
+pub(super) fn find_install() -> anyhow::Result<Install> {
+    let install = Install::from_env(ROOT_VAR)?;
+    let script = install.outside(&Path::new(BIN_DIR).join("rabbitmq-server"));
+    if !script.is_file() {
+        if install.is_machine() {
+            bail!("no RabbitMQ at {}; {INSTALL_HINT}", script.display());
+        }
+        bail!("no RabbitMQ at {} ({ROOT_VAR})", script.display());
+    }
+    install.announce("RabbitMQ", "rabbitmq-server");
+    Ok(install)
+}
+
+/// Starts the install's `epmd` on `port` (the one Erlang daemon all nodes of a test share).
+pub(super) fn start_epmd(
+    install: &Install,
+    scratch: &ScratchDir,
+    port: u16,
+) -> anyhow::Result<ServerProcess> {
+    let mut command = install.command("epmd", None);
     command.args(["-port", &port.to_string(), "-address", "127.0.0.1"]);
     let mut epmd = ServerProcess::spawn(scratch, "epmd", command)
         .with_context(|| format!("epmd comes with Erlang; {INSTALL_HINT}"))?;

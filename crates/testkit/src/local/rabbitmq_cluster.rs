@@ -8,15 +8,15 @@
 //! rejoins the cluster by itself.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use anyhow::{Context as _, bail, ensure};
 use rustix::process::Signal;
 
+use super::install::Install;
 use super::rabbitmq::{
-    BIN_DIR, CLI_TIMEOUT, INSTALL_HINT, Node, READY_TIMEOUT, START_ATTEMPTS, STOP_TIMEOUT,
-    apply_node_env, start_epmd, write_config, write_cookie,
+    BIN_DIR, CLI_TIMEOUT, Node, READY_TIMEOUT, START_ATTEMPTS, STOP_TIMEOUT, apply_node_env,
+    find_install, start_epmd, write_config, write_cookie,
 };
 use super::{ScratchDir, ServerProcess, free_port, log_tail, poll_until, run_command};
 use crate::probe::amqp_answers;
@@ -44,6 +44,7 @@ pub(crate) struct LocalRabbitMqCluster {
     // Declared before `_epmd` and `scratch`: nodes stop first.
     nodes: Vec<ClusterNode>,
     _epmd: ServerProcess,
+    install: Install,
     scratch: ScratchDir,
 }
 
@@ -53,13 +54,10 @@ impl LocalRabbitMqCluster {
             (1..=MAX_NODES).contains(&size),
             "a cluster has 1 to {MAX_NODES} nodes, not {size}"
         );
-        let script = Path::new(BIN_DIR).join("rabbitmq-server");
-        if !script.is_file() {
-            bail!("no RabbitMQ at {}; {INSTALL_HINT}", script.display());
-        }
+        let install = find_install()?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(size) {
+            match Self::try_start(&install, size) {
                 Ok(this) => return Ok(this),
                 // As for one node: a port taken between picking and binding is the usual
                 // cause; each attempt uses a new scratch dir, new ports and new names.
@@ -69,7 +67,7 @@ impl LocalRabbitMqCluster {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the RabbitMQ cluster did not start")))
     }
 
-    fn try_start(size: usize) -> anyhow::Result<Self> {
+    fn try_start(install: &Install, size: usize) -> anyhow::Result<Self> {
         let scratch = ScratchDir::new("rabbitmq-cluster")?;
         write_cookie(&scratch.path().join("home"))?;
         let epmd_port = free_port()?;
@@ -93,10 +91,11 @@ impl LocalRabbitMqCluster {
                 process: Mutex::new(None),
             });
         }
-        let epmd = start_epmd(&scratch, epmd_port)?;
+        let epmd = start_epmd(install, &scratch, epmd_port)?;
         let this = Self {
             nodes,
             _epmd: epmd,
+            install: install.clone(),
             scratch,
         };
         on_each_node(0..size, |index| this.launch(index))?;
@@ -201,7 +200,9 @@ impl LocalRabbitMqCluster {
 
     fn launch(&self, index: usize) -> anyhow::Result<()> {
         let node = self.node(index)?;
-        let mut command = Command::new(Path::new(BIN_DIR).join("rabbitmq-server"));
+        let mut command = self
+            .install
+            .command(Path::new(BIN_DIR).join("rabbitmq-server"), None);
         apply_node_env(&mut command, &self.home(), &node.dir, &node.node);
         let mut process =
             ServerProcess::spawn(&self.scratch, format!("rabbitmq-n{}", index + 1), command)?;
@@ -231,7 +232,9 @@ impl LocalRabbitMqCluster {
     /// Runs `rabbitmqctl -n NODE args...` against node `index`.
     fn ctl(&self, index: usize, args: &[&str]) -> anyhow::Result<std::process::Output> {
         let node = self.node(index)?;
-        let mut command = Command::new(Path::new(BIN_DIR).join("rabbitmqctl"));
+        let mut command = self
+            .install
+            .command(Path::new(BIN_DIR).join("rabbitmqctl"), None);
         apply_node_env(&mut command, &self.home(), &node.dir, &node.node);
         command.args(["-n", &node.node.name]).args(args);
         run_command(command, CLI_TIMEOUT)
