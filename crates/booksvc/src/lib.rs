@@ -16,6 +16,7 @@
 //!   and the in-process hit layer in front of it, kept coherent by events.
 //! - [`consumer`]: warms the cache from book-changed events: retry queues, DLQ, a pause when
 //!   an event finds Redis down, reconnect on broker loss.
+//! - [`paging`]: `?limit=N&after=ID` on the list routes and the `Link` to the next page.
 //! - [`redrive`]: `booksvc redrive-dlq`, moving dead letters back for another go.
 //! - [`serve`]: the HTTP server loop: header-read timeout and a connection cap.
 //! - [`health`], [`metrics`], [`telemetry`]: probes and readiness modes, Prometheus, logging.
@@ -42,6 +43,7 @@ pub mod consumer;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod paging;
 pub mod probe;
 pub mod redrive;
 pub mod retry;

@@ -11,6 +11,7 @@ mod helpers;
 mod id_properties;
 mod kubernetes;
 mod outages;
+mod paging;
 mod proxy;
 mod races;
 mod reads;
