@@ -17,6 +17,7 @@
 //! - [`consumer`]: warms the cache from book-changed events: retry queues, DLQ, a pause when
 //!   an event finds Redis down, reconnect on broker loss.
 //! - [`paging`]: `?limit=N&after=ID` on the list routes and the `Link` to the next page.
+//! - [`rebuild`]: `booksvc rebuild-cache`, refilling Redis from storagesvc page by page.
 //! - [`redrive`]: `booksvc redrive-dlq`, moving dead letters back for another go.
 //! - [`serve`]: the HTTP server loop: header-read timeout and a connection cap.
 //! - [`health`], [`metrics`], [`telemetry`]: probes and readiness modes, Prometheus, logging.
@@ -45,6 +46,7 @@ pub mod http;
 pub mod metrics;
 pub mod paging;
 pub mod probe;
+pub mod rebuild;
 pub mod redrive;
 pub mod retry;
 pub mod serve;

@@ -15,5 +15,6 @@ mod paging;
 mod proxy;
 mod races;
 mod reads;
+mod rebuild;
 mod slow_clients;
 mod twins;
