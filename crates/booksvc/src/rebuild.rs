@@ -47,6 +47,8 @@ pub struct RebuildArgs {
     #[arg(long, env = "REDIS_ADDR", value_parser = parse_redis_addr, conflicts_with = "redis_url")]
     pub redis_addr: Option<String>,
     /// Redis as a full URL, redis://[:PASSWORD@]HOST:PORT[/DB].
+    // Also `--help`: the brackets stay, and rustdoc is told they are not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url, hide_env_values = true)]
     pub redis_url: Option<Secret>,
     /// The key prefix booksvc uses (its CACHE_PREFIX).
