@@ -31,7 +31,7 @@
 //! within `REQUEST_BUDGET`; the answer fills the cache and is served (`miss`). If storagesvc
 //! fails or the breaker is open, the entry the lookup found is served (`stale`), or, with
 //! nothing cached, a 503 with `Retry-After`. The event [`consumer`] writes into the same
-//! cache through [`cache::BookCache::apply_event`], so a book is cached (and the list reflects
+//! cache through [`cache::BookCache::apply_event`], so a book is cached (and the pages reflect
 //! it) as soon as its event arrives, before anyone reads it.
 
 pub mod app;
