@@ -2,7 +2,7 @@
 # The paged-list benchmark at size (docs/benchmarks.md): installs wrk if missing, builds the
 # bench in release, runs it. Starts its own private PostgreSQL and Redis; stops by itself.
 # Settings: BENCH_SIZES (1000,10000,100000), BENCH_PAGES (256), BENCH_SECONDS (10),
-# BENCH_THREADS (2), BENCH_CONNECTIONS (16).
+# BENCH_ROUNDS (3), BENCH_THREADS (2), BENCH_CONNECTIONS (16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -7,12 +7,14 @@
 //! 2. empty Redis and run the rebuild (`booksvc::rebuild`, page 1000, no rate cap): books/s;
 //! 3. `GET /books?limit=20&after=X` with `X` drawn at random from `BENCH_PAGES` (256) starts
 //!    spread over the catalogue, driven by `wrk` (`BENCH_THREADS` 2, `BENCH_CONNECTIONS` 16,
-//!    `BENCH_SECONDS` 10):
+//!    `BENCH_SECONDS` 10) in `BENCH_ROUNDS` (3) interleaved rounds, so drift in the machine's
+//!    load hits the three targets alike (each figure: the median over the rounds; errors: the
+//!    sum):
 //!    - from a booksvc with `CACHE_FRESH_TTL=1h`, every page warmed first: `X-Cache: hit`;
 //!    - from storagesvc directly;
 //!    - from a booksvc with `CACHE_FRESH_TTL=0` whose storagesvc is gone (a TCP proxy in
 //!      between refuses connections): `stale`, once its breaker is open;
-//! 4. booksvc's RSS (the hit server, after its round) and Redis's `used_memory`.
+//! 4. booksvc's RSS (the hit server, after its rounds) and Redis's `used_memory`.
 //!
 //! The goal (issue 14): page p99 at the largest size within 1.5x of the p99 at the smallest,
 //! on both services. Figures, not a test.
@@ -81,6 +83,7 @@ async fn parent() -> anyhow::Result<()> {
         .map(|size| size.trim().parse().context("BENCH_SIZES"))
         .collect::<anyhow::Result<_>>()?;
     let starts: u64 = env_number("BENCH_PAGES", 256)?;
+    let rounds: usize = env_number::<usize>("BENCH_ROUNDS", 3)?.max(1);
 
     let postgres = testkit::Postgres::start().await?;
     let redis = testkit::Redis::start().await?;
@@ -99,7 +102,7 @@ async fn parent() -> anyhow::Result<()> {
     let hits = Booksvc::start(&storagesvc, &redis.url(), "1h").await?;
     let outage = Booksvc::start(&proxy.http_url(), &redis.url(), "0s").await?;
     println!(
-        "page_bench: pages of {PAGE}, {starts} page starts, wrk -t{} -c{} -d{}s; {} cores; load {}\n",
+        "page_bench: pages of {PAGE}, {starts} page starts, {rounds} interleaved rounds of wrk -t{} -c{} -d{}s; {} cores; load {}\n",
         wrk.threads,
         wrk.connections,
         wrk.seconds,
@@ -126,41 +129,39 @@ async fn parent() -> anyhow::Result<()> {
         for path in page_paths(size, starts) {
             hits.read(&path, "hit").await?;
         }
-        let hit = wrk
-            .round_with_script(
-                "booksvc hit",
-                &hits.url("/"),
-                wrk.seconds,
-                Some(script.path()),
-            )
-            .await?;
-        let booksvc_rss = hits.rss()?;
-        let direct = wrk
-            .round_with_script("storagesvc", &storagesvc, wrk.seconds, Some(script.path()))
-            .await?;
-
-        proxy.refuse().await;
-        // Open the breaker before measuring: the first reads still try storagesvc.
-        for path in page_paths(size, starts).take(20) {
-            let _ = outage.read(&path, "stale").await;
+        let (mut hit, mut direct, mut stale) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            println!("size {size}, round {round}");
+            let script = Some(script.path());
+            hit.push(
+                wrk.round_with_script("booksvc hit", &hits.url("/"), wrk.seconds, script)
+                    .await?,
+            );
+            direct.push(
+                wrk.round_with_script("storagesvc", &storagesvc, wrk.seconds, script)
+                    .await?,
+            );
+            proxy.refuse().await;
+            // Open the breaker before measuring: the first reads still try storagesvc.
+            for path in page_paths(size, starts).take(20) {
+                let _ = outage.read(&path, "stale").await;
+            }
+            let label = "booksvc, storagesvc down";
+            stale.push(
+                wrk.round_with_script(label, &outage.url("/"), wrk.seconds, script)
+                    .await?,
+            );
+            proxy.restore()?;
         }
-        let stale = wrk
-            .round_with_script(
-                "booksvc, storagesvc down",
-                &outage.url("/"),
-                wrk.seconds,
-                Some(script.path()),
-            )
-            .await?;
-        proxy.restore()?;
+        let booksvc_rss = hits.rss()?;
         let redis_bytes = redis_used_memory(&redis.url()).await?;
         println!();
         figures.push(SizeFigures {
             size,
             rebuild: rebuilt,
-            hit,
-            storagesvc: direct,
-            stale,
+            hit: Round::median_of(&hit),
+            storagesvc: Round::median_of(&direct),
+            stale: Round::median_of(&stale),
             booksvc_rss,
             redis_bytes,
         });

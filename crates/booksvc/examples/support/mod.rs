@@ -18,6 +18,23 @@ pub(crate) struct Round {
     pub(crate) errors: u64,
 }
 
+impl Round {
+    /// Each figure's median over `rounds` (errors: their sum).
+    pub(crate) fn median_of(rounds: &[Round]) -> Round {
+        let secs = |pick: fn(&Round) -> Duration| {
+            Duration::from_secs_f64(median(
+                rounds.iter().map(|r| pick(r).as_secs_f64()).collect(),
+            ))
+        };
+        Round {
+            per_sec: median(rounds.iter().map(|r| r.per_sec).collect()),
+            p50: secs(|r| r.p50),
+            p99: secs(|r| r.p99),
+            errors: rounds.iter().map(|r| r.errors).sum(),
+        }
+    }
+}
+
 /// wrk's settings for every round.
 #[derive(Clone, Copy)]
 pub(crate) struct Wrk {
