@@ -25,6 +25,9 @@ use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod support;
+use support::{Round, Rss, Wrk, env_number, loadavg, median, start_storagesvc};
+
 mod child {
     //! The servers under test, one per child process.
 
@@ -88,114 +91,6 @@ mod child {
         println!("{}", listener.local_addr()?.port());
         axum::serve(listener, router).await.context("serving")
     }
-}
-
-/// What one `wrk` round measured.
-#[derive(Debug, Clone, Copy, Default)]
-struct Round {
-    per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-    /// Non-2xx/3xx answers plus socket errors.
-    errors: u64,
-}
-
-/// wrk's settings for every round.
-#[derive(Clone, Copy)]
-struct Wrk {
-    threads: u32,
-    connections: u32,
-    seconds: u64,
-}
-
-impl Wrk {
-    /// One round against `url` for `seconds`, printed with the load average around it.
-    async fn round(&self, label: &str, url: &str, seconds: u64) -> anyhow::Result<Round> {
-        let before = loadavg();
-        let output = Command::new("wrk")
-            .arg(format!("-t{}", self.threads))
-            .arg(format!("-c{}", self.connections))
-            .arg(format!("-d{seconds}s"))
-            .arg("--latency")
-            .arg(url)
-            .output()
-            .await
-            .context("running wrk (scripts/bench-read.sh installs it)")?;
-        anyhow::ensure!(output.status.success(), "wrk failed: {output:?}");
-        let round = parse_wrk(&String::from_utf8_lossy(&output.stdout))?;
-        println!(
-            "{label:<34} {:>9.0} req/s  p50 {:>9.3?}  p99 {:>9.3?}  errors {:<5} load {before} -> {}",
-            round.per_sec,
-            round.p50,
-            round.p99,
-            round.errors,
-            loadavg()
-        );
-        Ok(round)
-    }
-}
-
-/// Requests/sec, the 50% and 99% latencies, and errors from `wrk --latency`'s report.
-fn parse_wrk(text: &str) -> anyhow::Result<Round> {
-    let mut round = Round::default();
-    for line in text.lines().map(str::trim) {
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("Requests/sec:"), Some(value)) => round.per_sec = value.parse()?,
-            (Some("50%"), Some(value)) => round.p50 = parse_wrk_duration(value)?,
-            (Some("99%"), Some(value)) => round.p99 = parse_wrk_duration(value)?,
-            (Some("Non-2xx"), _) => round.errors += last_number(line),
-            (Some("Socket"), Some("errors:")) => {
-                round.errors += line.split(',').map(last_number).sum::<u64>();
-            }
-            _ => {}
-        }
-    }
-    anyhow::ensure!(
-        round.per_sec > 0.0,
-        "no Requests/sec in wrk's output:\n{text}"
-    );
-    Ok(round)
-}
-
-fn last_number(text: &str) -> u64 {
-    text.split_whitespace()
-        .rev()
-        .find_map(|word| word.parse().ok())
-        .unwrap_or(0)
-}
-
-/// `1.23ms`, `456.00us`, `1.02s`, `2.00m` as wrk writes them.
-fn parse_wrk_duration(text: &str) -> anyhow::Result<Duration> {
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .context("a unit")?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse()?;
-    let seconds = match unit {
-        "us" => number / 1e6,
-        "ms" => number / 1e3,
-        "s" => number,
-        "m" => number * 60.0,
-        other => anyhow::bail!("unknown wrk unit {other:?}"),
-    };
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 #[tokio::main]
@@ -406,37 +301,7 @@ impl Server {
     }
 
     fn rss(&self) -> anyhow::Result<Rss> {
-        let pid = self.child.id().context("the child has exited")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Ok(Rss {
-            now_kib: field("VmRSS:"),
-            peak_kib: field("VmHWM:"),
-        })
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Rss {
-    now_kib: u64,
-    peak_kib: u64,
-}
-
-impl std::fmt::Display for Rss {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mib = |kib: u64| kib as f64 / 1024.0;
-        write!(
-            f,
-            "{:.1} MiB (peak {:.1} MiB)",
-            mib(self.now_kib),
-            mib(self.peak_kib)
-        )
+        Rss::of(self.child.id().context("the child has exited")?)
     }
 }
 
@@ -450,34 +315,4 @@ async fn set_redis_body(url: &str, body: &str) -> anyhow::Result<()> {
         .query_async::<()>(&mut conn)
         .await?;
     Ok(())
-}
-
-/// storagesvc in this process on `database_url`; returns its URL. Its outbox relay points
-/// at a closed port: events play no part here.
-async fn start_storagesvc(database_url: &str) -> anyhow::Result<String> {
-    use clap::Parser;
-    use storagesvc::config::Secret;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut settings =
-        storagesvc::Settings::try_parse_from(["storagesvc", "--http-port", "127.0.0.1:0"])?;
-    settings.database_url = Secret::new(database_url);
-    settings.amqp_url = format!("amqp://guest:guest@127.0.0.1:{closed}/%2f")
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    let app = storagesvc::Application::build(settings).await?;
-    let url = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown));
-    Ok(url)
-}
-
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(text) => text
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={text:?} is not a number")),
-        Err(_) => Ok(default),
-    }
 }

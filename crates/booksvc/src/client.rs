@@ -15,6 +15,7 @@ use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use crate::cache::Book;
+use crate::paging::PageQuery;
 use crate::retry::{Retryable, Verdict};
 
 /// The header that carries a request id from booksvc's client through to storagesvc's logs.
@@ -122,13 +123,15 @@ impl StorageClient {
             .await
     }
 
-    /// `GET /books`, ordered by id.
-    pub async fn list_books(
+    /// `GET /books?limit=N&after=ID`: one page, ordered by id.
+    pub async fn list_page(
         &self,
+        page: PageQuery,
         request_id: Option<&str>,
         time_left: Duration,
     ) -> Result<Vec<Book>, ClientError> {
-        self.get_json("books", request_id, time_left).await
+        let path = format!("books?limit={}&after={}", page.limit, page.after);
+        self.get_json(&path, request_id, time_left).await
     }
 
     /// `GET /healthz/ready`: used by the breaker's active probe.

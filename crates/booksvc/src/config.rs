@@ -464,7 +464,7 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
 
 /// `host:port`, checked by the Redis client's own URL parser (names are resolved later, so
 /// a Redis that is not up yet does not stop start-up).
-fn parse_redis_addr(text: &str) -> Result<String, String> {
+pub(crate) fn parse_redis_addr(text: &str) -> Result<String, String> {
     const EXPECTED: &str = "expected HOST:PORT";
     let (host, port) = text.rsplit_once(':').ok_or(EXPECTED)?;
     let valid = !host.is_empty()
@@ -476,7 +476,7 @@ fn parse_redis_addr(text: &str) -> Result<String, String> {
         .ok_or_else(|| EXPECTED.to_owned())
 }
 
-fn parse_redis_url(text: &str) -> Result<Secret, String> {
+pub(crate) fn parse_redis_url(text: &str) -> Result<Secret, String> {
     // The client's error text could echo the password; say only what is expected.
     let scheme_ok = text.starts_with("redis://") || text.starts_with("redis+unix://");
     match redis::Client::open(text) {
@@ -485,7 +485,7 @@ fn parse_redis_url(text: &str) -> Result<Secret, String> {
     }
 }
 
-fn parse_http_url(text: &str) -> Result<String, String> {
+pub(crate) fn parse_http_url(text: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(text).map_err(|_| "expected http://HOST:PORT".to_owned())?;
     if url.scheme() != "http" || url.host_str().is_none() {
         return Err("expected http://HOST:PORT".to_owned());
@@ -493,7 +493,7 @@ fn parse_http_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-fn parse_prefix(text: &str) -> Result<String, String> {
+pub(crate) fn parse_prefix(text: &str) -> Result<String, String> {
     let valid = text.len() <= 64 && text.bytes().all(|b| b.is_ascii_graphic());
     valid
         .then(|| text.to_owned())
@@ -513,7 +513,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         Duration::ZERO => Err("must be greater than zero".to_owned()),
         duration => Ok(duration),

@@ -16,6 +16,8 @@
 //!   and the in-process hit layer in front of it, kept coherent by events.
 //! - [`consumer`]: warms the cache from book-changed events: retry queues, DLQ, a pause when
 //!   an event finds Redis down, reconnect on broker loss.
+//! - [`paging`]: `?limit=N&after=ID` on the list routes and the `Link` to the next page.
+//! - [`rebuild`]: `booksvc rebuild-cache`, refilling Redis from storagesvc page by page.
 //! - [`redrive`]: `booksvc redrive-dlq`, moving dead letters back for another go.
 //! - [`serve`]: the HTTP server loop: header-read timeout and a connection cap.
 //! - [`health`], [`metrics`], [`telemetry`]: probes and readiness modes, Prometheus, logging.
@@ -29,7 +31,7 @@
 //! within `REQUEST_BUDGET`; the answer fills the cache and is served (`miss`). If storagesvc
 //! fails or the breaker is open, the entry the lookup found is served (`stale`), or, with
 //! nothing cached, a 503 with `Retry-After`. The event [`consumer`] writes into the same
-//! cache through [`cache::BookCache::apply_event`], so a book is cached (and the list reflects
+//! cache through [`cache::BookCache::apply_event`], so a book is cached (and the pages reflect
 //! it) as soon as its event arrives, before anyone reads it.
 
 pub mod app;
@@ -42,7 +44,9 @@ pub mod consumer;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod paging;
 pub mod probe;
+pub mod rebuild;
 pub mod redrive;
 pub mod retry;
 pub mod serve;

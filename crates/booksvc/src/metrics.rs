@@ -4,10 +4,10 @@
 //! | series | labels | recorded by |
 //! |---|---|---|
 //! | `booksvc_http_requests_total`, `booksvc_http_request_duration_seconds` | `method` (one of [`requests::METHODS`] or `other`), `route` (template or `unmatched`), `status` | [`track_http`] |
-//! | `booksvc_cache_results_total` | `resource` (`book`/`list`), `result` (`hit`/`miss`/`stale`/`unavailable`) | [`record_read`] |
+//! | `booksvc_cache_results_total` | `resource` (`book`/`list`: a page), `result` (`hit`/`miss`/`stale`/`unavailable`) | [`record_read`] |
 //! | `booksvc_stale_age_seconds` (histogram) | `resource` | [`record_read`] |
 //! | `booksvc_storagesvc_request_duration_seconds` | `endpoint`, `outcome` (`ok`/`not_found`/`error`) | [`record_storagesvc_call`] |
-//! | `booksvc_local_cache_hits_total` (also counted as `hit` above) | `resource` | [`crate::cache::LocalCache`] |
+//! | `booksvc_local_cache_hits_total` (also counted as `hit` above) | `resource` (`book`) | [`crate::cache::LocalCache`] |
 //! | `booksvc_local_cache_invalidations_total` | `reason` (`event`: one book; `reset`: emptied on going live or bypassed; `unreadable`: an event it could not parse) | [`record_local_invalidation`] |
 //! | `booksvc_local_cache_state` (1 for the current state) | `state` (`disabled`/`bypassed`/`live`) | [`record_local_state`] |
 //! | `booksvc_coalesced_requests_total` | `resource` | [`crate::coalesce`] |

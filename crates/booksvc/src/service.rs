@@ -26,8 +26,9 @@
 //!   a client going away does not cancel it: the call still fills the cache. A flight cut
 //!   short (runtime shutting down) drops its [`crate::breaker::Permit`] unreported, which
 //!   the breaker counts as neither success nor failure.
-//! - **Local layer.** [`BookService::get_book`] and [`BookService::list_books`]
-//!   answer with ready-to-send bytes and look in the [`LocalCache`] first. Only a fresh
+//! - **Local layer.** [`BookService::get_book`] and [`BookService::list_page`]
+//!   answer with ready-to-send bytes; a book is looked for in the [`LocalCache`] first (pages
+//!   bypass it, see `ListPage`). Only a fresh
 //!   Redis hit is copied into it, with the ticket taken before the lookup, so a read that
 //!   raced an invalidation stores nothing (see [`crate::cache::local`]).
 //! - **Who wins.** The fill hands back the revision the lookup saw ([`Seen`]); the cache
@@ -44,14 +45,16 @@ use axum::http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::breaker::{CircuitBreaker, NotPermitted};
-use crate::cache::{Book, BookCache, Cached, LocalCache, Lookup, Seen};
+use crate::cache::{Book, BookCache, BookPage, Cached, LocalCache, Lookup, Seen};
 use crate::client::{ClientError, StorageClient};
 use crate::coalesce::{Coalescer, Flight, Role};
 use crate::http::HitHeaders;
 use crate::metrics::{self, ReadResult};
+use crate::paging::PageQuery;
 use crate::retry::{RetryError, RetryPolicy, Retryable, Verdict, retry_within};
 
-pub(crate) use self::resource::{AllBooks, OneBook, Resource};
+pub use self::resource::PageBody;
+pub(crate) use self::resource::{ListPage, OneBook, Resource};
 
 /// An answer and where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,7 +114,7 @@ struct Core {
     local: LocalCache,
     hit_headers: HitHeaders,
     books: Coalescer<OneBook, Result<Option<Book>, FetchFailure>>,
-    lists: Coalescer<AllBooks, Result<Vec<Book>, FetchFailure>>,
+    pages: Coalescer<ListPage, Result<BookPage, FetchFailure>>,
 }
 
 impl BookService {
@@ -127,7 +130,7 @@ impl BookService {
             path,
             local,
             books: Coalescer::new(OneBook::NAME),
-            lists: Coalescer::new(AllBooks::NAME),
+            pages: Coalescer::new(ListPage::NAME),
         };
         BookService {
             core: Arc::new(core),
@@ -144,12 +147,13 @@ impl BookService {
         self.read_body(OneBook(id), request_id).await
     }
 
-    /// `GET /books` as the JSON body to send: every book, ordered by id.
-    pub async fn list_books(
+    /// `GET /books?limit=N&after=ID` as the JSON body to send: one page, ordered by id.
+    pub async fn list_page(
         &self,
+        page: PageQuery,
         request_id: Option<HeaderValue>,
-    ) -> Result<Served<Bytes>, FetchFailure> {
-        self.read_body(AllBooks, request_id).await
+    ) -> Result<Served<PageBody>, FetchFailure> {
+        self.read_body(ListPage(page), request_id).await
     }
 
     /// The dependencies and knobs, for health reports and the probe.
@@ -178,8 +182,7 @@ impl BookService {
         Core: Flights<R>,
     {
         let local = &self.core.local;
-        let key = resource.local_key();
-        if let Some(hit) = local.get(key) {
+        if let Some(hit) = resource.local_key().and_then(|key| local.get(key)) {
             return Ok(Served {
                 value: R::from_local(hit.body),
                 source: Source::Fresh { age: hit.age },
@@ -215,7 +218,7 @@ impl BookService {
         if let Some(fresh) = lookup
             .cached
             .as_ref()
-            .filter(|c| c.is_fresh(path.fresh_ttl))
+            .filter(|c| R::is_fresh(c, path.fresh_ttl))
         {
             return Ok(served(R::NAME, fresh.clone(), None));
         }
@@ -300,9 +303,9 @@ impl Flights<OneBook> for Core {
     }
 }
 
-impl Flights<AllBooks> for Core {
-    fn flights(&self) -> &Coalescer<AllBooks, Result<Vec<Book>, FetchFailure>> {
-        &self.lists
+impl Flights<ListPage> for Core {
+    fn flights(&self) -> &Coalescer<ListPage, Result<BookPage, FetchFailure>> {
+        &self.pages
     }
 }
 
@@ -339,7 +342,8 @@ impl Core {
         })
         .await
         .map_err(FetchFailure::from)?;
-        if let Err(error) = resource.fill(&self.path.cache, seen, &value).await {
+        let fill = resource.fill(&self.path.cache, seen, &value, self.path.fresh_ttl);
+        if let Err(error) = fill.await {
             tracing::debug!(%error, resource = R::NAME, "cache fill failed");
         }
         Ok(value)

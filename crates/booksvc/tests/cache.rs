@@ -1,5 +1,5 @@
-//! The Redis cache against real Redis servers: who wins between fills and events, the list
-//! answered from live entries, lifetimes, and failing fast while Redis is down.
+//! The Redis cache against real Redis servers: who wins between fills and events, pages of the
+//! list answered from the id index, lifetimes, and failing fast while Redis is down.
 //!
 //! Tests share one Redis per test binary and isolate themselves by key prefix; tests that
 //! stop Redis start a private one.
@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use booksvc::cache::{
-    Book, BookCache, CacheConfig, CacheError, CachedBook, ListFillOutcome, Seen, WriteOutcome,
+    Book, BookCache, BookPage, CacheConfig, CacheError, Cached, CachedBook, PageFillOutcome, Seen,
+    WriteOutcome,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use events::{BookChanged, BookData};
@@ -80,9 +81,29 @@ async fn cached_title(cache: &BookCache, id: i64) -> anyhow::Result<Option<Strin
         .and_then(|entry| entry.live().map(|b| b.title.clone())))
 }
 
+/// The cached page after `after`, whatever its age or completeness.
+async fn page(
+    cache: &BookCache,
+    after: i64,
+    limit: u32,
+) -> anyhow::Result<Option<Cached<BookPage>>> {
+    Ok(cache.get_page(after, limit).await?.cached)
+}
+
+/// The titles of the first page (up to 100 books), which a fill must have covered.
 async fn list_titles(cache: &BookCache) -> anyhow::Result<Vec<String>> {
-    let list = cache.get_list().await?.cached.expect("the list is cached");
-    Ok(list.value.into_iter().map(|b| b.title).collect())
+    let page = page(cache, 0, 100).await?.expect("the page is cached");
+    assert!(page.value.complete, "a filled page is complete: {page:?}");
+    Ok(page.value.books.into_iter().map(|b| b.title).collect())
+}
+
+/// Fills the first page (up to 100 books) with `books`, fresh for an hour.
+async fn fill_first_page(
+    cache: &BookCache,
+    seen: Seen,
+    books: &[Book],
+) -> anyhow::Result<PageFillOutcome> {
+    Ok(cache.fill_page(0, 100, seen, books, HOUR).await?)
 }
 
 fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, CacheError>, op: &str) {
@@ -132,7 +153,7 @@ async fn entries_past_max_age_read_as_misses() -> anyhow::Result<()> {
     cache
         .fill_book(1, Seen::NOTHING, Some(&book(1, 1, "One")))
         .await?;
-    cache.fill_list(Seen::NOTHING, &[book(1, 1, "One")]).await?;
+    fill_first_page(&cache, Seen::NOTHING, &[book(1, 1, "One")]).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     assert_eq!(
@@ -140,7 +161,7 @@ async fn entries_past_max_age_read_as_misses() -> anyhow::Result<()> {
         None,
         "too old even to serve stale"
     );
-    assert_eq!(cache.get_list().await?.cached, None, "the list too");
+    assert_eq!(page(&cache, 0, 100).await?, None, "the page too");
     Ok(())
 }
 
@@ -422,58 +443,71 @@ async fn jitter() {
     tokio::time::sleep(Duration::from_millis(rand::random_range(0..15))).await;
 }
 
-// ---- the list ------------------------------------------------------------------------------
+// ---- pages of the list ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn the_list_is_a_miss_until_filled_and_then_fresh_sorted_and_aging() -> anyhow::Result<()> {
-    let cache = shared_cache("list-fill").await?;
+async fn a_page_is_incomplete_until_filled_then_fresh_sorted_until_its_mark_lapses()
+-> anyhow::Result<()> {
+    let cache = shared_cache("page-fill").await?;
     cache.apply_event(&created(5, 1, "Five")).await?;
 
-    let first = cache.get_list().await?;
-    assert_eq!(
-        first.cached, None,
-        "books warmed by events alone may not be the whole list"
+    let first = cache.get_page(0, 10).await?;
+    let known = first.cached.clone().expect("book 5 is known");
+    assert!(
+        !known.value.complete,
+        "books warmed by events alone may not be the whole page"
     );
+    assert_eq!(known.value.books, [book_of(&created(5, 1, "Five"))]);
 
+    let fresh_for = Duration::from_millis(300);
+    let answer = [book(1, 2, "One"), book(3, 1, "Three")];
     let outcome = cache
-        .fill_list(first.seen, &[book(3, 1, "Three"), book(1, 2, "One")])
+        .fill_page(0, 10, first.seen, &answer, fresh_for)
         .await?;
 
-    // Book 5 was written before the read and storagesvc does not list it: deleted.
-    let expected = ListFillOutcome {
+    // Book 5 was written before the read, and storagesvc's short page (the catalogue's end)
+    // does not list it: deleted.
+    let expected = PageFillOutcome {
         applied: 2,
         ignored_stale: 0,
         removed: 1,
     };
     assert_eq!(outcome, expected);
-    let list = cache.get_list().await?;
-    assert!(list.is_fresh(HOUR));
-    assert_eq!(list_titles(&cache).await?, ["One", "Three"], "sorted by id");
+    let filled = page(&cache, 0, 10).await?.expect("filled");
+    assert!(filled.value.complete && filled.is_fresh(HOUR), "{filled:?}");
+    assert_eq!(filled.value.books, answer, "sorted by id");
     assert_eq!(
         cached(&cache, 5).await?,
         Some(CachedBook::Tombstone { version: 1 })
     );
-    assert_eq!(
-        cached_title(&cache, 1).await?.as_deref(),
-        Some("One"),
-        "entries serve reads"
-    );
+    // Any limit from the same `after` is covered: the fill reached the end.
+    let smaller = page(&cache, 0, 1).await?.expect("cached");
+    assert!(smaller.value.complete);
+    assert_eq!(smaller.value.books, answer[..1]);
+    // Another `after` has no mark: known books, not a complete page.
+    let other = page(&cache, 1, 10).await?.expect("book 3 is known");
+    assert!(!other.value.complete);
 
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert!(
-        !cache.get_list().await?.is_fresh(Duration::from_millis(200)),
-        "aged"
-    );
+    tokio::time::sleep(fresh_for + Duration::from_millis(100)).await;
+    let lapsed = page(&cache, 0, 10)
+        .await?
+        .expect("still known, for a stale answer");
+    assert!(!lapsed.value.complete, "no longer fresh: {lapsed:?}");
+    assert_eq!(lapsed.value.books, answer);
     Ok(())
 }
 
+/// The book an upsert event writes.
+fn book_of(event: &BookChanged) -> Book {
+    let data = event.book.as_ref().expect("an upsert");
+    Book::from_event(data, event.version, event.occurred_at.expect("occurred_at"))
+}
+
 #[tokio::test]
-async fn the_list_reflects_created_updated_and_deleted_events_at_once() -> anyhow::Result<()> {
-    let cache = shared_cache("list-events").await?;
-    let seen = cache.get_list().await?.seen;
-    cache
-        .fill_list(seen, &[book(1, 1, "One"), book(2, 1, "Two")])
-        .await?;
+async fn a_page_reflects_created_updated_and_deleted_events_at_once() -> anyhow::Result<()> {
+    let cache = shared_cache("page-events").await?;
+    let seen = cache.get_page(0, 100).await?.seen;
+    fill_first_page(&cache, seen, &[book(1, 1, "One"), book(2, 1, "Two")]).await?;
 
     cache.apply_event(&created(3, 1, "Three")).await?;
     assert_eq!(
@@ -497,21 +531,50 @@ async fn the_list_reflects_created_updated_and_deleted_events_at_once() -> anyho
 }
 
 #[tokio::test]
-async fn a_list_fill_keeps_what_events_wrote_while_it_was_in_flight() -> anyhow::Result<()> {
-    let cache = shared_cache("list-race").await?;
-    let seen = cache.get_list().await?.seen;
+async fn a_full_page_covers_only_up_to_its_last_id() -> anyhow::Result<()> {
+    let cache = shared_cache("page-bounds").await?;
+    let seen = cache.get_page(0, 2).await?.seen;
     cache
-        .fill_list(seen, &[book(1, 1, "One"), book(2, 1, "Two")])
+        .fill_page(0, 2, seen, &[book(1, 1, "One"), book(2, 1, "Two")], HOUR)
         .await?;
-    let seen = cache.get_list().await?.seen; // the read before asking storagesvc
+    // Book 9 is known (an event), but nobody asked storagesvc about 3..8.
+    cache.apply_event(&created(9, 1, "Nine")).await?;
+    let ids = |page: Cached<BookPage>| -> (Vec<i64>, bool) {
+        let ids = page.value.books.iter().map(|b| b.id).collect();
+        (ids, page.value.complete)
+    };
+    assert_eq!(
+        ids(page(&cache, 0, 2).await?.expect("cached")),
+        (vec![1, 2], true)
+    );
+    assert_eq!(
+        ids(page(&cache, 0, 3).await?.expect("cached")),
+        (vec![1, 2, 9], false),
+        "9 is past what the fill covered"
+    );
+    cache.apply_event(&deleted(2, 2)).await?;
+    assert_eq!(
+        ids(page(&cache, 0, 2).await?.expect("cached")),
+        (vec![1, 9], false),
+        "the page now reaches past the fill"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_page_fill_keeps_what_events_wrote_while_it_was_in_flight() -> anyhow::Result<()> {
+    let cache = shared_cache("page-race").await?;
+    let seen = cache.get_page(0, 100).await?.seen;
+    fill_first_page(&cache, seen, &[book(1, 1, "One"), book(2, 1, "Two")]).await?;
+    let seen = cache.get_page(0, 100).await?.seen; // the read before asking storagesvc
 
     // While storagesvc answers: book 1 updated to v3, book 4 created.
     cache.apply_event(&updated(1, 3, "One v3")).await?;
     cache.apply_event(&created(4, 1, "Four")).await?;
     let answer = [book(1, 2, "One v2"), book(2, 2, "Two v2")];
-    let outcome = cache.fill_list(seen, &answer).await?;
+    let outcome = fill_first_page(&cache, seen, &answer).await?;
 
-    let expected = ListFillOutcome {
+    let expected = PageFillOutcome {
         applied: 1,
         ignored_stale: 1,
         removed: 0,
@@ -522,45 +585,75 @@ async fn a_list_fill_keeps_what_events_wrote_while_it_was_in_flight() -> anyhow:
 }
 
 #[tokio::test]
-async fn a_list_fill_replaces_forged_versions_and_unreadable_entries() -> anyhow::Result<()> {
+async fn a_page_fill_replaces_forged_versions_and_unreadable_entries() -> anyhow::Result<()> {
     let redis = testkit::Redis::shared().await?;
-    let cache = shared_cache("list-repair").await?;
+    let cache = shared_cache("page-repair").await?;
     cache.apply_event(&updated(1, 1_000_000, "forged")).await?;
     let mut raw = redis::Client::open(redis.url())?
         .get_multiplexed_async_connection()
         .await?;
-    let () = redis::cmd("HSET")
-        .arg("test:list-repair:books")
-        .arg("2")
-        .arg("junk")
-        .query_async(&mut raw)
-        .await?;
-    let () = redis::cmd("HSET")
-        .arg("test:list-repair:books")
-        .arg("3")
-        .arg("junk")
-        .query_async(&mut raw)
-        .await?;
+    for id in ["2", "3"] {
+        let () = redis::cmd("HSET")
+            .arg("test:page-repair:books")
+            .arg(id)
+            .arg("junk")
+            .query_async(&mut raw)
+            .await?;
+        let _: i64 = redis::cmd("ZADD")
+            .arg("test:page-repair:ids")
+            .arg(0)
+            .arg(format!("{id:0>19}"))
+            .query_async(&mut raw)
+            .await?;
+    }
 
     assert_eq!(
         cached(&cache, 2).await?,
         None,
         "an unreadable entry reads as a miss"
     );
-    let seen = cache.get_list().await?.seen;
-    cache
-        .fill_list(seen, &[book(1, 2, "One"), book(2, 1, "Two")])
-        .await?;
+    let known = page(&cache, 0, 100).await?.expect("book 1 is known");
+    assert!(!known.value.complete, "unreadable entries: not whole");
+    let seen = cache.get_page(0, 100).await?.seen;
+    fill_first_page(&cache, seen, &[book(1, 2, "One"), book(2, 1, "Two")]).await?;
 
     assert_eq!(list_titles(&cache).await?, ["One", "Two"], "book 3 pruned");
     let fields: Vec<String> = redis::cmd("HKEYS")
-        .arg("test:list-repair:books")
+        .arg("test:page-repair:books")
         .query_async(&mut raw)
         .await?;
     assert!(
         !fields.contains(&"3".to_owned()),
         "unreadable, unlisted field removed: {fields:?}"
     );
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("test:page-repair:ids")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await?;
+    assert_eq!(members, [format!("{:0>19}", 1), format!("{:0>19}", 2)]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_page_fill_refuses_what_storagesvc_cannot_have_answered() -> anyhow::Result<()> {
+    let cache = shared_cache("page-refused").await?;
+    let cases: [(i64, u32, Vec<Book>); 3] = [
+        (5, 10, vec![book(3, 1, "below after")]),
+        (0, 10, vec![book(2, 1, "Two"), book(1, 1, "One")]),
+        (0, 1, vec![book(1, 1, "One"), book(2, 1, "Two")]),
+    ];
+    for (after, limit, books) in cases {
+        let result = cache
+            .fill_page(after, limit, Seen::NOTHING, &books, HOUR)
+            .await;
+        assert!(
+            matches!(result, Err(CacheError::InvalidInput(_))),
+            "{result:?}"
+        );
+    }
+    assert_eq!(page(&cache, 0, 100).await?, None, "nothing written");
     Ok(())
 }
 
@@ -617,14 +710,17 @@ async fn every_call_fails_fast_while_redis_is_stopped_and_works_again_after() ->
         let started = Instant::now();
         match round % 6 {
             0 => assert_unavailable(cache.get_book(1).await, "get_book"),
-            1 => assert_unavailable(cache.get_list().await, "get_list"),
+            1 => assert_unavailable(cache.get_page(0, 10).await, "get_page"),
             2 => assert_unavailable(
                 cache
                     .fill_book(1, Seen::NOTHING, Some(&book(1, 2, "x")))
                     .await,
                 "fill_book",
             ),
-            3 => assert_unavailable(cache.fill_list(Seen::NOTHING, &[]).await, "fill_list"),
+            3 => assert_unavailable(
+                cache.fill_page(0, 10, Seen::NOTHING, &[], HOUR).await,
+                "fill_page",
+            ),
             4 => assert_unavailable(cache.apply_event(&updated(1, 2, "x")).await, "apply_event"),
             _ => assert_unavailable(cache.ping().await, "ping"),
         }

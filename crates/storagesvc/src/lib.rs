@@ -6,6 +6,7 @@
 //! - [`app`]: [`Application`] — build (database, migrations, seed, listener) and run until stopped.
 //! - [`http`]: the router, handlers, extractors and [`http::ApiError`].
 //! - [`books`]: the SQL for the books table and the rules a book obeys.
+//! - [`paging`]: `?limit=N&after=ID` on `GET /books` and the `Link` to the next page.
 //! - [`outbox`]: `enqueue` (the one way to emit an event) and the outbox table's queries.
 //! - [`relay`]: [`relay::OutboxRelay`], publishing outbox rows to RabbitMQ with confirms.
 //! - [`seed`]: the original two books, written once into an empty table.
@@ -29,6 +30,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
+pub mod paging;
 pub mod relay;
 pub mod seed;
 pub mod serve;

@@ -1,10 +1,15 @@
--- Helpers shared by the cache's write scripts; prepended to each script's own source.
+-- Helpers shared by the cache's scripts; prepended to each script's own source.
 --
--- An entry is one field of the books hash (field = book id) whose value is
+-- An entry is one field of the books hash (KEYS[1], field = book id) whose value is
 --   "<rev>:<version>:<written_ms>:<kind>:<body>"
 -- rev: value of the hash's "_rev" counter when the entry was written (unique, increasing);
 -- version: the book's version (decimal, no sign, no leading zeros); written_ms: Redis time
 -- of the write in ms; kind: "b" (book, body = its JSON) or "t" (tombstone, empty body).
+--
+-- The id index (KEYS[2]) is a sorted set holding the id of every live book entry ("b"), as
+-- 19 digits with leading zeros, all at score 0: ordered by id, so a page is ZRANGEBYLEX from
+-- its `after`. Only store() and drop() below change an entry, and they keep the index in step,
+-- in the same script: the two never disagree.
 
 -- Redis server time in ms: one clock for every writer and reader, whatever host they run on.
 local function now_ms()
@@ -35,8 +40,31 @@ local function fill_wins(cur, seen, version)
   return cur == nil or cur.rev <= seen or newer(version, cur.version)
 end
 
-local function store(key, id, version, now, kind, body)
+-- A book id as the index holds it. Padded as text: Lua numbers lose precision past 2^53.
+local function index_member(id)
+  return string.rep('0', 19 - #id) .. id
+end
+
+-- Writes an entry and keeps the index in step: a book is listed, a tombstone is not.
+local function store(key, index, id, version, now, kind, body)
   local rev = redis.call('HINCRBY', key, '_rev', 1)
   redis.call('HSET', key, id, string.format('%d:%s:%d:%s:%s', rev, version, now, kind, body))
+  if kind == 'b' then
+    redis.call('ZADD', index, 0, index_member(id))
+  else
+    redis.call('ZREM', index, index_member(id))
+  end
+end
+
+-- Removes a dead field (unreadable or past max age) and its index member.
+local function drop(key, index, id)
+  redis.call('HDEL', key, id)
+  redis.call('ZREM', index, index_member(id))
+end
+
+-- Every write leaves both keys to expire max_age after it: an idle deployment keeps nothing.
+local function keep_alive(key, index, max_age)
+  redis.call('PEXPIRE', key, max_age)
+  redis.call('PEXPIRE', index, max_age)
 end
 

@@ -100,7 +100,7 @@ impl Invalidator {
         self.local.bypass("shutting down");
     }
 
-    /// One event: drop that book (and the list); an event that cannot be read could be about
+    /// One event: drop that book; an event that cannot be read could be about
     /// any book, so everything goes.
     fn invalidate(&self, body: &[u8]) {
         match BookChanged::parse(body) {

@@ -20,7 +20,8 @@ impl Seen {
 pub struct Cached<T> {
     /// The value.
     pub value: T,
-    /// Time since it was written (for the list: since the list was last filled).
+    /// Time since it was written (for a complete page: since its page fill; for the books
+    /// known in a range: since the oldest of them was written).
     pub age: Duration,
 }
 

@@ -12,10 +12,38 @@
 //!   measured by that one clock, so replicas with skewed clocks agree).
 //! - `kind` `b` with the book's JSON as body, or `t`, a tombstone (a deleted book).
 //!
-//! Two more fields start with `_` and cannot collide with ids: `_rev` (the counter) and
-//! `_list` (Redis time in ms of the last list fill). The list is not a blob: `GET /books`
-//! is answered from the hash's live entries sorted by id, so an applied event shows in the
-//! list at once; `_list` only says how fresh (and how complete) that list is.
+//! One more field starts with `_` and cannot collide with ids: `_rev` (the counter). (A
+//! `_list` field left by older versions is ignored.)
+//!
+//! Next to the hash, the **id index** `<prefix>ids`: a sorted set of the ids of every live
+//! book entry (tombstones are not in it), as 19-digit zero-padded members at score 0, so that
+//! the set's lexicographic order is id order and a page is one `ZRANGEBYLEX` from `after`.
+//! Every script that writes an entry updates the index in the same script (`store` in
+//! `common.lua`): an event or a fill shows in pages the moment it is applied.
+//!
+//! And per page start, a **page mark** `<prefix>page:<after>` = `"<filled_ms>:<upto>"`, left by
+//! a page fill for `CACHE_FRESH_TTL` (Redis expires it): from `after` to `upto` (the fill's last
+//! id, or empty for the catalogue's end) the cache held every book storagesvc listed.
+//!
+//! # Pages (`GET /books?limit=N&after=ID`)
+//! A page read ([`BookCache::get_page`]) is one read-only script: the mark, the first `limit`
+//! members of the index after `after`, and those entries (`HMGET`). O(log n + limit),
+//! whatever the size of the catalogue. The page it returns is
+//! - **complete** when a mark covers it: the mark is there (so the fill is younger than
+//!   `CACHE_FRESH_TTL`), every entry is a readable live book within max age, and either the
+//!   mark reaches the end or the page is full and ends at or before `upto`. Books created since
+//!   the fill are in the index (their events put them there); deleted ones left it. A complete
+//!   page is a `hit`, aged since its fill;
+//! - otherwise **incomplete**: the books the cache knows in that range, aged by the oldest of
+//!   them, served only as the `stale` fallback when storagesvc cannot answer. A range nobody
+//!   filled may miss books the cache never saw. Nothing known in the range is a miss.
+//!
+//! A page fill ([`BookCache::fill_page`]) is storagesvc's answer for that page, applied
+//! atomically: the fill rule for every listed book; then index members in `(after, upto]` that
+//! storagesvc did not list become tombstones if unchanged since the read (deleted while we
+//! missed the event), stay if written since (newer news, e.g. a create that raced the page),
+//! and are dropped if their entry is dead; then the mark. Its cost is the page plus the strays
+//! in its range.
 //!
 //! # Who wins (DESIGN.md "Who wins in the cache"), atomically in Lua
 //! - **Event**: written only if its version is newer than the entry's (absent counts as
@@ -27,20 +55,21 @@
 //!   written while the fill was in flight wins unless the fill's version is newer.
 //!   A 404 turns a known entry into a tombstone (keeping its version); ids never cached are
 //!   not cached as 404s, so a scan of random ids cannot fill Redis.
-//! - **List fill**: the fill rule for every listed book, in one script. A book storagesvc no
-//!   longer lists becomes a tombstone if unchanged since the read (it was deleted; the
-//!   tombstone keeps a late older upsert out); one written since the read stays (it is
-//!   newer news, e.g. a create that raced the list). The seen revision of a list read is the
-//!   whole hash's `_rev`.
+//! - **Page fill**: the fill rule for every listed book, in one script (see "Pages"). The seen
+//!   revision of a page read is the whole hash's `_rev`.
 //!
 //! # Lifetimes
 //! Freshness is the caller's: a read returns the entry with its age and
-//! [`Cached::is_fresh`] compares it with `CACHE_FRESH_TTL`. Entries, tombstones and the list
-//! mark live at most `max_age` (default 24 h): older ones read as misses, are never served
-//! stale, count as absent for writers, and are pruned by the next list fill. Every write
-//! also sets the hash's TTL to `max_age`, so an idle deployment leaves nothing behind.
-//! One key means one atomic unit: eviction takes everything or nothing, never the counter
-//! without the entries.
+//! [`Cached::is_fresh`] compares it with `CACHE_FRESH_TTL` (a page is fresh only while
+//! complete, i.e. while its mark lives, which the fill sets to `CACHE_FRESH_TTL`). Entries and
+//! tombstones live at most `max_age` (default 24 h): older ones read as misses, are never
+//! served stale, count as absent for writers, and are dropped by the next page fill of their
+//! range. Every write also sets the hash's and the index's TTL to `max_age`, so an idle
+//! deployment leaves nothing behind. Eviction under memory pressure may take the hash and the
+//! index apart: an index without its entries reads as a miss (and the next fill of the range
+//! drops the strays); entries without their index are not listed until a fill, the rebuild or
+//! an event puts them back, and a page read meanwhile is at most incomplete, except within
+//! `CACHE_FRESH_TTL` of a fill whose mark survived (a window of seconds).
 //!
 //! # Failure
 //! Redis down or slow must not hurt a request: every call is bounded by `op_timeout`
@@ -85,6 +114,7 @@ mod entry;
 pub mod invalidation;
 pub mod local;
 mod lookup;
+mod page;
 mod store;
 
 use std::time::Duration;
@@ -93,6 +123,7 @@ pub use book::{Book, CachedBook};
 pub use invalidation::{InvalidationSettings, Invalidator};
 pub use local::{LocalCache, LocalCacheConfig, LocalHit, LocalKey, LocalState, Ticket};
 pub use lookup::{Cached, Lookup, Seen};
+pub use page::BookPage;
 pub use store::BookCache;
 
 /// Key prefix in production; tests pick their own to share one Redis.
@@ -225,13 +256,13 @@ pub enum WriteOutcome {
     Skipped,
 }
 
-/// What a list fill did, book by book.
+/// What a page fill did, book by book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ListFillOutcome {
+pub struct PageFillOutcome {
     /// Listed books written.
     pub applied: u64,
     /// Listed books left alone: an entry written during the fill was as new or newer.
     pub ignored_stale: u64,
-    /// Cached books storagesvc no longer lists, now tombstones.
+    /// Cached books in the page's range storagesvc no longer lists, now tombstones.
     pub removed: u64,
 }

@@ -1,6 +1,5 @@
 //! [`BookCache`]: the Redis calls, each bounded in time, and the scripts that decide who wins.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,8 @@ use super::book::{Book, CachedBook};
 use super::connection::BoundedConnection;
 use super::entry::{Entry, book_body, version_arg};
 use super::lookup::{Cached, Lookup, Seen};
-use super::{CacheConfig, CacheError, ListFillOutcome, WriteOutcome};
+use super::page::{BookPage, PageMark};
+use super::{CacheConfig, CacheError, PageFillOutcome, WriteOutcome};
 
 /// The cache over Redis. Cheap to clone: clones share one multiplexed connection.
 #[derive(Clone)]
@@ -24,11 +24,16 @@ struct Inner {
     redis: BoundedConnection,
     /// The books hash, `<prefix>books`.
     key: String,
+    /// The id index, `<prefix>ids`: a sorted set of the live books' ids (see `common.lua`).
+    index_key: String,
+    /// `<prefix>page:`; a page's mark is this followed by its `after`.
+    mark_prefix: String,
     /// `<prefix>write-probe`, a short-lived key [`BookCache::probe_write`] sets.
     probe_key: String,
     max_age: Duration,
     write_entry: Script,
-    fill_list: Script,
+    fill_page: Script,
+    read_page: Script,
 }
 
 impl std::fmt::Debug for BookCache {
@@ -67,10 +72,13 @@ impl BookCache {
         let inner = Inner {
             redis: BoundedConnection::new(&config.url, config.op_timeout)?,
             key: format!("{}books", config.prefix),
+            index_key: format!("{}ids", config.prefix),
+            mark_prefix: format!("{}page:", config.prefix),
             probe_key: format!("{}write-probe", config.prefix),
             max_age: config.max_age,
             write_entry: script(include_str!("write_entry.lua")),
-            fill_list: script(include_str!("fill_list.lua")),
+            fill_page: script(include_str!("fill_page.lua")),
+            read_page: script(include_str!("read_page.lua")),
         };
         Ok(BookCache {
             inner: Arc::new(inner),
@@ -113,30 +121,56 @@ impl BookCache {
         })
     }
 
-    /// The live books sorted by id, aged since the last list fill; a miss until the list has
-    /// been filled once (entries warmed by events alone may not be the whole list).
-    pub async fn get_list(&self) -> Result<Lookup<Vec<Book>>, CacheError> {
-        let key = &self.inner.key;
-        let (fields, time): (HashMap<String, String>, (u64, u64)) = self
+    /// The page of up to `limit` books after `after` (ordered by id), from the id index: one
+    /// script, O(log n + limit). `complete` says whether a page fill covers the whole range
+    /// (see "Pages" in the module docs); the age is the fill's if so, else the oldest book's.
+    pub async fn get_page(&self, after: i64, limit: u32) -> Result<Lookup<BookPage>, CacheError> {
+        let inner = &self.inner;
+        let mark_key = self.mark_key(after);
+        let reply: Vec<String> = self
             .redis()
-            .call("get_list", |mut conn| async move {
-                redis::pipe()
-                    .hgetall(key)
-                    .cmd("TIME")
+            .call("get_page", |mut conn| {
+                let mut invocation = inner.read_page.key(&inner.key);
+                invocation
+                    .key(&inner.index_key)
+                    .key(&mark_key)
+                    .arg(after)
+                    .arg(limit);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        let unreadable = || CacheError::Unavailable {
+            op: "get_page",
+            reason: "unexpected reply from the page script".to_owned(),
+            failure: super::RedisFailure::Other,
+        };
+        let [now, rev, mark, rest @ ..] = reply.as_slice() else {
+            return Err(unreadable());
+        };
+        let (now, seen) = (
+            now.parse().map_err(|_| unreadable())?,
+            Seen(rev.parse().unwrap_or(0)),
+        );
+        let (ids, raws) = rest.split_at(rest.len() / 2);
+        let page = self.page_from(ids, raws, PageMark::decode(mark), limit, now);
+        Ok(Lookup { cached: page, seen })
+    }
+
+    /// The revision a reader would see now: for a writer that does not read first (the
+    /// rebuild), to pass to its fill.
+    pub async fn seen(&self) -> Result<Seen, CacheError> {
+        let key = &self.inner.key;
+        let rev: Option<u64> = self
+            .redis()
+            .call("seen", |mut conn| async move {
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg("_rev")
                     .query_async(&mut conn)
                     .await
             })
             .await?;
-        let now = redis_ms(time);
-        let seen = Seen(meta(&fields, "_rev").unwrap_or(0));
-        let books = meta(&fields, "_list").and_then(|filled| {
-            let books = self.live_books(&fields, now)?;
-            self.aged(books, filled, now)
-        });
-        Ok(Lookup {
-            cached: books,
-            seen,
-        })
+        Ok(Seen(rev.unwrap_or(0)))
     }
 
     /// Stores storagesvc's answer for `id` (`None`: it said 404) under the fill rule.
@@ -159,12 +193,24 @@ impl BookCache {
         self.write_entry("fill_book", id, seen, write).await
     }
 
-    /// Stores storagesvc's whole list under the list-fill rule, atomically.
-    pub async fn fill_list(
+    /// Stores one page of storagesvc's list (`GET /books?limit=&after=`, answered with
+    /// `books`) under the page-fill rule, atomically; the page is then fresh for `fresh_for`
+    /// (zero: it is stored but not marked fresh). `books` must be storagesvc's answer as it
+    /// came: ids above `after`, increasing, at most `limit`.
+    pub async fn fill_page(
         &self,
+        after: i64,
+        limit: u32,
         seen: Seen,
         books: &[Book],
-    ) -> Result<ListFillOutcome, CacheError> {
+        fresh_for: Duration,
+    ) -> Result<PageFillOutcome, CacheError> {
+        check_page(after, limit, books)?;
+        let full = books.len() >= limit as usize;
+        let upto = match books.last() {
+            Some(last) if full => last.id.to_string(),
+            _ => String::new(),
+        };
         let mut args = Vec::with_capacity(books.len() * 3);
         for book in books {
             args.extend([
@@ -174,13 +220,20 @@ impl BookCache {
             ]);
         }
         let inner = &self.inner;
+        let mark_key = self.mark_key(after);
+        let fresh_ms = u64::try_from(fresh_for.as_millis()).unwrap_or(u64::MAX);
         let (applied, ignored_stale, removed): (u64, u64, u64) = self
             .redis()
-            .call("fill_list", |mut conn| {
-                let mut invocation = inner.fill_list.key(&inner.key);
+            .call("fill_page", |mut conn| {
+                let mut invocation = inner.fill_page.key(&inner.key);
                 invocation
+                    .key(&inner.index_key)
+                    .key(&mark_key)
                     .arg(seen.0)
                     .arg(max_age_ms(inner.max_age))
+                    .arg(after)
+                    .arg(&upto)
+                    .arg(fresh_ms)
                     .arg(&args);
                 async move { invocation.invoke_async(&mut conn).await }
             })
@@ -188,7 +241,7 @@ impl BookCache {
         record_writes("fill", "applied", applied);
         record_writes("fill", "ignored", ignored_stale);
         record_writes("fill", "removed", removed);
-        Ok(ListFillOutcome {
+        Ok(PageFillOutcome {
             applied,
             ignored_stale,
             removed,
@@ -258,6 +311,7 @@ impl BookCache {
             .call(op, |mut conn| {
                 let mut invocation = inner.write_entry.key(&inner.key);
                 invocation
+                    .key(&inner.index_key)
                     .arg(id)
                     .arg(write.writer)
                     .arg(seen.0)
@@ -297,20 +351,71 @@ impl BookCache {
         (age < self.inner.max_age).then_some(Cached { value, age })
     }
 
-    /// The live books of a list read; `None` if an entry is unreadable, since a list missing
-    /// a book must not be served as complete (the list fill then repairs it).
-    fn live_books(&self, fields: &HashMap<String, String>, now_ms: u64) -> Option<Vec<Book>> {
-        let mut books = Vec::new();
-        for (field, raw) in fields.iter().filter(|(field, _)| !field.starts_with('_')) {
-            let entry = self.decode(field, raw)?;
-            let expired = age(entry.written_ms, now_ms) >= self.inner.max_age;
-            if let (CachedBook::Live(book), false) = (entry.value, expired) {
-                books.push(book);
+    fn mark_key(&self, after: i64) -> String {
+        format!("{}{after}", self.inner.mark_prefix)
+    }
+
+    /// The cached page from a page read's ids and raw entries. Whole only if every entry is a
+    /// readable live book within max age; complete only if whole and covered by the mark.
+    /// Books known but not complete are kept for a stale answer; nothing known is a miss.
+    fn page_from(
+        &self,
+        ids: &[String],
+        raws: &[String],
+        mark: Option<PageMark>,
+        limit: u32,
+        now_ms: u64,
+    ) -> Option<Cached<BookPage>> {
+        let mut books = Vec::with_capacity(ids.len());
+        let mut whole = true;
+        let mut oldest = now_ms;
+        for (id, raw) in ids.iter().zip(raws) {
+            let entry = (!raw.is_empty()).then(|| self.decode(id, raw)).flatten();
+            match entry {
+                Some(entry) if age(entry.written_ms, now_ms) < self.inner.max_age => {
+                    if let CachedBook::Live(book) = entry.value {
+                        oldest = oldest.min(entry.written_ms);
+                        books.push(book);
+                    } else {
+                        whole = false;
+                    }
+                }
+                _ => whole = false,
             }
         }
-        books.sort_by_key(|book| book.id);
-        Some(books)
+        let full = ids.len() >= limit as usize;
+        let covered = mark.filter(|mark| mark.covers(ids, full));
+        match covered {
+            Some(mark) if whole => {
+                let page = BookPage {
+                    books,
+                    complete: true,
+                };
+                self.aged(page, mark.filled_ms, now_ms)
+            }
+            _ if books.is_empty() => None,
+            _ => {
+                let page = BookPage {
+                    books,
+                    complete: false,
+                };
+                self.aged(page, oldest, now_ms)
+            }
+        }
     }
+}
+
+/// A page fill must be storagesvc's answer: ids above `after`, increasing, at most `limit`;
+/// anything else would mark a range as known that is not.
+fn check_page(after: i64, limit: u32, books: &[Book]) -> Result<(), CacheError> {
+    let increasing = books.windows(2).all(|pair| pair[0].id < pair[1].id);
+    let above = books.first().is_none_or(|first| first.id > after);
+    if !(increasing && above && books.len() <= limit as usize && limit > 0) {
+        return Err(CacheError::InvalidInput(format!(
+            "a page after {after} of at most {limit} books must list increasing ids above {after}"
+        )));
+    }
+    Ok(())
 }
 
 impl EntryWrite {
@@ -350,10 +455,6 @@ fn age(written_ms: u64, now_ms: u64) -> Duration {
 /// `max_age` is at most [`MAX_MAX_AGE`] (checked in `new`), far within `u64` ms.
 fn max_age_ms(max_age: Duration) -> u64 {
     u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn meta(fields: &HashMap<String, String>, name: &str) -> Option<u64> {
-    fields.get(name).and_then(|value| value.parse().ok())
 }
 
 fn outcome_label(outcome: WriteOutcome) -> &'static str {

@@ -1,11 +1,11 @@
 -- Writes one book entry if the who-wins rule lets it (rules: cache/mod.rs).
--- KEYS[1] the books hash
+-- KEYS[1] the books hash   KEYS[2] the id index
 -- ARGV[1] book id          ARGV[2] writer: "fill" or "event"
 -- ARGV[3] seen revision (fills only)
 -- ARGV[4] version ("" for a fill that found the book gone: the tombstone keeps the entry's)
 -- ARGV[5] kind "b" or "t"  ARGV[6] body   ARGV[7] max age in ms
 -- Returns 1 written, 0 ignored (stale), -1 nothing to write (404 for a book never cached).
-local key, id, writer = KEYS[1], ARGV[1], ARGV[2]
+local key, index, id, writer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local seen, version, kind, body = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
 local max_age = tonumber(ARGV[7])
 local now = now_ms()
@@ -22,6 +22,6 @@ elseif not fill_wins(cur, seen, version) then
   return 0
 end
 
-store(key, id, version, now, kind, body)
-redis.call('PEXPIRE', key, max_age)
+store(key, index, id, version, now, kind, body)
+keep_alive(key, index, max_age)
 return 1

@@ -3,23 +3,27 @@
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::HeaderValue;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, LINK};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState, BookId, HitHeaders, RequestId, insert_cache_headers};
+use super::{ApiError, AppState, BookId, HitHeaders, Page, RequestId, insert_cache_headers};
 use crate::service::Source;
 
-/// `GET /books` and `GET /`: every book, ordered by id.
+/// `GET /books?limit=N&after=ID` and `GET /`: one page of books ordered by id, with a `Link`
+/// to the next page when this one is full.
 pub(super) async fn list_books(
     State(state): State<AppState>,
+    Page(page): Page,
     RequestId(request_id): RequestId,
 ) -> Result<Response, ApiError> {
-    let served = state.service.list_books(request_id).await?;
-    Ok(json(
-        served.value,
-        &served.source,
-        state.service.hit_headers(),
-    ))
+    let served = state.service.list_page(page, request_id).await?;
+    let body = served.value;
+    let mut response = json(body.json, &served.source, state.service.hit_headers());
+    let link = page.next_link(body.len, body.last_id);
+    if let Some(link) = link.and_then(|link| HeaderValue::from_str(&link).ok()) {
+        response.headers_mut().insert(LINK, link);
+    }
+    Ok(response)
 }
 
 /// `GET /books/{id}`: one book; a 404 carries the cache headers too (a tombstone is data).

@@ -20,7 +20,7 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// A failed request. Each variant's doc names its status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 400: the request is malformed (an id that is not a positive integer).
+    /// 400: the request is malformed (an id that is not a positive integer, a bad page query).
     #[error("{0}")]
     BadRequest(String),
     /// 404: no route has this path.

@@ -2,12 +2,13 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::HeaderValue;
 use axum::http::request::Parts;
 
 use super::ApiError;
 use crate::client::REQUEST_ID_HEADER;
+use crate::paging::PageQuery;
 
 /// A book id from the path: a positive 64-bit integer written in decimal digits only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,27 @@ fn parse_book_id(raw: &str) -> Result<i64, ApiError> {
     match raw.parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
         _ => Err(invalid()),
+    }
+}
+
+/// The page a list request asks for (`?limit=N&after=ID`, see [`crate::paging`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page(pub PageQuery);
+
+impl<S: Send + Sync> FromRequestParts<S> for Page {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // axum's own rejection (a malformed query string) is plain text: ours is JSON.
+        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+        let pairs = pairs
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()));
+        PageQuery::from_pairs(pairs)
+            .map(Page)
+            .map_err(ApiError::BadRequest)
     }
 }
 

@@ -25,7 +25,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
 
 pub use self::error::{ApiError, DEFAULT_RETRY_AFTER};
-pub use self::extract::{BookId, RequestId};
+pub use self::extract::{BookId, Page, RequestId};
 pub use self::headers::{
     AGE, CACHE_STATUS, HitHeaders, X_CACHE, cache_headers, insert_cache_headers,
 };

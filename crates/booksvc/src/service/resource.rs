@@ -1,4 +1,4 @@
-//! What a read can ask for — one book, or the list — and how each is looked up in the cache,
+//! What a read can ask for — one book, or a page of the list — and how each is looked up in the cache,
 //! fetched from storagesvc and filled back, so the read path in [`super`] is written once.
 
 use std::future::Future;
@@ -7,9 +7,11 @@ use std::time::Duration;
 use axum::body::Bytes;
 
 use crate::cache::{
-    Book, BookCache, CacheError, Cached, CachedBook, LocalCache, LocalKey, Lookup, Seen, Ticket,
+    Book, BookCache, BookPage, CacheError, Cached, CachedBook, LocalCache, LocalKey, Lookup, Seen,
+    Ticket,
 };
 use crate::client::{ClientError, StorageClient};
+use crate::paging::PageQuery;
 
 /// One cacheable thing booksvc serves. `Value` is what the client gets: for one book,
 /// `None` means "does not exist" (storagesvc's 404, or a cached tombstone).
@@ -22,8 +24,13 @@ pub(crate) trait Resource: Clone + Eq + std::hash::Hash + Send + Sync + 'static 
     /// `resource` label of the read metrics, and the storagesvc endpoint name.
     const NAME: &'static str;
 
-    /// Its slot in the in-process hit layer.
-    fn local_key(&self) -> LocalKey;
+    /// Its slot in the in-process hit layer; `None`: it bypasses the layer.
+    fn local_key(&self) -> Option<LocalKey>;
+
+    /// Whether a cached value may be served without asking storagesvc (`CACHE_FRESH_TTL`).
+    fn is_fresh(cached: &Cached<Self::Value>, ttl: Duration) -> bool {
+        cached.is_fresh(ttl)
+    }
 
     /// The body of a value; fails only if it cannot be encoded as JSON.
     fn encode(value: &Self::Value) -> Result<Self::Body, serde_json::Error>;
@@ -55,12 +62,14 @@ pub(crate) trait Resource: Clone + Eq + std::hash::Hash + Send + Sync + 'static 
         time_left: Duration,
     ) -> impl Future<Output = Result<Self::Value, ClientError>> + Send;
 
-    /// Stores storagesvc's answer under the fill rule, with the revision the read saw.
+    /// Stores storagesvc's answer under the fill rule, with the revision the read saw; it is
+    /// fresh for `fresh_ttl`.
     fn fill(
         &self,
         cache: &BookCache,
         seen: Seen,
         value: &Self::Value,
+        fresh_ttl: Duration,
     ) -> impl Future<Output = Result<(), CacheError>> + Send;
 }
 
@@ -73,8 +82,8 @@ impl Resource for OneBook {
     type Body = Option<Bytes>;
     const NAME: &'static str = "book";
 
-    fn local_key(&self) -> LocalKey {
-        LocalKey::Book(self.0)
+    fn local_key(&self) -> Option<LocalKey> {
+        Some(LocalKey::Book(self.0))
     }
 
     fn encode(value: &Option<Book>) -> Result<Option<Bytes>, serde_json::Error> {
@@ -131,6 +140,7 @@ impl Resource for OneBook {
         cache: &BookCache,
         seen: Seen,
         value: &Option<Book>,
+        _fresh_ttl: Duration,
     ) -> Result<(), CacheError> {
         cache
             .fill_book(self.0, seen, value.as_ref())
@@ -139,41 +149,59 @@ impl Resource for OneBook {
     }
 }
 
-/// `GET /books` and `GET /`.
+/// `GET /books?limit=N&after=ID` and `GET /` (a page of the list). Pages bypass the local
+/// hit layer: each is one Redis script of O(log n + limit), and keeping copies of every
+/// `(after, limit)` coherent with events would cost more than it saves (decision 0011).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct AllBooks;
+pub(crate) struct ListPage(pub(crate) PageQuery);
 
-impl Resource for AllBooks {
-    type Value = Vec<Book>;
-    type Body = Bytes;
+/// A page as sent: the JSON array, and what the `Link` header needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageBody {
+    /// The JSON array of books.
+    pub json: Bytes,
+    /// Books on the page.
+    pub len: usize,
+    /// The last book's id, if any.
+    pub last_id: Option<i64>,
+}
+
+impl Resource for ListPage {
+    type Value = BookPage;
+    type Body = PageBody;
     const NAME: &'static str = "list";
 
-    fn local_key(&self) -> LocalKey {
-        LocalKey::List
+    fn local_key(&self) -> Option<LocalKey> {
+        None
     }
 
-    fn encode(value: &Vec<Book>) -> Result<Bytes, serde_json::Error> {
-        json(value)
+    /// Only a page a fill covered is served fresh: the books the cache happens to know in a
+    /// range are not the whole range (they are still the stale fallback).
+    fn is_fresh(cached: &Cached<BookPage>, ttl: Duration) -> bool {
+        cached.value.complete && cached.is_fresh(ttl)
     }
 
-    fn from_local(body: Bytes) -> Bytes {
-        body
+    fn encode(value: &BookPage) -> Result<PageBody, serde_json::Error> {
+        Ok(PageBody {
+            json: json(&value.books)?,
+            len: value.books.len(),
+            last_id: value.books.last().map(|book| book.id),
+        })
     }
 
-    /// The layer checks the books against recent events (the list's floor).
-    fn store_local(
-        &self,
-        local: &LocalCache,
-        ticket: Ticket,
-        value: &Vec<Book>,
-        body: &Bytes,
-        age: Duration,
-    ) {
-        local.store_list(ticket, value, body.clone(), age);
+    /// Never called: pages have no local slot.
+    fn from_local(json: Bytes) -> PageBody {
+        PageBody {
+            json,
+            len: 0,
+            last_id: None,
+        }
     }
 
-    async fn lookup(&self, cache: &BookCache) -> Result<Lookup<Vec<Book>>, CacheError> {
-        cache.get_list().await
+    fn store_local(&self, _: &LocalCache, _: Ticket, _: &BookPage, _: &PageBody, _: Duration) {}
+
+    async fn lookup(&self, cache: &BookCache) -> Result<Lookup<BookPage>, CacheError> {
+        cache.get_page(self.0.after, self.0.limit).await
     }
 
     async fn fetch(
@@ -181,17 +209,26 @@ impl Resource for AllBooks {
         client: &StorageClient,
         request_id: Option<&str>,
         time_left: Duration,
-    ) -> Result<Vec<Book>, ClientError> {
-        client.list_books(request_id, time_left).await
+    ) -> Result<BookPage, ClientError> {
+        let books = client.list_page(self.0, request_id, time_left).await?;
+        Ok(BookPage {
+            books,
+            complete: true,
+        })
     }
 
     async fn fill(
         &self,
         cache: &BookCache,
         seen: Seen,
-        value: &Vec<Book>,
+        value: &BookPage,
+        fresh_ttl: Duration,
     ) -> Result<(), CacheError> {
-        cache.fill_list(seen, value).await.map(drop)
+        let PageQuery { after, limit } = self.0;
+        cache
+            .fill_page(after, limit, seen, &value.books, fresh_ttl)
+            .await
+            .map(drop)
     }
 }
 

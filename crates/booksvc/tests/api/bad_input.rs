@@ -111,7 +111,10 @@ fn cases() -> Vec<Case> {
         get("/books/1").header("authorization", b"Bearer \xff").is("Authorization garbage", Expect::Served(S::OK)),
         get("/books/1").header("accept", b"text/html").is("Accept text/html", Expect::Served(S::OK)),
         get("/books/1").body("text/plain", b"ignored").is("body on a read", Expect::Served(S::OK)),
-        get("/books?limit=-1&limit=x&%FF").is("unknown query parameters", Expect::Served(S::OK)),
+        get("/books?limit=-1&limit=x&%FF").is("bad and repeated page parameters", refused(S::BAD_REQUEST, "limit")),
+        get("/?limit=0").is("page limit zero on the root", refused(S::BAD_REQUEST, "limit must be an integer from 1 to 1000")),
+        get("/books?after=9223372036854775808").is("page after overflowing", refused(S::BAD_REQUEST, "after must be a book id")),
+        get("/books?utm_source=x&%FF&limit=2").is("unknown query parameters", Expect::Served(S::OK)),
         get("/books/0001").is("leading zeros", Expect::Served(S::OK)),
         get("/books/%31").is("percent-encoded digit", Expect::Served(S::OK)),
     ]

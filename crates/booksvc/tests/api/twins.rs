@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 /// Files each service keeps its own copy of, identical once the crate name is normalised.
-const TWINS: [&str; 3] = [
+const TWINS: [&str; 4] = [
+    "src/paging.rs",
     "src/serve.rs",
     "src/metrics/requests.rs",
     "tests/metrics_memory.rs",

@@ -14,19 +14,27 @@ use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
-use super::{ApiError, AppState, BookId, Budget, IfMatch, JsonBody, WriteAccess};
+use super::{ApiError, AppState, BookId, Budget, IfMatch, JsonBody, Page, WriteAccess};
 use crate::books::{self, Book, BookFields, WriteOutcome};
 use crate::{database, outbox};
 
-/// `GET /books`: every book, ordered by id.
+/// `GET /books?limit=N&after=ID`: one page of books ordered by id, with a `Link` to the next
+/// page when this one is full.
 pub(super) async fn list_books(
     State(state): State<AppState>,
     budget: Budget,
-) -> Result<Json<Vec<Book>>, ApiError> {
+    Page(page): Page,
+) -> Result<(HeaderMap, Json<Vec<Book>>), ApiError> {
     let list = database::with_connection(&state.pool, budget.limit(state.db_timeout), async |db| {
-        books::list(db).await
+        books::page(db, page.after, page.limit).await
     });
-    Ok(Json(list.await?))
+    let books = list.await?;
+    let mut headers = HeaderMap::new();
+    let link = page.next_link(books.len(), books.last().map(|book| book.id));
+    if let Some(link) = link.and_then(|link| HeaderValue::from_str(&link).ok()) {
+        headers.insert(header::LINK, link);
+    }
+    Ok((headers, Json(books)))
 }
 
 /// `GET /books/{id}`: one book, with its version as `ETag`.

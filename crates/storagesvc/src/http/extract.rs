@@ -2,9 +2,10 @@
 //!
 //! Handlers list them in the order they are checked: [`WriteAccess`] (401/403) first, then
 //! [`BookId`] (400), [`IfMatch`] (400), and last the body, [`JsonBody`] (415/400/413/422).
+//! [`Page`] (400) reads `?limit=N&after=ID` on the list.
 
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody, JsonRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, IF_MATCH};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
+use crate::paging::PageQuery;
 
 /// A JSON request body; every way it can be wrong is an [`ApiError`].
 #[derive(Debug)]
@@ -84,6 +86,27 @@ fn parse_book_id(raw: &str) -> Result<i64, ApiError> {
     match raw.parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
         _ => Err(invalid()),
+    }
+}
+
+/// The page a list request asks for (`?limit=N&after=ID`, see [`crate::paging`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page(pub PageQuery);
+
+impl<S: Send + Sync> FromRequestParts<S> for Page {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // axum's own rejection (a malformed query string) is plain text: ours is JSON.
+        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+        let pairs = pairs
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()));
+        PageQuery::from_pairs(pairs)
+            .map(Page)
+            .map_err(ApiError::BadRequest)
     }
 }
 

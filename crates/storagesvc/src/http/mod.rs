@@ -25,7 +25,9 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
 
 pub use self::error::ApiError;
-pub use self::extract::{BookId, Budget, IfMatch, JsonBody, REQUEST_TIMEOUT_HEADER, WriteAccess};
+pub use self::extract::{
+    BookId, Budget, IfMatch, JsonBody, Page, REQUEST_TIMEOUT_HEADER, WriteAccess,
+};
 use crate::config::Secret;
 use crate::relay::RelayStatus;
 use crate::{health, metrics};

@@ -215,7 +215,9 @@ fn header_cases() -> Vec<Case> {
         read(M::GET, "/books/1", &[("x-request-id", "r".repeat(8 * 1024).as_bytes())]).is("request id 8 KiB", Expect::Ok(S::OK)),
         read(M::GET, "/books/1", &[("traceparent", b"00-zz-not-a-trace-01")]).is("traceparent garbage", Expect::Ok(S::OK)),
         read(M::GET, "/books/1", &[("content-type", b"\xff;;=/")]).is("content type garbage on a read", Expect::Ok(S::OK)),
-        read(M::GET, "/books?limit=-1&limit=abc", &[]).is("unknown query parameters", Expect::Ok(S::OK)),
+        read(M::GET, "/books?limit=-1&limit=abc", &[]).is("bad and repeated page parameters", bad(S::BAD_REQUEST, "limit")),
+        read(M::GET, "/books?after=-5", &[]).is("negative page start", bad(S::BAD_REQUEST, "after must be a book id")),
+        read(M::GET, "/books?utm_source=x&%FF&limit=2", &[]).is("unknown query parameters", Expect::Ok(S::OK)),
     ]
 }
 

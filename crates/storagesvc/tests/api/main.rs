@@ -10,6 +10,7 @@ mod health;
 mod helpers;
 mod id_properties;
 mod outbox;
+mod paging;
 mod partition;
 mod relay;
 mod slow_clients;
