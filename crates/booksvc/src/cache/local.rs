@@ -13,7 +13,7 @@
 //!   written it to Redis, and a read in that gap must not copy the old entry back in.
 //!
 //! Tombstones are never held: a deleted book is asked of Redis, which remembers it. Pages of
-//! the list are never held either: they bypass this layer (docs/decisions/0011).
+//! the list are never held either: they bypass this layer (docs/decisions/0012).
 //!
 //! # Coherence
 //! Each replica's [`super::invalidation`] subscription sees every book-changed event and calls

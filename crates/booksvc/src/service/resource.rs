@@ -151,7 +151,7 @@ impl Resource for OneBook {
 
 /// `GET /books?limit=N&after=ID` and `GET /` (a page of the list). Pages bypass the local
 /// hit layer: each is one Redis script of O(log n + limit), and keeping copies of every
-/// `(after, limit)` coherent with events would cost more than it saves (decision 0011).
+/// `(after, limit)` coherent with events would cost more than it saves (decision 0012).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ListPage(pub(crate) PageQuery);
 
