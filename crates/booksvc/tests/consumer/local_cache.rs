@@ -13,8 +13,8 @@ use events::BookChanged;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use e2e::in_process::{Booksvc, unreachable_http_url};
 use crate::helpers::{Broker, SOON, created, data, eventually, updated};
+use e2e::in_process::{Booksvc, unreachable_http_url};
 
 const KEEP_AN_HOUR: [&str; 4] = ["--cache-fresh-ttl", "1h", "--local-cache-ttl", "1h"];
 

@@ -6,8 +6,8 @@
 use booksvc::cache::LocalState;
 use serde_json::Value;
 
-use e2e::in_process::{Booksvc, unreachable_http_url};
 use crate::helpers::{Broker, SOON, cached_at, created, eventually, updated};
+use e2e::in_process::{Booksvc, unreachable_http_url};
 
 /// A URL no broker answers.
 fn dead_node() -> anyhow::Result<String> {

@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::Context;
 use booksvc::cache::CachedBook;
 use booksvc::consumer::ConsumerState;
-use reqwest::StatusCode;
 use e2e::in_process::{Booksvc, Storagesvc};
+use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{
