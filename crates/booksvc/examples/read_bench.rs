@@ -22,6 +22,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use e2e::in_process::Storagesvc;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -223,9 +224,14 @@ async fn parent() -> anyhow::Result<()> {
     // never the machine's.
     let rabbit = testkit::RabbitMq::start().await?;
     let amqp_url = rabbit.amqp_url();
-    let storagesvc = start_storagesvc(&postgres.fresh_database().await?).await?;
+    // storagesvc in this process (the end-to-end harness's); its outbox relay points at a
+    // closed port: events play no part here.
+    let storagesvc = Storagesvc::options()
+        .database_url(&postgres.fresh_database().await?)
+        .spawn()
+        .await?;
     let deps = Deps {
-        storagesvc: &storagesvc,
+        storagesvc: &storagesvc.address,
         redis_url: &redis.url(),
         amqp_url: &amqp_url,
     };
@@ -450,27 +456,6 @@ async fn set_redis_body(url: &str, body: &str) -> anyhow::Result<()> {
         .query_async::<()>(&mut conn)
         .await?;
     Ok(())
-}
-
-/// storagesvc in this process on `database_url`; returns its URL. Its outbox relay points
-/// at a closed port: events play no part here.
-async fn start_storagesvc(database_url: &str) -> anyhow::Result<String> {
-    use clap::Parser;
-    use storagesvc::config::Secret;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut settings =
-        storagesvc::Settings::try_parse_from(["storagesvc", "--http-port", "127.0.0.1:0"])?;
-    settings.database_url = Secret::new(database_url);
-    settings.amqp_url = format!("amqp://guest:guest@127.0.0.1:{closed}/%2f")
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    let app = storagesvc::Application::build(settings).await?;
-    let url = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown));
-    Ok(url)
 }
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
