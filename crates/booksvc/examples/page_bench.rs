@@ -32,7 +32,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 mod support;
-use support::{Round, Rss, Wrk, env_number, loadavg, start_storagesvc};
+use e2e::in_process::Storagesvc;
+use support::{Round, Rss, Wrk, env_number, loadavg};
 
 /// Books per page in every measured request.
 const PAGE: u32 = 20;
@@ -88,7 +89,13 @@ async fn parent() -> anyhow::Result<()> {
     let postgres = testkit::Postgres::start().await?;
     let redis = testkit::Redis::start().await?;
     let database_url = postgres.fresh_database().await?;
-    let storagesvc = start_storagesvc(&database_url).await?;
+    // storagesvc in this process (the end-to-end harness's); its outbox relay points at a
+    // closed port: events play no part here. Kept alive until the end (drop stops it).
+    let storagesvc_app = Storagesvc::options()
+        .database_url(&database_url)
+        .spawn()
+        .await?;
+    let storagesvc = storagesvc_app.address.clone();
     let db = sqlx::PgPool::connect(&database_url).await?;
     let proxy = testkit::TcpProxy::start(storagesvc.trim_start_matches("http://")).await?;
     let cache = BookCache::new(CacheConfig {

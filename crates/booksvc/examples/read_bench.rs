@@ -22,11 +22,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use e2e::in_process::Storagesvc;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 mod support;
-use support::{Round, Rss, Wrk, env_number, loadavg, median, start_storagesvc};
+use support::{Round, Rss, Wrk, env_number, loadavg, median};
 
 mod child {
     //! The servers under test, one per child process.
@@ -118,9 +119,14 @@ async fn parent() -> anyhow::Result<()> {
     // never the machine's.
     let rabbit = testkit::RabbitMq::start().await?;
     let amqp_url = rabbit.amqp_url();
-    let storagesvc = start_storagesvc(&postgres.fresh_database().await?).await?;
+    // storagesvc in this process (the end-to-end harness's); its outbox relay points at a
+    // closed port: events play no part here.
+    let storagesvc = Storagesvc::options()
+        .database_url(&postgres.fresh_database().await?)
+        .spawn()
+        .await?;
     let deps = Deps {
-        storagesvc: &storagesvc,
+        storagesvc: &storagesvc.address,
         redis_url: &redis.url(),
         amqp_url: &amqp_url,
     };

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use booksvc::cache::{BookCache, CacheConfig, WriteOutcome};
 use booksvc::consumer::{Consumer, ConsumerSettings, ConsumerState, EventSink, SinkError};
-use clap::Parser;
+use e2e::in_process::Storagesvc;
 use events::BookChanged;
 use events::lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
@@ -27,7 +27,6 @@ use events::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use events::lapin::{BasicProperties, Channel};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use storagesvc::config::Secret;
 use tokio_util::sync::CancellationToken;
 
 /// When each (book id, version) was applied to the cache, or first requested.
@@ -134,39 +133,25 @@ impl Servers {
     }
 }
 
-/// storagesvc, the real application, and an HTTP client for its write API.
+/// storagesvc, the real application (from the end-to-end harness), and an HTTP client for
+/// its write API.
 struct Storage {
-    address: String,
+    app: Storagesvc,
     client: reqwest::Client,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Storage {
     async fn start(servers: &Servers) -> anyhow::Result<Storage> {
-        let mut settings = storagesvc::Settings::try_parse_from([
-            "storagesvc",
-            "--http-port",
-            "127.0.0.1:0",
-            "--rust-log",
-            "warn",
-        ])?;
-        settings.database_url = Secret::new(&servers.database_url);
-        settings.amqp_url = servers.amqp_url.parse().map_err(anyhow::Error::msg)?;
-        settings.write_token = Some(Secret::new(TOKEN));
-        let app = storagesvc::Application::build(settings).await?;
-        let address = format!("http://127.0.0.1:{}", app.port());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let app = Storagesvc::options()
+            .database_url(&servers.database_url)
+            .amqp_url(&servers.amqp_url)
+            .write_token(TOKEN)
+            .spawn()
+            .await?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Storage {
-            address,
-            client,
-            shutdown,
-            task,
-        })
+        Ok(Storage { app, client })
     }
 
     async fn create_books(&self, count: i64) -> anyhow::Result<Vec<i64>> {
@@ -174,7 +159,7 @@ impl Storage {
         for n in 0..count {
             let response = self
                 .client
-                .post(format!("{}/books", self.address))
+                .post(format!("{}/books", self.app.address))
                 .bearer_auth(TOKEN)
                 .json(&body(n))
                 .send()
@@ -201,7 +186,7 @@ impl Storage {
             let id = ids[usize::try_from(n)? % ids.len()];
             let request = self
                 .client
-                .put(format!("{}/books/{id}", self.address))
+                .put(format!("{}/books/{id}", self.app.address))
                 .bearer_auth(TOKEN)
                 .json(&body(i64::try_from(n)?));
             let requested = requested.clone();
@@ -222,8 +207,7 @@ impl Storage {
     }
 
     async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.task.await?
+        self.app.stop().await
     }
 }
 

@@ -1,17 +1,33 @@
-//! The end-to-end degradation harness: both services as real child processes (so a scenario
-//! can SIGKILL or SIGTERM them and read their exit codes) over real PostgreSQL, Redis and
-//! RabbitMQ from the test kit, with a [`testkit::TcpProxy`] on booksvc → storagesvc and on
-//! both services' AMQP connections to inject latency or partitions.
+//! The one end-to-end harness: every test that starts both services gets them from here.
+//!
+//! Two ways to run a service, for two kinds of test:
+//!
+//! - as a **child process** of its real binary, so a scenario can SIGKILL or SIGTERM it and
+//!   read its exit code: [`System`] starts both over real PostgreSQL, Redis and RabbitMQ from
+//!   the test kit, with a [`testkit::TcpProxy`] on booksvc → storagesvc and on both services'
+//!   AMQP connections to inject latency or partitions (the scenarios of `tests/degradation/`);
+//!   [`fleet`] runs several replicas of each behind load balancers on a broker cluster (the
+//!   scenarios of `tests/fleet/`);
+//! - **in process** ([`in_process`]), built exactly as their `main`s build them, so a test can
+//!   reach behind a service (its cache, breaker, local layer): booksvc's integration tests
+//!   (`crates/booksvc/tests/{api,consumer,operations}`) take this crate as a dev-dependency
+//!   for that.
+//!
+//! Modules:
 //!
 //! - [`system`]: [`System`] — the dependencies, both services and the proxies, started together;
 //! - [`service`]: [`Service`] — one child process: start, kill, terminate, restart;
+//! - [`fleet`]: replicas, balancers and a broker cluster, for the fleet scenarios;
+//! - [`in_process`]: [`in_process::Storagesvc`] and [`in_process::Booksvc`] in the test's
+//!   own process;
 //! - [`load`]: clients reading from booksvc and writing to storagesvc in the background,
 //!   every answer recorded with the phase of the scenario it happened in;
-//! - [`report`]: the figures a scenario measured, printed as one `DEGRADATION …` line.
-//!
-//! The scenarios themselves are in `tests/degradation/`.
+//! - [`watch`]: watchers timing when each replica serves each write;
+//! - [`report`]: the figures a scenario measured, printed as one `DEGRADATION …` or
+//!   `FLEET …` line.
 
 pub mod fleet;
+pub mod in_process;
 pub mod load;
 pub mod report;
 pub mod service;

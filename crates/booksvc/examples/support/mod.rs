@@ -191,27 +191,6 @@ impl Rss {
     }
 }
 
-/// storagesvc in this process on `database_url`; returns its URL. Its outbox relay points
-/// at a closed port: events play no part here.
-pub(crate) async fn start_storagesvc(database_url: &str) -> anyhow::Result<String> {
-    use clap::Parser;
-    use storagesvc::config::Secret;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut settings =
-        storagesvc::Settings::try_parse_from(["storagesvc", "--http-port", "127.0.0.1:0"])?;
-    settings.database_url = Secret::new(database_url);
-    settings.amqp_url = format!("amqp://guest:guest@127.0.0.1:{closed}/%2f")
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    let app = storagesvc::Application::build(settings).await?;
-    let url = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown));
-    Ok(url)
-}
-
 pub(crate) fn env_number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
     match std::env::var(name) {
         Ok(text) => text

@@ -1,30 +1,25 @@
 //! The harness: `TestStack::spawn()` = real PostgreSQL + storagesvc + Redis + booksvc.
 //!
-//! storagesvc and booksvc run in this process, built exactly as their `main`s build them;
-//! PostgreSQL and Redis are real servers from `testkit` (shared by the test binary unless a
-//! test asks for private ones it may stop). Between booksvc and storagesvc sits a
-//! [`CountingProxy`], so a test can count the calls that reached storagesvc and hold
-//! storagesvc's answers back to make races and hangs happen on purpose.
+//! storagesvc and booksvc run in this process, from the end-to-end harness
+//! ([`e2e::in_process`]); PostgreSQL and Redis are real servers from `testkit` (shared by the
+//! test binary unless a test asks for private ones it may stop). Between booksvc and
+//! storagesvc sits a [`CountingProxy`], so a test can count the calls that reached storagesvc
+//! and hold storagesvc's answers back to make races and hangs happen on purpose.
 //!
 //! storagesvc gets an AMQP URL nothing listens on: its outbox relay keeps retrying in the
 //! background, which the read path never notices (events are the consumer issue's business).
 
 use std::time::Duration;
 
-use anyhow::Context;
 use booksvc::breaker::State as BreakerState;
 use booksvc::cache::{BookCache, CacheConfig};
 use booksvc::service::BookService;
-use clap::Parser;
+use e2e::in_process::{Booksvc, Storagesvc};
 use reqwest::{Response, StatusCode};
-use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use serde_json::Value;
 
 pub(crate) use crate::proxy::CountingProxy;
 
-/// The write token of the test storagesvc.
-const TOKEN: &str = "test-write-token";
 /// The generous bound for "answered within the budget": twice the default `REQUEST_BUDGET`
 /// (1 s), never a tight timing assert.
 pub(crate) const WITHIN_BUDGET: Duration = Duration::from_secs(2);
@@ -34,7 +29,7 @@ pub(crate) struct StackOptions {
     private_postgres: bool,
     private_redis: bool,
     redis_url: Option<String>,
-    tweak: Box<dyn FnOnce(&mut booksvc::Settings)>,
+    tweak: Box<dyn FnOnce(&mut booksvc::Settings) + Send>,
 }
 
 impl StackOptions {
@@ -57,7 +52,10 @@ impl StackOptions {
     }
 
     /// Changes booksvc's settings before it is built.
-    pub(crate) fn booksvc(mut self, tweak: impl FnOnce(&mut booksvc::Settings) + 'static) -> Self {
+    pub(crate) fn booksvc(
+        mut self,
+        tweak: impl FnOnce(&mut booksvc::Settings) + Send + 'static,
+    ) -> Self {
         self.tweak = Box::new(tweak);
         self
     }
@@ -81,12 +79,13 @@ pub(crate) struct TestStack {
     pub(crate) service: BookService,
     /// A plain HTTP client (10 s timeout so a hang fails the test instead of stalling it).
     pub(crate) client: reqwest::Client,
+    // The services come before the servers: dropping a stack stops them (a test that fails
+    // before `stop` must not leave them running) before it stops any private server.
+    booksvc: Booksvc,
+    storagesvc_app: Storagesvc,
     /// Set when the test asked for a private server.
     pub(crate) postgres: Option<testkit::Postgres>,
     pub(crate) redis: Option<testkit::Redis>,
-    booksvc_shutdown: CancellationToken,
-    storagesvc_shutdown: CancellationToken,
-    booksvc_task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestStack {
@@ -106,8 +105,6 @@ impl TestStack {
 
     async fn start(options: StackOptions) -> anyhow::Result<TestStack> {
         testkit::init_test_logging();
-        // One metrics recorder per process: booksvc shares storagesvc's (see booksvc::metrics).
-        booksvc::metrics::adopt_recorder(storagesvc::metrics::install_recorder()?);
         let postgres = match options.private_postgres {
             true => Some(testkit::Postgres::start().await?),
             false => None,
@@ -125,34 +122,36 @@ impl TestStack {
             (None, Some(private)) => private.url(),
             (None, None) => testkit::Redis::shared().await?.url(),
         };
-        let (storagesvc, storagesvc_shutdown) = start_storagesvc(&database_url).await?;
-        let proxy = CountingProxy::start(&storagesvc).await?;
-
-        let mut settings = booksvc_settings(&proxy.address, &redis_url)?;
-        (options.tweak)(&mut settings);
-        let app = booksvc::Application::build(settings.clone()).await?;
-        let address = format!("http://127.0.0.1:{}", app.port());
-        let service = app.service().clone();
-        let booksvc_shutdown = CancellationToken::new();
-        let booksvc_task = tokio::spawn(app.run_until_stopped(booksvc_shutdown.clone()));
+        let storagesvc = Storagesvc::options()
+            .database_url(&database_url)
+            .settings(|settings| settings.shutdown_timeout = Duration::from_secs(2))
+            .spawn()
+            .await?;
+        let proxy = CountingProxy::start(&storagesvc.address).await?;
+        // These tests are about the read path: booksvc's consumer stays off (no AMQP URL);
+        // the consumer has its own tests.
+        let booksvc = Booksvc::options(&proxy.address)
+            .redis_url(&redis_url)
+            .settings(options.tweak)
+            .spawn()
+            .await?;
         let cache = BookCache::new(CacheConfig {
             url: redis_url,
-            ..settings.cache_config()
+            ..booksvc.settings.cache_config()
         })?;
         Ok(TestStack {
-            address,
-            storagesvc,
+            address: booksvc.address.clone(),
+            storagesvc: storagesvc.address.clone(),
             proxy,
             cache,
-            service,
+            service: booksvc.service.clone(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
+            booksvc,
+            storagesvc_app: storagesvc,
             postgres,
             redis,
-            booksvc_shutdown,
-            storagesvc_shutdown,
-            booksvc_task: Some(booksvc_task),
         })
     }
 
@@ -180,53 +179,17 @@ impl TestStack {
 
     /// Creates a book in storagesvc; returns its id.
     pub(crate) async fn create_book(&self, title: &str) -> anyhow::Result<i64> {
-        let response = self
-            .client
-            .post(format!("{}/books", self.storagesvc))
-            .bearer_auth(TOKEN)
-            .json(&json!({ "title": title, "author": "Test Author", "desc": "" }))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status() == StatusCode::CREATED,
-            "create: {}",
-            response.status()
-        );
-        let book: Value = response.json().await?;
-        book["id"].as_i64().context("created book has an id")
+        self.storagesvc_app.create(title).await
     }
 
     /// Renames a book in storagesvc (its version grows by one).
     pub(crate) async fn rename_book(&self, id: i64, title: &str) -> anyhow::Result<Value> {
-        let response = self
-            .client
-            .put(format!("{}/books/{id}", self.storagesvc))
-            .bearer_auth(TOKEN)
-            .json(&json!({ "title": title, "author": "Test Author", "desc": "" }))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status() == StatusCode::OK,
-            "update: {}",
-            response.status()
-        );
-        Ok(response.json().await?)
+        self.storagesvc_app.update(id, title).await
     }
 
     /// Deletes a book in storagesvc.
     pub(crate) async fn delete_book(&self, id: i64) -> anyhow::Result<()> {
-        let response = self
-            .client
-            .delete(format!("{}/books/{id}", self.storagesvc))
-            .bearer_auth(TOKEN)
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status() == StatusCode::NO_CONTENT,
-            "delete: {}",
-            response.status()
-        );
-        Ok(())
+        self.storagesvc_app.delete(id).await
     }
 
     /// The private PostgreSQL (panics if the test did not ask for one: a test bug).
@@ -245,76 +208,13 @@ impl TestStack {
 
     /// Starts booksvc's shutdown (readiness turns 503) without waiting for it.
     pub(crate) fn begin_shutdown(&self) {
-        self.booksvc_shutdown.cancel();
+        self.booksvc.begin_shutdown();
     }
 
     /// Shuts booksvc down and waits until it has stopped.
-    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
-        self.booksvc_shutdown.cancel();
-        match self.booksvc_task.take() {
-            Some(task) => task.await.context("the booksvc task panicked")?,
-            None => Ok(()),
-        }
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.booksvc.stop().await
     }
-}
-
-impl Drop for TestStack {
-    fn drop(&mut self) {
-        // A test that fails before `stop` must not leave servers running.
-        self.booksvc_shutdown.cancel();
-        self.storagesvc_shutdown.cancel();
-    }
-}
-
-/// booksvc's test settings: port 0 on loopback, the given storagesvc and Redis, a key prefix
-/// of its own, and defaults for everything else (the process environment is ignored).
-fn booksvc_settings(storagesvc_url: &str, redis_url: &str) -> anyhow::Result<booksvc::Settings> {
-    let prefix = format!("test:{:016x}:", rand::random::<u64>());
-    Ok(booksvc::Settings::try_parse_from([
-        "booksvc",
-        "--http-port",
-        "127.0.0.1:0",
-        "--storagesvc-url",
-        storagesvc_url,
-        "--redis-url",
-        redis_url,
-        "--cache-prefix",
-        &prefix,
-        "--rust-log",
-        "info",
-        "--shutdown-timeout",
-        "5s",
-        // These tests are about the read path; the consumer has its own tests (and would
-        // otherwise connect to the machine's RabbitMQ on the default AMQP_URL).
-        "--consumer-enabled",
-        "false",
-    ])?)
-}
-
-/// storagesvc on port 0 against `database_url`; returns its address and shutdown token.
-async fn start_storagesvc(database_url: &str) -> anyhow::Result<(String, CancellationToken)> {
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut settings = storagesvc::Settings::try_parse_from([
-        "storagesvc",
-        "--http-port",
-        "127.0.0.1:0",
-        "--rust-log",
-        "info",
-    ])?;
-    settings.database_url = storagesvc::config::Secret::new(database_url);
-    settings.amqp_url = format!("amqp://guest:guest@127.0.0.1:{nowhere}/%2f")
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    settings.write_token = Some(storagesvc::config::Secret::new(TOKEN));
-    settings.db_startup_timeout = Duration::from_secs(10);
-    settings.shutdown_timeout = Duration::from_secs(2);
-    let app = storagesvc::Application::build(settings).await?;
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    Ok((address, shutdown))
 }
 
 /// A response's header as text.

@@ -13,18 +13,10 @@ use events::BookChanged;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::app::Booksvc;
 use crate::helpers::{Broker, SOON, created, data, eventually, updated};
+use e2e::in_process::{Booksvc, unreachable_http_url};
 
 const KEEP_AN_HOUR: [&str; 4] = ["--cache-fresh-ttl", "1h", "--local-cache-ttl", "1h"];
-
-/// A storagesvc URL nothing listens on: every read in these tests is a cache hit.
-fn no_storagesvc() -> anyhow::Result<String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    Ok(format!("http://127.0.0.1:{port}"))
-}
 
 /// Another replica's consumer writing Redis, without any event reaching this one.
 async fn write_redis_only(cache: &BookCache, event: &BookChanged) -> anyhow::Result<()> {
@@ -76,7 +68,11 @@ async fn ready_says(booksvc: &Booksvc) -> anyhow::Result<String> {
 #[tokio::test]
 async fn an_event_from_another_replica_drops_the_local_copy() -> anyhow::Result<()> {
     let broker = Broker::fresh().await?;
-    let booksvc = Booksvc::spawn_with(&broker.url, &no_storagesvc()?, &KEEP_AN_HOUR).await?;
+    let booksvc = Booksvc::options(&unreachable_http_url()?)
+        .consumer(&broker.url)
+        .args(&KEEP_AN_HOUR)
+        .spawn()
+        .await?;
     assert!(
         local_state_is(&booksvc, LocalState::Live).await,
         "never went live"
@@ -136,7 +132,11 @@ async fn an_event_from_another_replica_drops_the_local_copy() -> anyhow::Result<
 async fn with_the_broker_down_reads_bypass_the_local_layer() -> anyhow::Result<()> {
     testkit::init_test_logging();
     let rabbit = testkit::RabbitMq::start().await?; // private: this test stops it
-    let booksvc = Booksvc::spawn_with(&rabbit.amqp_url(), &no_storagesvc()?, &KEEP_AN_HOUR).await?;
+    let booksvc = Booksvc::options(&unreachable_http_url()?)
+        .consumer(&rabbit.amqp_url())
+        .args(&KEEP_AN_HOUR)
+        .spawn()
+        .await?;
     assert!(
         local_state_is(&booksvc, LocalState::Live).await,
         "never went live"
@@ -177,7 +177,11 @@ async fn turned_off_by_configuration_every_read_asks_redis() -> anyhow::Result<(
     let broker = Broker::fresh().await?;
     let mut args = KEEP_AN_HOUR.to_vec();
     args.extend(["--local-cache-max-entries", "0"]);
-    let booksvc = Booksvc::spawn_with(&broker.url, &no_storagesvc()?, &args).await?;
+    let booksvc = Booksvc::options(&unreachable_http_url()?)
+        .consumer(&broker.url)
+        .args(&args)
+        .spawn()
+        .await?;
     assert_eq!(booksvc.local.state(), LocalState::Disabled);
     assert_eq!(ready_says(&booksvc).await?, "disabled");
     write_redis_only(&booksvc.cache, &created(1, "first")).await?;

@@ -7,7 +7,6 @@
 //! vhost, key prefix and database; tests that stop a server start a private one.
 //! `TEST_LOG=1` shows the logs.
 
-mod app;
 mod bad_events;
 mod dead_letters;
 mod helpers;
@@ -17,5 +16,4 @@ mod nodes;
 mod outages;
 mod redrive;
 mod refusing_redis;
-mod storage;
 mod warming;

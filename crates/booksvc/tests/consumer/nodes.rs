@@ -6,8 +6,8 @@
 use booksvc::cache::LocalState;
 use serde_json::Value;
 
-use crate::app::Booksvc;
 use crate::helpers::{Broker, SOON, cached_at, created, eventually, updated};
+use e2e::in_process::{Booksvc, unreachable_http_url};
 
 /// A URL no broker answers.
 fn dead_node() -> anyhow::Result<String> {
@@ -15,14 +15,6 @@ fn dead_node() -> anyhow::Result<String> {
         .local_addr()?
         .port();
     Ok(format!("amqp://guest:s3cret@127.0.0.1:{port}/%2f"))
-}
-
-/// A storagesvc nobody answers for: these tests read only what events put in the cache.
-fn no_storagesvc() -> anyhow::Result<String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    Ok(format!("http://127.0.0.1:{port}"))
 }
 
 /// `host:port` of a testkit URL.
@@ -58,7 +50,10 @@ async fn with_a_dead_node_first_the_consumer_runs_on_the_live_one_and_says_so() 
 {
     let broker = Broker::fresh().await?;
     let list = format!("{},{}", dead_node()?, broker.url);
-    let booksvc = Booksvc::spawn_with(&list, &no_storagesvc()?, &[]).await?;
+    let booksvc = Booksvc::options(&unreachable_http_url()?)
+        .consumer(&list)
+        .spawn()
+        .await?;
 
     let (node, body) = consumer_running_on(&booksvc, &[node_of(&broker.url)])
         .await
@@ -87,7 +82,10 @@ async fn when_its_node_stops_booksvc_moves_to_the_other_and_keeps_consuming() ->
     let brokers = [first, second];
     let urls: Vec<String> = brokers.iter().map(testkit::RabbitMq::amqp_url).collect();
     let nodes: Vec<String> = urls.iter().map(|url| node_of(url)).collect();
-    let booksvc = Booksvc::spawn_with(&urls.join(","), &no_storagesvc()?, &[]).await?;
+    let booksvc = Booksvc::options(&unreachable_http_url()?)
+        .consumer(&urls.join(","))
+        .spawn()
+        .await?;
 
     let (node, _) = consumer_running_on(&booksvc, &nodes)
         .await

@@ -2,25 +2,28 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use booksvc::cache::CachedBook;
 use booksvc::consumer::ConsumerState;
+use e2e::in_process::{Booksvc, Storagesvc};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::app::Booksvc;
 use crate::helpers::{
     Broker, RunningConsumer, SOON, cached, cached_at, cached_title, consumer_settings, created,
     deleted, shared_cache, updated,
 };
-use crate::storage::Storage;
 
 #[tokio::test]
 async fn a_created_book_is_served_after_storagesvc_stops_though_nobody_read_it()
 -> anyhow::Result<()> {
     // Arrange: storagesvc and booksvc (with its consumer) on one vhost.
     let broker = Broker::fresh().await?;
-    let storage = Storage::spawn(&broker.url).await?;
-    let booksvc = Booksvc::spawn(&broker.url, &storage.address).await?;
+    let storage = Storagesvc::options().amqp_url(&broker.url).spawn().await?;
+    let booksvc = Booksvc::options(&storage.address)
+        .consumer(&broker.url)
+        .spawn()
+        .await?;
 
     // Act: a write in storagesvc; nobody reads the book; then storagesvc goes away.
     let id = storage.create("Warm from the start").await?;
@@ -57,12 +60,14 @@ async fn a_created_book_is_served_after_storagesvc_stops_though_nobody_read_it()
 #[tokio::test]
 async fn updates_and_deletes_in_storagesvc_propagate() -> anyhow::Result<()> {
     let broker = Broker::fresh().await?;
-    let storage = Storage::spawn(&broker.url).await?;
+    let storage = Storagesvc::options().amqp_url(&broker.url).spawn().await?;
     let cache = shared_cache().await?;
     let consumer = RunningConsumer::spawn(consumer_settings(&broker.url), cache.clone());
 
     let id = storage.create("First title").await?;
-    let version = storage.update(id, "Second title").await?;
+    let version = storage.update(id, "Second title").await?["version"]
+        .as_i64()
+        .context("no version in the updated book")?;
     assert!(
         cached_at(&cache, id, version).await,
         "the update never reached the cache"

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use booksvc::redrive::redrive_from_url;
+use e2e::in_process::{Booksvc, Storagesvc};
 use events::lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueBindOptions,
     QueueDeclareOptions,
@@ -17,8 +18,6 @@ use events::lapin::types::{FieldTable, ShortString};
 use events::lapin::{BasicProperties, Channel, Connection};
 use events::{BINDING_KEY, DLQ, EXCHANGE, QUEUE};
 
-use crate::app::Booksvc;
-use crate::storage::Storage;
 use crate::support::{SOON, consumer_running, eventually, repo_root, serves_from_cache};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,8 +114,14 @@ async fn the_services_work_as_their_least_privilege_users_and_nothing_more() -> 
 
     // storagesvc may declare only `books`, so it starts before booksvc has declared any
     // queue: events of a write made now would wait in its outbox until booksvc is up.
-    let storage = Storage::spawn(&users.storagesvc_url).await?;
-    let booksvc = Booksvc::spawn(&users.booksvc_url, &storage.address).await?;
+    let storage = Storagesvc::options()
+        .amqp_url(&users.storagesvc_url)
+        .spawn()
+        .await?;
+    let booksvc = Booksvc::options(&storage.address)
+        .consumer(&users.booksvc_url)
+        .spawn()
+        .await?;
     assert!(
         consumer_running(&booksvc).await,
         "booksvc's consumer did not start as user booksvc"

@@ -14,11 +14,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use e2e::in_process::{Booksvc, Storagesvc};
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::app::Booksvc;
-use crate::storage::Storage;
 use crate::support::{SOON, consumer_running, read_book, repo_root, serves_from_cache};
 
 /// The form's Properties field, as docs/events.md tells users to fill it.
@@ -49,15 +48,17 @@ async fn an_event_published_from_the_management_ui_reaches_booksvc() -> anyhow::
     let ui = rabbit
         .management_url()
         .context("the broker runs the management UI")?;
-    let storage = Storage::spawn(&rabbit.amqp_url()).await?;
+    let storage = Storagesvc::options()
+        .amqp_url(&rabbit.amqp_url())
+        .spawn()
+        .await?;
     // Fresh for a long time: the hand-made entry must still be the cache's answer when we look,
     // however slow this machine is (a refill from storagesvc would replace it, by design).
-    let booksvc = Booksvc::spawn_with(
-        &rabbit.amqp_url(),
-        &storage.address,
-        &["--cache-fresh-ttl", "10m"],
-    )
-    .await?;
+    let booksvc = Booksvc::options(&storage.address)
+        .consumer(&rabbit.amqp_url())
+        .args(&["--cache-fresh-ttl", "10m"])
+        .spawn()
+        .await?;
     assert!(
         consumer_running(&booksvc).await,
         "booksvc's consumer did not start"

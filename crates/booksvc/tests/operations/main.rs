@@ -3,16 +3,8 @@
 //! least-privilege broker users of `deploy/rabbitmq/` (`broker_users`).
 //!
 //! storagesvc and booksvc run in this process on testkit's servers (private to this test
-//! binary); each test starts its own broker with the management plugin. The harness is the
-//! consumer tests' own, shared rather than copied.
-
-// Not every helper of the shared harness is used here.
-#[allow(dead_code)]
-#[path = "../consumer/app.rs"]
-mod app;
-#[allow(dead_code)]
-#[path = "../consumer/storage.rs"]
-mod storage;
+//! binary), from the end-to-end harness (`e2e::in_process`); each test starts its own broker
+//! with the management plugin.
 
 mod broker_users;
 mod browser;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::app::Booksvc;
+use e2e::in_process::Booksvc;
 
 /// Generous bound for "soon" on a loaded 2-core machine; never a timing assertion.
 pub(crate) const SOON: Duration = Duration::from_secs(30);
