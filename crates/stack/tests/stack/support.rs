@@ -12,13 +12,50 @@ pub(crate) const STACK: &str = env!("CARGO_BIN_EXE_stack");
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Two ports free a moment ago, for booksvc and storagesvc.
+///
+/// Taken *below* the kernel's ephemeral range (`ip_local_port_range`): a port the OS hands out
+/// for `:0` is also what it hands out as the source port of outgoing connections, and the stack
+/// opens dozens of them (to PostgreSQL, Redis, RabbitMQ, and Erlang's own) between this pick
+/// and booksvc binding it. Once in CI booksvc found its port taken that way.
 pub(crate) fn free_ports() -> (u16, u16) {
-    let a = TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = TcpListener::bind("127.0.0.1:0").unwrap();
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
+    (free_port(), free_port())
+}
+
+/// A port below the ephemeral range that is free now and was never handed out before in this
+/// process (the tests of this binary run in parallel).
+fn free_port() -> u16 {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = ephemeral_low().max(20_001);
+    let span = u32::from(low) - 20_000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // Spread the picks (a different start per process, a stride across the span) so two
+        // test binaries run one after the other do not walk the same ports.
+        let offset = (std::process::id()
+            .wrapping_mul(7919)
+            .wrapping_add(n.wrapping_mul(389)))
+            % span;
+        let port = u16::try_from(20_000 + offset).expect("below the ephemeral range");
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed_out.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        handed_out.push(port);
+        return port;
+    }
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// The environment every stack of these tests gets: local servers (never containers) and
