@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use booksvc::cache::{BookCache, CacheConfig};
 use events::lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use events::lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -208,17 +208,13 @@ impl Fleet {
         Ok(sum("booksvc_consumer_consumed_total") - finished.iter().map(|f| sum(f)).sum::<f64>())
     }
 
-    /// A connection to the first node that answers.
+    /// A connection to the first node of the cluster that answers.
     async fn broker(&self) -> anyhow::Result<events::lapin::Connection> {
-        let mut last_error = None;
-        for node in 0..self.cluster.size() {
-            let url = self.cluster.node_url(node, &self.vhost);
-            match events::connect(&url, "e2e-fleet-audit", Duration::from_secs(5)).await {
-                Ok(connection) => return Ok(connection),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        bail!("no node of the cluster answers: {last_error:?}")
+        let nodes = events::BrokerNodes::parse(&self.cluster.amqp_url_list(&self.vhost))
+            .map_err(anyhow::Error::msg)?;
+        let (connection, _) =
+            events::connect_any(&nodes, "e2e-fleet-audit", Duration::from_secs(5)).await?;
+        Ok(connection)
     }
 
     /// Declares and binds the audit quorum queue; events published from now on are kept.
