@@ -50,7 +50,7 @@ impl Book {
 /// Unknown fields are refused, so a typo (`"description"`) or an attempt to set `version`
 /// by hand (that is what `If-Match` is for) is an error rather than silently ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a book object")]
 pub struct BookFields {
     /// Required, not blank, at most [`MAX_NAME_CHARS`].
     pub title: String,

@@ -27,10 +27,14 @@ pub enum ApiError {
     #[error("no route for {0}")]
     NoRoute(String),
     /// 404: the book does not exist (storagesvc said so, or the cache holds its deletion).
-    #[error("book {0} not found")]
+    #[error("book {0} does not exist")]
     BookNotFound(i64),
-    /// 405: the route exists but not with this method (booksvc only reads).
-    #[error("method not allowed on this route")]
+    /// 405: the route exists but not with this method. booksvc only reads, so the message
+    /// says where writes go: a client POSTing here has most likely the wrong service.
+    #[error(
+        "method not allowed: booksvc only reads (GET); writes go to storagesvc \
+         (POST /books, PUT or DELETE /books/{{id}})"
+    )]
     MethodNotAllowed,
     /// 503 with `Retry-After`: storagesvc gave no answer and nothing is cached.
     #[error("storagesvc is unavailable and nothing is cached; retry later")]

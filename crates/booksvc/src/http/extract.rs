@@ -20,21 +20,26 @@ impl<S: Send + Sync> FromRequestParts<S> for BookId {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+            .map_err(|rejection| invalid("the path", &rejection))?;
         parse_book_id(&raw).map(BookId)
     }
 }
 
 fn parse_book_id(raw: &str) -> Result<i64, ApiError> {
-    let invalid = || ApiError::BadRequest(format!("book id {raw:?} is not a positive integer"));
-    // Digits only: `+5`, ` 5` and `05`-style oddities that `parse` would take or reject
-    // inconsistently are all refused the same way; leading zeros are harmless and allowed.
+    // Digits only: `+5`, ` 5`, `5.0` and `0x5` would parse or half-parse elsewhere; refuse
+    // them all the same way. Leading zeros are harmless and allowed.
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid());
+        return Err(ApiError::BadRequest(format!(
+            "book id {raw:?} is not a positive integer: use digits only, as in /books/1"
+        )));
     }
     match raw.parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
-        _ => Err(invalid()),
+        // Digits that are zero or do not fit: a number, just not one an id can be.
+        _ => Err(ApiError::BadRequest(format!(
+            "book id {raw:?} is out of range: ids go from 1 to {}",
+            i64::MAX
+        ))),
     }
 }
 
@@ -49,7 +54,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
         // axum's own rejection (a malformed query string) is plain text: ours is JSON.
         let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
-            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+            .map_err(|rejection| invalid("the query string", &rejection))?;
         let pairs = pairs
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()));
@@ -72,6 +77,22 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
         Ok(RequestId(parts.headers.get(REQUEST_ID_HEADER).cloned()))
     }
+}
+
+/// The last error in `error`'s source chain: the parser's own message, without the wrappers
+/// axum puts around it.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+/// A 400 for a part of the request axum could not parse, in our words rather than axum's
+/// ("Failed to deserialize…"), keeping the parser's detail.
+fn invalid(part: &str, rejection: &(dyn std::error::Error + 'static)) -> ApiError {
+    ApiError::BadRequest(format!("{part} is not valid: {}", innermost(rejection)))
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     /// 405: the route exists but not with this method.
-    #[error("method not allowed on this route")]
+    #[error("method not allowed on this route: the Allow header lists the methods it takes")]
     MethodNotAllowed,
     /// 409: the write conflicts with stored data (a uniqueness or reference constraint).
     #[error("{0}")]

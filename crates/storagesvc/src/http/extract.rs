@@ -51,15 +51,35 @@ fn declared_length(req: &Request) -> Option<u64> {
 fn json_rejection(rejection: JsonRejection, limit_bytes: usize) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-        // serde's message names the field and position, which is what a client needs.
-        JsonRejection::JsonDataError(err) => ApiError::Unprocessable(err.body_text()),
-        JsonRejection::JsonSyntaxError(err) => ApiError::BadRequest(err.body_text()),
+        // serde's message names the field and position, which is what a client needs; axum's
+        // own prefix ("Failed to deserialize…") says nothing a client can act on.
+        JsonRejection::JsonDataError(err) => ApiError::Unprocessable(format!(
+            "the body is not a valid book ({BOOK_SHAPE}): {}",
+            innermost(&err)
+        )),
+        JsonRejection::JsonSyntaxError(err) => {
+            ApiError::BadRequest(format!("the body is not valid JSON: {}", innermost(&err)))
+        }
         JsonRejection::BytesRejection(BytesRejection::FailedToBufferBody(
             FailedToBufferBody::LengthLimitError(_),
         )) => ApiError::PayloadTooLarge { limit_bytes },
-        // JsonRejection is non-exhaustive: whatever axum adds later is the client's body.
-        other => ApiError::BadRequest(other.body_text()),
+        // A body that broke off or whose chunked framing is wrong; JsonRejection is
+        // non-exhaustive, so whatever axum adds later lands here too: the client's body.
+        other => ApiError::BadRequest(format!("the body could not be read: {}", innermost(&other))),
     }
+}
+
+/// What a book body must look like, named in every 422 about its shape.
+const BOOK_SHAPE: &str = r#"expected {"title": string, "author": string, "desc": string}"#;
+
+/// The last error in `error`'s source chain: serde's own message ("missing field `desc` at
+/// line 1 column 26"), without the wrappers axum puts around it.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
 }
 
 /// A book id from the path: a positive 64-bit integer written in decimal digits only.
@@ -72,20 +92,26 @@ impl FromRequestParts<AppState> for BookId {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+            .map_err(|rejection| invalid("the path", &rejection))?;
         parse_book_id(&raw).map(BookId)
     }
 }
 
 fn parse_book_id(raw: &str) -> Result<i64, ApiError> {
-    let invalid = || ApiError::BadRequest(format!("book id {raw:?} is not a positive integer"));
-    // Digits only: `+5`, ` 5` and `5.0` would parse or half-parse elsewhere; refuse them all.
+    // Digits only: `+5`, ` 5`, `5.0` and `0x5` would parse or half-parse elsewhere; refuse
+    // them all the same way. Leading zeros are harmless and allowed.
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid());
+        return Err(ApiError::BadRequest(format!(
+            "book id {raw:?} is not a positive integer: use digits only, as in /books/1"
+        )));
     }
     match raw.parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
-        _ => Err(invalid()),
+        // Digits that are zero or do not fit: a number, just not one an id can be.
+        _ => Err(ApiError::BadRequest(format!(
+            "book id {raw:?} is out of range: ids go from 1 to {}",
+            i64::MAX
+        ))),
     }
 }
 
@@ -100,7 +126,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
         // axum's own rejection (a malformed query string) is plain text: ours is JSON.
         let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
-            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+            .map_err(|rejection| invalid("the query string", &rejection))?;
         let pairs = pairs
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()));
@@ -197,6 +223,12 @@ fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A 400 for a part of the request axum could not parse, in our words rather than axum's
+/// ("Failed to deserialize…"), keeping the parser's detail.
+fn invalid(part: &str, rejection: &(dyn std::error::Error + 'static)) -> ApiError {
+    ApiError::BadRequest(format!("{part} is not valid: {}", innermost(rejection)))
 }
 
 #[cfg(test)]
