@@ -4,5 +4,6 @@
 
 mod failed_start;
 mod outage;
+mod readme;
 mod support;
 mod terminal;
