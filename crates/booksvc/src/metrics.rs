@@ -67,6 +67,20 @@ const CACHE_UNREADABLE: &str = "booksvc_cache_unreadable_total";
 const RESOURCES: [&str; 2] = ["book", "list"];
 /// How a read was answered (`result` label of [`CACHE_RESULTS`]).
 const READ_RESULTS: [&str; 4] = ["hit", "miss", "stale", "unavailable"];
+/// The operations of [`crate::cache`] that count their failures (`op` label of
+/// [`CACHE_ERRORS`]); an operation missing here still counts, from its first failure on.
+const CACHE_OPS: [&str; 8] = [
+    "get_book",
+    "get_page",
+    "seen",
+    "fill_book",
+    "fill_page",
+    "apply_event",
+    "ping",
+    "probe_write",
+];
+/// How a storagesvc attempt ended (`outcome` label of [`STORAGESVC_DURATION`]).
+const STORAGESVC_OUTCOMES: [&str; 3] = ["ok", "not_found", "error"];
 /// The breaker's transitions (`from`, `to`): the only ones gobreaker's state machine makes.
 const BREAKER_MOVES: [(&str, &str); 4] = [
     ("closed", "open"),
@@ -240,6 +254,9 @@ fn register() {
         }
         let _ = metrics::histogram!(STALE_AGE, "resource" => resource);
         let _ = metrics::counter!(COALESCED, "resource" => resource);
+        for outcome in STORAGESVC_OUTCOMES {
+            let _ = metrics::histogram!(STORAGESVC_DURATION, "endpoint" => resource, "outcome" => outcome);
+        }
     }
     let _ = metrics::counter!(LOCAL_HITS, "resource" => "book");
     for reason in ["event", "reset", "unreadable"] {
@@ -260,6 +277,9 @@ fn register() {
     let _ = metrics::counter!(BREAKER_NOT_PERMITTED);
     let _ = metrics::counter!(STORAGESVC_RETRIES);
     let _ = metrics::counter!(CACHE_UNREADABLE);
+    for op in CACHE_OPS {
+        let _ = metrics::counter!(CACHE_ERRORS, "op" => op);
+    }
     crate::consumer::metrics::register();
 }
 
