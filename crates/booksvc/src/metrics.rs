@@ -17,6 +17,11 @@
 //! | `booksvc_cache_errors_total`, `booksvc_cache_writes_total` | | [`crate::cache`] |
 //! | `booksvc_consumer_*`, `booksvc_redrive_messages_total` | | [`crate::consumer::metrics`] |
 //!
+//! Every family has a `# HELP` line (`describe`), every duration is a histogram (default
+//! buckets), and every series whose labels are known in advance exists at 0 from start-up
+//! (`register`): alerts and dashboards (deploy/prometheus, deploy/grafana) read 0, not
+//! "no data".
+//!
 //! The `metrics` facade has one global recorder per process. [`install_recorder`] installs it
 //! once and hands every later caller the same handle; a process that already installed a
 //! Prometheus recorder of its own (tests running storagesvc and booksvc side by side) hands

@@ -5,6 +5,11 @@
 //! `unmatched`, so scanners cannot explode the label set) and `status`. The relay records its
 //! own counters and the outbox gauges (see [`crate::relay`]).
 //!
+//! Every family has a `# HELP` line (`describe`), every duration is a histogram (default
+//! buckets; the relay's batch time too), and the relay's series exist at 0 from start-up
+//! (`register`): alerts and dashboards (deploy/prometheus, deploy/grafana) read 0, not
+//! "no data".
+//!
 //! The `metrics` facade has one global recorder per process; [`install_recorder`] installs it
 //! once and hands every later caller (e.g. several test apps in one binary) the same handle.
 //!
