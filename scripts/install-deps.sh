@@ -14,7 +14,12 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 # crates/e2e/tests/fleet: the load balancer in front of each service's replicas.
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+# deploy/prometheus: promtool checks and unit-tests the alert rules (scripts/check-prometheus.sh);
+# crates/e2e/tests/degradation/prometheus.rs runs the real server against both services.
+{ [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# scripts/check-dashboard.py and scripts/compose-smoke.sh read YAML.
+python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 # scripts/validate-k8s.sh installs kubernetes-validate (PyPI) into a virtualenv of its own.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
@@ -25,7 +30,7 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "all present: postgresql, redis-server, rabbitmq-server, haproxy, python3, curl, tmux, chromium, node, npm"
+  echo "all present: postgresql, redis-server, rabbitmq-server, haproxy, prometheus, python3, curl, tmux, chromium, node, npm"
 else
   echo "installing: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

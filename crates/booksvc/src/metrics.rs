@@ -17,6 +17,11 @@
 //! | `booksvc_cache_errors_total`, `booksvc_cache_writes_total` | | [`crate::cache`] |
 //! | `booksvc_consumer_*`, `booksvc_redrive_messages_total` | | [`crate::consumer::metrics`] |
 //!
+//! Every family has a `# HELP` line (`describe`), every duration is a histogram (default
+//! buckets), and every series whose labels are known in advance exists at 0 from start-up
+//! (`register`): alerts and dashboards (deploy/prometheus, deploy/grafana) read 0, not
+//! "no data".
+//!
 //! The `metrics` facade has one global recorder per process. [`install_recorder`] installs it
 //! once and hands every later caller the same handle; a process that already installed a
 //! Prometheus recorder of its own (tests running storagesvc and booksvc side by side) hands
@@ -54,6 +59,40 @@ const LOCAL_INVALIDATIONS: &str = "booksvc_local_cache_invalidations_total";
 const LOCAL_STATE: &str = "booksvc_local_cache_state";
 const STALE_AGE: &str = "booksvc_stale_age_seconds";
 const STORAGESVC_DURATION: &str = "booksvc_storagesvc_request_duration_seconds";
+const COALESCED: &str = "booksvc_coalesced_requests_total";
+const BREAKER_STATE: &str = "booksvc_breaker_state";
+const BREAKER_TRANSITIONS: &str = "booksvc_breaker_transitions_total";
+const BREAKER_NOT_PERMITTED: &str = "booksvc_breaker_calls_not_permitted_total";
+const BREAKER_PROBES: &str = "booksvc_breaker_probes_total";
+const STORAGESVC_RETRIES: &str = "booksvc_storagesvc_retries_total";
+const CACHE_ERRORS: &str = "booksvc_cache_errors_total";
+const CACHE_WRITES: &str = "booksvc_cache_writes_total";
+const CACHE_UNREADABLE: &str = "booksvc_cache_unreadable_total";
+/// The resources a read is of (`resource` label).
+const RESOURCES: [&str; 2] = ["book", "list"];
+/// How a read was answered (`result` label of [`CACHE_RESULTS`]).
+const READ_RESULTS: [&str; 4] = ["hit", "miss", "stale", "unavailable"];
+/// The operations of [`crate::cache`] that count their failures (`op` label of
+/// [`CACHE_ERRORS`]); an operation missing here still counts, from its first failure on.
+const CACHE_OPS: [&str; 8] = [
+    "get_book",
+    "get_page",
+    "seen",
+    "fill_book",
+    "fill_page",
+    "apply_event",
+    "ping",
+    "probe_write",
+];
+/// How a storagesvc attempt ended (`outcome` label of [`STORAGESVC_DURATION`]).
+const STORAGESVC_OUTCOMES: [&str; 3] = ["ok", "not_found", "error"];
+/// The breaker's transitions (`from`, `to`): the only ones gobreaker's state machine makes.
+const BREAKER_MOVES: [(&str, &str); 4] = [
+    ("closed", "open"),
+    ("open", "half_open"),
+    ("half_open", "closed"),
+    ("half_open", "open"),
+];
 
 /// Latency buckets (seconds): from a cache hit to the whole request budget and beyond.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -79,7 +118,10 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     if let Some(handle) = installed.as_ref() {
         return Ok(handle.clone());
     }
+    // Default buckets make every duration a histogram: without buckets the exporter renders a
+    // summary, which cannot be aggregated across replicas.
     let handle = PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(
             Matcher::Full(STORAGESVC_DURATION.to_owned()),
@@ -89,6 +131,7 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(EVENT_LAG.to_owned()), EVENT_LAG_BUCKETS)?
         .install_recorder()?;
     describe();
+    register();
     spawn_upkeep_thread(handle.clone())?;
     *installed = Some(handle.clone());
     Ok(handle)
@@ -128,12 +171,14 @@ pub fn adopt_recorder(handle: PrometheusHandle) {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if installed.is_none() {
         describe();
+        register();
         *installed = Some(handle);
     }
 }
 
+/// The `# HELP` line of every family booksvc exports.
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests answered, by route and status."
@@ -165,6 +210,82 @@ fn describe() {
         Unit::Seconds,
         "Time of each storagesvc attempt, by endpoint and outcome."
     );
+    describe_counter!(
+        COALESCED,
+        "Reads that shared another read's storagesvc call instead of making their own."
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "State of the breaker in front of storagesvc: 1 for the current one of closed, open, half_open."
+    );
+    describe_counter!(
+        BREAKER_TRANSITIONS,
+        "Breaker state changes, by from and to."
+    );
+    describe_counter!(
+        BREAKER_NOT_PERMITTED,
+        "storagesvc calls the breaker refused (open, or half-open with its probes taken)."
+    );
+    describe_counter!(
+        BREAKER_PROBES,
+        "Active probes of storagesvc's readiness by the half-open breaker, by outcome."
+    );
+    describe_counter!(
+        STORAGESVC_RETRIES,
+        "Retries of storagesvc calls within a request's budget."
+    );
+    describe_counter!(
+        CACHE_ERRORS,
+        "Redis calls that failed or timed out, by operation."
+    );
+    describe_counter!(
+        CACHE_WRITES,
+        "Cache entries written, by writer (fill, event, ...) and outcome."
+    );
+    describe_counter!(
+        CACHE_UNREADABLE,
+        "Cache entries that could not be decoded and were treated as missing."
+    );
+    crate::consumer::metrics::describe();
+}
+
+/// Registers, at 0, every series whose labels are known at start-up and that an alert or the
+/// dashboard reads, so they read 0 rather than "no data" until something happens. Registering
+/// leaves a series that already exists as it is.
+fn register() {
+    for resource in RESOURCES {
+        for result in READ_RESULTS {
+            let _ = metrics::counter!(CACHE_RESULTS, "resource" => resource, "result" => result);
+        }
+        let _ = metrics::histogram!(STALE_AGE, "resource" => resource);
+        let _ = metrics::counter!(COALESCED, "resource" => resource);
+        for outcome in STORAGESVC_OUTCOMES {
+            let _ = metrics::histogram!(STORAGESVC_DURATION, "endpoint" => resource, "outcome" => outcome);
+        }
+    }
+    let _ = metrics::counter!(LOCAL_HITS, "resource" => "book");
+    for reason in ["event", "reset", "unreadable"] {
+        let _ = metrics::counter!(LOCAL_INVALIDATIONS, "reason" => reason);
+    }
+    for state in LocalState::ALL {
+        let _ = metrics::gauge!(LOCAL_STATE, "state" => state.as_str());
+    }
+    for state in crate::breaker::State::ALL {
+        let _ = metrics::gauge!(BREAKER_STATE, "state" => state.as_str());
+    }
+    for (from, to) in BREAKER_MOVES {
+        let _ = metrics::counter!(BREAKER_TRANSITIONS, "from" => from, "to" => to);
+    }
+    for outcome in ["healthy", "unhealthy"] {
+        let _ = metrics::counter!(BREAKER_PROBES, "outcome" => outcome);
+    }
+    let _ = metrics::counter!(BREAKER_NOT_PERMITTED);
+    let _ = metrics::counter!(STORAGESVC_RETRIES);
+    let _ = metrics::counter!(CACHE_UNREADABLE);
+    for op in CACHE_OPS {
+        let _ = metrics::counter!(CACHE_ERRORS, "op" => op);
+    }
+    crate::consumer::metrics::register();
 }
 
 /// The HTTP series of a router serving `routes` (templates).

@@ -140,7 +140,7 @@ impl Service {
 /// later), never one handed out before in this process: the OS may offer a port again as
 /// soon as it is released, and two scenarios starting services at once must not share one
 /// (the second service would fail to bind while the first answered its health checks).
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?

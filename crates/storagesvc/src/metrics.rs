@@ -5,6 +5,11 @@
 //! `unmatched`, so scanners cannot explode the label set) and `status`. The relay records its
 //! own counters and the outbox gauges (see [`crate::relay`]).
 //!
+//! Every family has a `# HELP` line (`describe`), every duration is a histogram (default
+//! buckets; the relay's batch time too), and the relay's series exist at 0 from start-up
+//! (`register`): alerts and dashboards (deploy/prometheus, deploy/grafana) read 0, not
+//! "no data".
+//!
 //! The `metrics` facade has one global recorder per process; [`install_recorder`] installs it
 //! once and hands every later caller (e.g. several test apps in one binary) the same handle.
 //!
@@ -30,6 +35,12 @@ pub use requests::HttpMetrics;
 
 const HTTP_REQUESTS: &str = "storagesvc_http_requests_total";
 const HTTP_DURATION: &str = "storagesvc_http_request_duration_seconds";
+const OUTBOX_PUBLISHED: &str = "storagesvc_outbox_published_total";
+const OUTBOX_FAILURES: &str = "storagesvc_outbox_publish_failures_total";
+const OUTBOX_BATCH_DURATION: &str = "storagesvc_outbox_batch_duration_seconds";
+const OUTBOX_BACKLOG: &str = "storagesvc_outbox_backlog";
+const OUTBOX_OLDEST_AGE: &str = "storagesvc_outbox_oldest_age_seconds";
+const BROKER_CONNECTED: &str = "storagesvc_relay_broker_connected";
 /// Latency buckets (seconds): from a cached read to the 5 s statement timeout.
 const HTTP_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -48,10 +59,14 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     if let Some(handle) = installed.as_ref() {
         return Ok(handle.clone());
     }
+    // Default buckets make every duration a histogram (the relay's batch time too): without
+    // buckets the exporter renders a summary, which cannot be aggregated across replicas.
     let handle = PrometheusBuilder::new()
+        .set_buckets(HTTP_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), HTTP_BUCKETS)?
         .install_recorder()?;
     describe();
+    register();
     spawn_upkeep_thread(handle.clone())?;
     *installed = Some(handle.clone());
     Ok(handle)
@@ -83,6 +98,7 @@ pub async fn keep_up(handle: PrometheusHandle, every: Duration, stop: Cancellati
     }
 }
 
+/// The `# HELP` line of every family storagesvc exports.
 fn describe() {
     metrics::describe_counter!(
         HTTP_REQUESTS,
@@ -93,6 +109,40 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time to answer an HTTP request, by route and status."
     );
+    metrics::describe_counter!(OUTBOX_PUBLISHED, "Outbox events the broker confirmed.");
+    metrics::describe_counter!(
+        OUTBOX_FAILURES,
+        "Relay batches that failed to publish (their events stay in the outbox)."
+    );
+    metrics::describe_histogram!(
+        OUTBOX_BATCH_DURATION,
+        metrics::Unit::Seconds,
+        "Time the relay took to publish one batch and have it confirmed."
+    );
+    metrics::describe_gauge!(
+        OUTBOX_BACKLOG,
+        "Committed events not yet confirmed by the broker (refreshed every 2 s)."
+    );
+    metrics::describe_gauge!(
+        OUTBOX_OLDEST_AGE,
+        metrics::Unit::Seconds,
+        "Age of the oldest unsent outbox event, 0 when none (refreshed every 2 s)."
+    );
+    metrics::describe_gauge!(
+        BROKER_CONNECTED,
+        "1 while the outbox relay holds a broker connection, else 0."
+    );
+}
+
+/// Registers the relay's series at 0, so alerts and dashboards read 0 rather than "no data"
+/// before the relay's first batch or housekeeping run (an existing series keeps its value).
+fn register() {
+    let _ = metrics::counter!(OUTBOX_PUBLISHED);
+    let _ = metrics::counter!(OUTBOX_FAILURES);
+    let _ = metrics::histogram!(OUTBOX_BATCH_DURATION);
+    let _ = metrics::gauge!(OUTBOX_BACKLOG);
+    let _ = metrics::gauge!(OUTBOX_OLDEST_AGE);
+    let _ = metrics::gauge!(BROKER_CONNECTED);
 }
 
 /// The HTTP series of a router serving `routes` (templates).

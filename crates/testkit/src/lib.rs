@@ -32,6 +32,7 @@
 
 pub mod backend;
 mod containers;
+pub mod exposition;
 mod load_balancer;
 mod local;
 mod postgres;

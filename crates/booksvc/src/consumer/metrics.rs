@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+use events::Topology;
+
 use super::status::ConsumerState;
 
 /// Name of the lag histogram (its buckets are set where the recorder is installed).
@@ -38,6 +40,14 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
+    /// Every reason, for registering the series at start-up.
+    pub const ALL: [DeadLetterReason; 4] = [
+        DeadLetterReason::Poison,
+        DeadLetterReason::Unprocessable,
+        DeadLetterReason::Exhausted,
+        DeadLetterReason::RetryRefused,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,6 +56,78 @@ impl DeadLetterReason {
             DeadLetterReason::Exhausted => "exhausted",
             DeadLetterReason::RetryRefused => "retry_refused",
         }
+    }
+}
+
+/// The `# HELP` lines of the consumer's families.
+pub(crate) fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "booksvc_consumer_consumed_total",
+        "Event deliveries taken from booksvc.book-changed."
+    );
+    describe_counter!(
+        "booksvc_consumer_applied_total",
+        "Events written into the cache."
+    );
+    describe_counter!(
+        "booksvc_consumer_ignored_stale_total",
+        "Events ignored because the cache already held that version or a newer one."
+    );
+    describe_counter!(
+        "booksvc_consumer_retried_total",
+        "Events sent to a retry queue after a transient failure, by retry queue (tier)."
+    );
+    describe_counter!(
+        "booksvc_consumer_dead_lettered_total",
+        "Events sent to the DLQ, by reason: poison, unprocessable, exhausted, retry_refused."
+    );
+    describe_counter!(
+        "booksvc_consumer_rejected_total",
+        "Dead letters the DLQ refused, rejected to the broker without requeue, by reason."
+    );
+    describe_counter!(
+        "booksvc_consumer_reconnects_total",
+        "Consumer broker sessions that ended other than by shutdown."
+    );
+    describe_gauge!(
+        "booksvc_consumer_state",
+        "State of the event consumer: 1 for the current one of reconnecting, running, paused, stopped."
+    );
+    describe_histogram!(
+        EVENT_LAG,
+        Unit::Seconds,
+        "Time from an event's occurred_at to its handling by the consumer."
+    );
+    describe_counter!(
+        "booksvc_redrive_messages_total",
+        "DLQ messages moved back to booksvc.book-changed by redrive-dlq."
+    );
+}
+
+/// Registers every consumer series whose labels are known before any event, at 0, so alerts
+/// and dashboards read 0 rather than "no data" (gauges keep their value if already set).
+pub(crate) fn register() {
+    let _ = metrics::counter!("booksvc_consumer_consumed_total");
+    let _ = metrics::counter!("booksvc_consumer_applied_total");
+    let _ = metrics::counter!("booksvc_consumer_ignored_stale_total");
+    let _ = metrics::counter!("booksvc_consumer_reconnects_total");
+    let _ = metrics::counter!("booksvc_redrive_messages_total");
+    let _ = metrics::histogram!(EVENT_LAG);
+    for reason in DeadLetterReason::ALL {
+        let _ =
+            metrics::counter!("booksvc_consumer_dead_lettered_total", "reason" => reason.as_str());
+        let _ = metrics::counter!("booksvc_consumer_rejected_total", "reason" => reason.as_str());
+    }
+    for state in ConsumerState::ALL {
+        let _ = metrics::gauge!("booksvc_consumer_state", "state" => state.as_str());
+    }
+}
+
+/// Registers the retry counter of each configured tier at 0 (the tiers are configuration).
+pub(crate) fn register_tiers(delays: &[Duration]) {
+    for delay in delays {
+        let _ = metrics::counter!("booksvc_consumer_retried_total", "tier" => Topology::retry_queue_name(*delay));
     }
 }
 

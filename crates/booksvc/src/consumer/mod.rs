@@ -167,6 +167,7 @@ pub struct Consumer<S> {
 impl<S: EventSink> Consumer<S> {
     /// A consumer writing into `sink`. Nothing connects until [`Consumer::run`].
     pub fn new(settings: ConsumerSettings, sink: S) -> Consumer<S> {
+        metrics::register_tiers(&settings.retry_delays);
         Consumer {
             settings,
             sink,

@@ -405,6 +405,58 @@ fn containers_run_without_new_privileges_and_ours_read_only_without_capabilities
     }
 }
 
+/// Prometheus reads deploy/prometheus (its scrape targets are compose's services on their
+/// HTTP ports, and RabbitMQ's Prometheus endpoint, whose plugin compose enables), Grafana
+/// reads deploy/grafana's provisioning, whose datasource points at that Prometheus.
+#[test]
+fn prometheus_and_grafana_read_the_checked_in_configuration() {
+    let compose = compose();
+    let mounts = |name: &str| -> Vec<String> {
+        service(&compose, name)["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(mounts("prometheus").contains(&"./deploy/prometheus:/etc/prometheus:ro".to_owned()));
+    assert!(mounts("rabbitmq").contains(
+        &"./deploy/rabbitmq/enabled_plugins:/etc/rabbitmq/enabled_plugins:ro".to_owned()
+    ));
+    assert!(read("deploy/rabbitmq/enabled_plugins").contains("rabbitmq_prometheus"));
+    let config: Value = serde_norway::from_str(&read("deploy/prometheus/prometheus.yml"))
+        .expect("prometheus.yml parses");
+    let targets: BTreeSet<String> = config["scrape_configs"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|job| job["static_configs"].as_sequence().into_iter().flatten())
+        .flat_map(|group| group["targets"].as_sequence().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    for (name, port) in [("booksvc", "8081"), ("storagesvc", "8082")] {
+        assert_eq!(
+            variable(service(&compose, name), "HTTP_PORT").as_deref(),
+            Some(port)
+        );
+        assert!(targets.contains(&format!("{name}:{port}")), "{targets:?}");
+    }
+    assert!(targets.contains("rabbitmq:15692"), "{targets:?}");
+
+    let grafana = mounts("grafana");
+    assert!(
+        grafana.contains(&"./deploy/grafana/provisioning:/etc/grafana/provisioning:ro".to_owned())
+    );
+    assert!(grafana.contains(&"./deploy/grafana/dashboards:/etc/grafana/dashboards:ro".to_owned()));
+    let datasources = read("deploy/grafana/provisioning/datasources/prometheus.yml");
+    assert!(
+        datasources.contains("url: http://prometheus:9090"),
+        "{datasources}"
+    );
+}
+
 #[tokio::test]
 async fn the_dockerfile_healthcheck_route_answers_200_on_both_services() -> anyhow::Result<()> {
     let route = dockerfile_health_route();

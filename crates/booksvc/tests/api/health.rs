@@ -49,6 +49,60 @@ async fn metrics_count_requests_and_cache_results() -> anyhow::Result<()> {
     stack.stop().await
 }
 
+/// What alerts and the dashboard (deploy/prometheus, deploy/grafana) read must be there, at 0,
+/// before anything happened: an alert on a missing series reads "no data", not "0".
+#[tokio::test]
+async fn every_family_has_help_and_alerted_series_exist_from_start_up() -> anyhow::Result<()> {
+    use testkit::exposition::{families_of_type, families_without_help, has_series};
+    let stack = TestStack::spawn().await?;
+
+    let text = stack.get("/metrics").await?.text().await?;
+
+    assert_eq!(families_without_help(&text), Vec::<String>::new(), "{text}");
+    assert_eq!(
+        families_of_type(&text, "summary"),
+        Vec::<String>::new(),
+        "durations are histograms"
+    );
+    let mut expected: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "booksvc_breaker_transitions_total",
+            vec![("from", "closed"), ("to", "open")],
+        ),
+        ("booksvc_breaker_calls_not_permitted_total", vec![]),
+        ("booksvc_storagesvc_retries_total", vec![]),
+        ("booksvc_consumer_event_lag_seconds_bucket", vec![]),
+        ("booksvc_consumer_reconnects_total", vec![]),
+    ];
+    for state in ["closed", "open", "half_open"] {
+        expected.push(("booksvc_breaker_state", vec![("state", state)]));
+    }
+    for state in ["reconnecting", "running", "paused", "stopped"] {
+        expected.push(("booksvc_consumer_state", vec![("state", state)]));
+    }
+    for reason in ["poison", "unprocessable", "exhausted", "retry_refused"] {
+        expected.push((
+            "booksvc_consumer_dead_lettered_total",
+            vec![("reason", reason)],
+        ));
+    }
+    for resource in ["book", "list"] {
+        for result in ["hit", "miss", "stale", "unavailable"] {
+            expected.push((
+                "booksvc_cache_results_total",
+                vec![("resource", resource), ("result", result)],
+            ));
+        }
+    }
+    for (name, labels) in &expected {
+        assert!(
+            has_series(&text, name, labels),
+            "/metrics lacks {name}{labels:?}:\n{text}"
+        );
+    }
+    stack.stop().await
+}
+
 #[tokio::test]
 async fn readiness_turns_503_at_once_when_shutdown_starts() -> anyhow::Result<()> {
     let stack = TestStack::options()

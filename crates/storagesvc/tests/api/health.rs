@@ -87,6 +87,42 @@ async fn readiness_names_each_dependency_and_is_ready_when_postgres_answers() ->
     app.stop().await
 }
 
+/// What alerts and the dashboard (deploy/prometheus, deploy/grafana) read must be there, at 0,
+/// before the relay's first batch: an alert on a missing series reads "no data", not "0".
+#[tokio::test]
+async fn every_family_has_help_and_alerted_series_exist_from_start_up() -> anyhow::Result<()> {
+    use testkit::exposition::{families_of_type, families_without_help, has_series};
+    let app = TestApp::spawn().await?;
+
+    let text = app
+        .request(Method::GET, "/metrics")
+        .send()
+        .await?
+        .text()
+        .await?;
+
+    assert_eq!(families_without_help(&text), Vec::<String>::new(), "{text}");
+    assert_eq!(
+        families_of_type(&text, "summary"),
+        Vec::<String>::new(),
+        "durations are histograms"
+    );
+    for name in [
+        "storagesvc_outbox_backlog",
+        "storagesvc_outbox_oldest_age_seconds",
+        "storagesvc_relay_broker_connected",
+        "storagesvc_outbox_published_total",
+        "storagesvc_outbox_publish_failures_total",
+        "storagesvc_outbox_batch_duration_seconds_bucket",
+    ] {
+        assert!(
+            has_series(&text, name, &[]),
+            "/metrics lacks {name}:\n{text}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
