@@ -15,9 +15,10 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_DESC_CHARS: usize = 2000;
 
 /// A stored book, exactly as the API returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Book {
     /// Assigned by the database; never reused.
+    #[schema(minimum = 1)]
     pub id: i64,
     /// Title.
     pub title: String,
@@ -27,6 +28,7 @@ pub struct Book {
     #[sqlx(rename = "description")]
     pub desc: String,
     /// 1 on creation, +1 per update.
+    #[schema(minimum = 1)]
     pub version: i64,
     /// When the last write statement ran (`clock_timestamp()`, just before its commit; RFC
     /// 3339 in JSON). A book's events carry it as `occurred_at`.
@@ -49,14 +51,17 @@ impl Book {
 ///
 /// Unknown fields are refused, so a typo (`"description"`) or an attempt to set `version`
 /// by hand (that is what `If-Match` is for) is an error rather than silently ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, expecting = "a book object")]
 pub struct BookFields {
-    /// Required, not blank, at most [`MAX_NAME_CHARS`].
+    /// Required, not blank, at most 200 characters (`MAX_NAME_CHARS`).
+    #[schema(min_length = 1, max_length = 200)]
     pub title: String,
-    /// Required, not blank, at most [`MAX_NAME_CHARS`].
+    /// Required, not blank, at most 200 characters (`MAX_NAME_CHARS`).
+    #[schema(min_length = 1, max_length = 200)]
     pub author: String,
-    /// Required, may be empty, at most [`MAX_DESC_CHARS`].
+    /// Required, may be empty, at most 2000 characters (`MAX_DESC_CHARS`).
+    #[schema(max_length = 2000)]
     pub desc: String,
 }
 

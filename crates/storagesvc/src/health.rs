@@ -38,11 +38,26 @@ pub struct PostgresCheck {
 }
 
 /// `GET /healthz/live`.
+#[utoipa::path(
+    get,
+    path = "/healthz/live",
+    tag = "operations",
+    responses((status = 200, description = "The process runs: `{\"status\":\"live\"}`", body = Object))
+)]
 pub async fn live() -> Json<Value> {
     Json(json!({ "status": "live" }))
 }
 
 /// `GET /healthz/ready`: status plus each dependency's state.
+#[utoipa::path(
+    get,
+    path = "/healthz/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: PostgreSQL answers. The body names each dependency's state (`postgres`, `rabbitmq`, `outbox`)", body = Object),
+        (status = 503, description = "Not ready (PostgreSQL down, or shutting down); the same body says why", body = Object),
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let postgres = check_postgres(&state).await;
     let outbox = check_outbox(&state);

@@ -166,6 +166,12 @@ pub async fn track_http(
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"))
+)]
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     // Upkeep drains histogram samples into their buckets; doing it per scrape too keeps the
     // numbers current between the background runs.

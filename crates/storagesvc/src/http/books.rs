@@ -14,12 +14,28 @@ use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
-use super::{ApiError, AppState, BookId, Budget, IfMatch, JsonBody, Page, WriteAccess};
+use super::{ApiError, AppState, BookId, Budget, ErrorBody, IfMatch, JsonBody, Page, WriteAccess};
 use crate::books::{self, Book, BookFields, WriteOutcome};
 use crate::{database, outbox};
 
 /// `GET /books?limit=N&after=ID`: one page of books ordered by id, with a `Link` to the next
 /// page when this one is full.
+#[utoipa::path(
+    get,
+    path = "/books",
+    tag = "books",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Books per page (default 100)"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "The last id of the previous page (default 0: the first page)"),
+        ("x-request-timeout" = Option<u64>, Header, description = "How long the caller will wait, in milliseconds; the database work is bounded by it"),
+    ),
+    responses(
+        (status = 200, description = "One page of books ordered by id", body = Vec<Book>,
+         headers(("Link" = String, description = "`</books?limit=N&after=ID>; rel=\"next\"` when the page is full"))),
+        (status = 400, description = "A bad `limit` or `after`", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable or too slow; retry later", body = ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub(super) async fn list_books(
     State(state): State<AppState>,
     budget: Budget,
@@ -38,6 +54,18 @@ pub(super) async fn list_books(
 }
 
 /// `GET /books/{id}`: one book, with its version as `ETag`.
+#[utoipa::path(
+    get,
+    path = "/books/{id}",
+    tag = "books",
+    params(("id" = i64, Path, minimum = 1, description = "The book id"), ("x-request-timeout" = Option<u64>, Header, description = "How long the caller will wait, in milliseconds; the database work is bounded by it")),
+    responses(
+        (status = 200, description = "The book", body = Book, headers(("ETag" = String, description = "The version, quoted: `\"3\"`"))),
+        (status = 400, description = "The id is not a positive integer", body = ErrorBody),
+        (status = 404, description = "No such book", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable or too slow; retry later", body = ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub(super) async fn get_book(
     State(state): State<AppState>,
     budget: Budget,
@@ -51,6 +79,26 @@ pub(super) async fn get_book(
 }
 
 /// `POST /books`: 201 with the new book and its `Location`.
+#[utoipa::path(
+    post,
+    path = "/books",
+    tag = "books",
+    params(("x-request-timeout" = Option<u64>, Header, description = "How long the caller will wait, in milliseconds; the database work is bounded by it")),
+    request_body(content = BookFields, content_type = "application/json"),
+    security(("write_token" = [])),
+    responses(
+        (status = 201, description = "Created; its event is in the outbox", body = Book,
+         headers(("Location" = String, description = "`/books/{id}`"), ("ETag" = String, description = "`\"1\"`"))),
+        (status = 400, description = "A bad id or `If-Match`, or a body that is not JSON", body = ErrorBody),
+        (status = 401, description = "No `Authorization: Bearer <token>`", body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "A wrong token, or writes are disabled", body = ErrorBody),
+        (status = 413, description = "A body over `BODY_LIMIT`", body = ErrorBody),
+        (status = 415, description = "The body is not declared `application/json`", body = ErrorBody),
+        (status = 422, description = "JSON that is not a valid book", body = ErrorBody),
+        (status = 409, description = "The write conflicts with stored data", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable or too slow; retry later", body = ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub(super) async fn create_book(
     State(state): State<AppState>,
     budget: Budget,
@@ -75,6 +123,27 @@ pub(super) async fn create_book(
 }
 
 /// `PUT /books/{id}`: replaces the fields and bumps the version; `If-Match` makes it conditional.
+#[utoipa::path(
+    put,
+    path = "/books/{id}",
+    tag = "books",
+    params(("id" = i64, Path, minimum = 1, description = "The book id"), ("If-Match" = Option<String>, Header, description = "`\"<version>\"` (quoted) or `*`: write only if the stored version is that one"), ("x-request-timeout" = Option<u64>, Header, description = "How long the caller will wait, in milliseconds; the database work is bounded by it")),
+    request_body(content = BookFields, content_type = "application/json"),
+    security(("write_token" = [])),
+    responses(
+        (status = 200, description = "Updated; its event is in the outbox", body = Book, headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 400, description = "A bad id or `If-Match`, or a body that is not JSON", body = ErrorBody),
+        (status = 401, description = "No `Authorization: Bearer <token>`", body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "A wrong token, or writes are disabled", body = ErrorBody),
+        (status = 404, description = "No such book", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version; `current_version` says which", body = ErrorBody),
+        (status = 413, description = "A body over `BODY_LIMIT`", body = ErrorBody),
+        (status = 415, description = "The body is not declared `application/json`", body = ErrorBody),
+        (status = 422, description = "JSON that is not a valid book", body = ErrorBody),
+        (status = 409, description = "The write conflicts with stored data", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable or too slow; retry later", body = ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub(super) async fn update_book(
     State(state): State<AppState>,
     budget: Budget,
@@ -98,6 +167,22 @@ pub(super) async fn update_book(
 }
 
 /// `DELETE /books/{id}`: 204; `If-Match` makes it conditional.
+#[utoipa::path(
+    delete,
+    path = "/books/{id}",
+    tag = "books",
+    params(("id" = i64, Path, minimum = 1, description = "The book id"), ("If-Match" = Option<String>, Header, description = "`\"<version>\"` (quoted) or `*`: write only if the stored version is that one"), ("x-request-timeout" = Option<u64>, Header, description = "How long the caller will wait, in milliseconds; the database work is bounded by it")),
+    security(("write_token" = [])),
+    responses(
+        (status = 204, description = "Deleted; its event is in the outbox"),
+        (status = 400, description = "A bad id or `If-Match`", body = ErrorBody),
+        (status = 401, description = "No `Authorization: Bearer <token>`", body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "A wrong token, or writes are disabled", body = ErrorBody),
+        (status = 404, description = "No such book", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version; `current_version` says which", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable or too slow; retry later", body = ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub(super) async fn delete_book(
     State(state): State<AppState>,
     budget: Budget,

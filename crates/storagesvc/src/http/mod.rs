@@ -8,6 +8,7 @@
 mod books;
 mod error;
 mod extract;
+mod openapi;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, Uri};
-use axum::routing::get;
 use axum::{Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
@@ -28,6 +28,7 @@ pub use self::error::ApiError;
 pub use self::extract::{
     BookId, Budget, IfMatch, JsonBody, Page, REQUEST_TIMEOUT_HEADER, WriteAccess,
 };
+pub use self::openapi::{ErrorBody, description};
 use crate::config::Secret;
 use crate::relay::RelayStatus;
 use crate::{health, metrics};
@@ -58,31 +59,23 @@ pub struct AppState {
     pub db_timeout: Duration,
 }
 
-/// The route templates, as the `route` label of the HTTP metrics names them.
-const ROUTES: [&str; 5] = [
+/// The route templates, as the `route` label of the HTTP metrics names them (a test checks
+/// they are the description's paths).
+const ROUTES: [&str; 6] = [
     "/books",
     "/books/{id}",
     "/healthz/live",
     "/healthz/ready",
     "/metrics",
+    "/openapi.json",
 ];
 
 /// Every route of the service, with its middleware.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let body_limit = state.body_limit;
-    let [list, one, live, ready, scrape] = ROUTES;
-    Router::new()
-        .route(list, get(books::list_books).post(books::create_book))
-        .route(
-            one,
-            get(books::get_book)
-                .put(books::update_book)
-                .delete(books::delete_book),
-        )
-        .route(live, get(health::live))
-        .route(ready, get(health::ready))
-        .route(scrape, get(metrics::render))
+    let (routes, _description) = openapi::routes().split_for_parts();
+    routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

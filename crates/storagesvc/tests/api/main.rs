@@ -9,6 +9,7 @@ mod errors;
 mod health;
 mod helpers;
 mod id_properties;
+mod openapi;
 mod outbox;
 mod paging;
 mod partition;
