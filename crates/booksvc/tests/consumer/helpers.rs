@@ -121,6 +121,23 @@ impl Broker {
         self.publish_messages(&messages).await
     }
 
+    /// Publishes events to another exchange (e.g. the DLQ's, as if they had failed).
+    pub(crate) async fn publish_to(
+        &self,
+        exchange: &str,
+        events: &[BookChanged],
+    ) -> anyhow::Result<()> {
+        let messages: Vec<_> = events.iter().map(Outgoing::event).collect();
+        let report = self
+            .publisher
+            .publish_in_order(exchange, &messages, 16, CONNECT_TIMEOUT)
+            .await;
+        match report.error {
+            None => Ok(()),
+            Some(error) => Err(error.into()),
+        }
+    }
+
     pub(crate) async fn publish_messages(&self, messages: &[Outgoing]) -> anyhow::Result<()> {
         let report = self
             .publisher

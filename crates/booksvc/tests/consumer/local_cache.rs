@@ -20,7 +20,7 @@ const KEEP_AN_HOUR: [&str; 4] = ["--cache-fresh-ttl", "1h", "--local-cache-ttl",
 
 /// Another replica's consumer writing Redis, without any event reaching this one.
 async fn write_redis_only(cache: &BookCache, event: &BookChanged) -> anyhow::Result<()> {
-    cache.apply_event(event).await?;
+    cache.apply_event_on_version(event).await?;
     Ok(())
 }
 
