@@ -252,6 +252,17 @@ fn uuid_like() -> String {
     format!("{:x}", rand::random::<u64>())
 }
 
+/// Starts the cache's memory (decision 0013) and waits past its first 2 s, within which
+/// booksvc settles events by asking storagesvc: for tests whose booksvc has no storagesvc and
+/// must apply the events they publish.
+pub(crate) async fn start_cache_memory(cache: &BookCache) -> anyhow::Result<()> {
+    cache
+        .apply_event(&BookChanged::deleted(i64::MAX, 1, Utc::now()))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    Ok(())
+}
+
 /// What the cache holds for `id` (None: nothing, or Redis down).
 pub(crate) async fn cached(cache: &BookCache, id: i64) -> Option<CachedBook> {
     let lookup = cache.get_book(id).await.ok()?;
