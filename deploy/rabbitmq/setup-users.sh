@@ -31,14 +31,17 @@ BOOKSVC_USER="${BOOKSVC_AMQP_USER:-booksvc}"
 STORAGESVC_CONFIGURE='^books$'
 STORAGESVC_WRITE='^books$'
 STORAGESVC_READ='^$'
-# booksvc declares its topology (exchange `books` too), binds its queues, consumes, and
-# publishes retries and dead letters to its own exchanges; `redrive-dlq` republishes through
-# the default exchange (amq.default), which a queue's dead-letter target "" also needs.
+# booksvc declares its own exchanges and queues, binds its queues to `books` (read), consumes,
+# and publishes retries and dead letters to its own exchanges; `redrive-dlq` republishes through
+# the default exchange (amq.default), which a queue's dead-letter target "" also needs. It may
+# not configure `books` (configure includes delete): it uses the one storagesvc declares, and
+# waits for it (reconnecting) if booksvc starts first. It cannot publish to `books` either; what
+# it can publish reaches its own queues only.
 #   booksvc.book-changed(.…)  its queue, retry exchange and queues, DLQ exchange and queue
 #   amq.gen-…                 the server-named, exclusive per-replica queue bound to `books`
 #                             (cache invalidation: one queue per booksvc process)
 BOOKSVC_OWN='booksvc\.book-changed(\..+)?|amq\.gen-.+'
-BOOKSVC_CONFIGURE="^(books|$BOOKSVC_OWN)$"
+BOOKSVC_CONFIGURE="^($BOOKSVC_OWN)$"
 BOOKSVC_WRITE="^($BOOKSVC_OWN|amq\.default)$"
 BOOKSVC_READ="^(books|$BOOKSVC_OWN)$"
 

@@ -24,7 +24,7 @@ use crate::breaker::CircuitBreaker;
 use crate::cache::{BookCache, Invalidator, LocalCache};
 use crate::client::StorageClient;
 use crate::config::Settings;
-use crate::consumer::{Consumer, ConsumerStatus};
+use crate::consumer::{CheckedCache, Consumer, ConsumerStatus};
 use crate::http::{self, AppState};
 use crate::probe::ActiveProbe;
 use crate::serve::{self, ConnectionLimits};
@@ -37,7 +37,7 @@ pub struct Application {
     port: u16,
     state: AppState,
     probe: ActiveProbe,
-    consumer: Option<Consumer<BookCache>>,
+    consumer: Option<Consumer<CheckedCache>>,
     invalidator: Option<Invalidator>,
     limits: ConnectionLimits,
     drain_delay: Duration,
@@ -61,9 +61,10 @@ impl Application {
         let ready_timeout = health::ready_timeout(settings.storagesvc_timeout);
         let probe = ActiveProbe::new(path.breaker.clone(), path.client.clone(), ready_timeout);
         // The consumer writes through the read path's cache: one connection, one version rule.
-        let consumer = settings
-            .consumer_settings()
-            .map(|consumer| Consumer::new(consumer, path.cache.clone()));
+        let consumer = settings.consumer_settings().map(|consumer| {
+            let sink = CheckedCache::new(path.cache.clone(), path.client.clone());
+            Consumer::new(consumer, sink)
+        });
         let state = AppState {
             service,
             metrics,

@@ -206,7 +206,11 @@ async fn a_newer_event_applies_while_older_equal_and_duplicate_ones_are_ignored(
         ),
     ];
     for (event, outcome, title, case) in cases {
-        assert_eq!(cache.apply_event(&event).await?, outcome, "{case}");
+        assert_eq!(
+            cache.apply_event_on_version(&event).await?,
+            outcome,
+            "{case}"
+        );
         assert_eq!(
             cached_title(&cache, 1).await?.as_deref(),
             Some(title),
@@ -220,11 +224,11 @@ async fn a_newer_event_applies_while_older_equal_and_duplicate_ones_are_ignored(
 async fn an_event_entry_serves_the_event_version_and_occurred_at() -> anyhow::Result<()> {
     let cache = shared_cache("event-shape").await?;
 
-    cache.apply_event(&created(1, 4, "Four")).await?;
+    cache.apply_event_on_version(&created(1, 4, "Four")).await?;
     let mut without_time = updated(2, 1, "Now");
     without_time.occurred_at = None;
     let before = Utc::now();
-    cache.apply_event(&without_time).await?;
+    cache.apply_event_on_version(&without_time).await?;
 
     let Some(CachedBook::Live(with_time)) = cached(&cache, 1).await? else {
         panic!("book 1 is cached")
@@ -245,18 +249,18 @@ async fn an_event_entry_serves_the_event_version_and_occurred_at() -> anyhow::Re
 #[tokio::test]
 async fn a_tombstone_blocks_older_upserts_and_reads_as_not_found() -> anyhow::Result<()> {
     let cache = shared_cache("tombstone").await?;
-    cache.apply_event(&created(1, 1, "One")).await?;
+    cache.apply_event_on_version(&created(1, 1, "One")).await?;
 
     assert_eq!(
-        cache.apply_event(&deleted(1, 3)).await?,
+        cache.apply_event_on_version(&deleted(1, 3)).await?,
         WriteOutcome::Applied
     );
     assert_eq!(
-        cache.apply_event(&updated(1, 2, "late")).await?,
+        cache.apply_event_on_version(&updated(1, 2, "late")).await?,
         WriteOutcome::IgnoredStale
     );
     assert_eq!(
-        cache.apply_event(&updated(1, 3, "same")).await?,
+        cache.apply_event_on_version(&updated(1, 3, "same")).await?,
         WriteOutcome::IgnoredStale
     );
 
@@ -267,7 +271,7 @@ async fn a_tombstone_blocks_older_upserts_and_reads_as_not_found() -> anyhow::Re
         Some(&CachedBook::Tombstone { version: 3 })
     );
     assert_eq!(
-        cache.apply_event(&deleted(2, 1)).await?,
+        cache.apply_event_on_version(&deleted(2, 1)).await?,
         WriteOutcome::Applied,
         "unseen id"
     );
@@ -284,7 +288,7 @@ async fn an_upsert_event_without_its_book_is_refused() -> anyhow::Result<()> {
     let mut event = updated(1, 2, "x");
     event.book = None;
 
-    let result = cache.apply_event(&event).await;
+    let result = cache.apply_event_on_version(&event).await;
 
     assert!(
         matches!(result, Err(CacheError::InvalidInput(_))),
@@ -299,10 +303,10 @@ async fn an_upsert_event_without_its_book_is_refused() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_fill_that_raced_a_newer_event_does_not_overwrite_it() -> anyhow::Result<()> {
     let cache = shared_cache("race-newer").await?;
-    cache.apply_event(&updated(1, 1, "v1")).await?;
+    cache.apply_event_on_version(&updated(1, 1, "v1")).await?;
     let seen = cache.get_book(1).await?.seen; // the read before asking storagesvc
 
-    cache.apply_event(&updated(1, 3, "v3")).await?; // lands while the fill is in flight
+    cache.apply_event_on_version(&updated(1, 3, "v3")).await?; // lands while the fill is in flight
     let outcome = cache
         .fill_book(1, seen, Some(&book(1, 2, "v2 from storagesvc")))
         .await?;
@@ -317,7 +321,7 @@ async fn a_fill_newer_than_the_event_that_raced_it_wins() -> anyhow::Result<()> 
     let cache = shared_cache("race-older").await?;
     let seen = cache.get_book(1).await?.seen;
 
-    cache.apply_event(&created(1, 1, "v1")).await?;
+    cache.apply_event_on_version(&created(1, 1, "v1")).await?;
     let outcome = cache.fill_book(1, seen, Some(&book(1, 2, "v2"))).await?;
 
     assert_eq!(outcome, WriteOutcome::Applied);
@@ -328,7 +332,9 @@ async fn a_fill_newer_than_the_event_that_raced_it_wins() -> anyhow::Result<()> 
 #[tokio::test]
 async fn a_fill_replaces_a_forged_high_version_it_saw() -> anyhow::Result<()> {
     let cache = shared_cache("forged").await?;
-    cache.apply_event(&updated(1, 1_000_000, "forged")).await?;
+    cache
+        .apply_event_on_version(&updated(1, 1_000_000, "forged"))
+        .await?;
 
     let lookup = cache.get_book(1).await?;
     let outcome = cache
@@ -339,7 +345,7 @@ async fn a_fill_replaces_a_forged_high_version_it_saw() -> anyhow::Result<()> {
     assert_eq!(cached_title(&cache, 1).await?.as_deref(), Some("truth"));
     // Back to ordinary order: the next real event (v3) applies.
     assert_eq!(
-        cache.apply_event(&updated(1, 3, "v3")).await?,
+        cache.apply_event_on_version(&updated(1, 3, "v3")).await?,
         WriteOutcome::Applied
     );
     Ok(())
@@ -348,7 +354,7 @@ async fn a_fill_replaces_a_forged_high_version_it_saw() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_fill_without_a_read_never_replaces_a_newer_entry() -> anyhow::Result<()> {
     let cache = shared_cache("seen-nothing").await?;
-    cache.apply_event(&updated(1, 5, "v5")).await?;
+    cache.apply_event_on_version(&updated(1, 5, "v5")).await?;
 
     let outcome = cache
         .fill_book(1, Seen::NOTHING, Some(&book(1, 4, "v4")))
@@ -362,7 +368,7 @@ async fn a_fill_without_a_read_never_replaces_a_newer_entry() -> anyhow::Result<
 #[tokio::test]
 async fn a_404_fill_tombstones_a_known_book_but_does_not_cache_unknown_ids() -> anyhow::Result<()> {
     let cache = shared_cache("fill-404").await?;
-    cache.apply_event(&created(1, 2, "One")).await?;
+    cache.apply_event_on_version(&created(1, 2, "One")).await?;
 
     let seen = cache.get_book(1).await?.seen;
     assert_eq!(cache.fill_book(1, seen, None).await?, WriteOutcome::Applied);
@@ -371,7 +377,7 @@ async fn a_404_fill_tombstones_a_known_book_but_does_not_cache_unknown_ids() -> 
         Some(CachedBook::Tombstone { version: 2 })
     );
     assert_eq!(
-        cache.apply_event(&updated(1, 2, "late")).await?,
+        cache.apply_event_on_version(&updated(1, 2, "late")).await?,
         WriteOutcome::IgnoredStale
     );
 
@@ -425,7 +431,7 @@ async fn emit_event(cache: &BookCache, storage: &AtomicI64) -> anyhow::Result<()
     let version = storage.fetch_add(1, Ordering::SeqCst) + 1;
     jitter().await; // events reach the consumer late and out of order
     cache
-        .apply_event(&updated(1, version, &format!("v{version}")))
+        .apply_event_on_version(&updated(1, version, &format!("v{version}")))
         .await?;
     Ok(())
 }
@@ -449,7 +455,7 @@ async fn jitter() {
 async fn a_page_is_incomplete_until_filled_then_fresh_sorted_until_its_mark_lapses()
 -> anyhow::Result<()> {
     let cache = shared_cache("page-fill").await?;
-    cache.apply_event(&created(5, 1, "Five")).await?;
+    cache.apply_event_on_version(&created(5, 1, "Five")).await?;
 
     let first = cache.get_page(0, 10).await?;
     let known = first.cached.clone().expect("book 5 is known");
@@ -509,19 +515,23 @@ async fn a_page_reflects_created_updated_and_deleted_events_at_once() -> anyhow:
     let seen = cache.get_page(0, 100).await?.seen;
     fill_first_page(&cache, seen, &[book(1, 1, "One"), book(2, 1, "Two")]).await?;
 
-    cache.apply_event(&created(3, 1, "Three")).await?;
+    cache
+        .apply_event_on_version(&created(3, 1, "Three"))
+        .await?;
     assert_eq!(
         list_titles(&cache).await?,
         ["One", "Two", "Three"],
         "created"
     );
-    cache.apply_event(&updated(2, 2, "Two, revised")).await?;
+    cache
+        .apply_event_on_version(&updated(2, 2, "Two, revised"))
+        .await?;
     assert_eq!(
         list_titles(&cache).await?,
         ["One", "Two, revised", "Three"],
         "updated"
     );
-    cache.apply_event(&deleted(1, 2)).await?;
+    cache.apply_event_on_version(&deleted(1, 2)).await?;
     assert_eq!(
         list_titles(&cache).await?,
         ["Two, revised", "Three"],
@@ -538,7 +548,7 @@ async fn a_full_page_covers_only_up_to_its_last_id() -> anyhow::Result<()> {
         .fill_page(0, 2, seen, &[book(1, 1, "One"), book(2, 1, "Two")], HOUR)
         .await?;
     // Book 9 is known (an event), but nobody asked storagesvc about 3..8.
-    cache.apply_event(&created(9, 1, "Nine")).await?;
+    cache.apply_event_on_version(&created(9, 1, "Nine")).await?;
     let ids = |page: Cached<BookPage>| -> (Vec<i64>, bool) {
         let ids = page.value.books.iter().map(|b| b.id).collect();
         (ids, page.value.complete)
@@ -552,7 +562,7 @@ async fn a_full_page_covers_only_up_to_its_last_id() -> anyhow::Result<()> {
         (vec![1, 2, 9], false),
         "9 is past what the fill covered"
     );
-    cache.apply_event(&deleted(2, 2)).await?;
+    cache.apply_event_on_version(&deleted(2, 2)).await?;
     assert_eq!(
         ids(page(&cache, 0, 2).await?.expect("cached")),
         (vec![1, 9], false),
@@ -569,8 +579,10 @@ async fn a_page_fill_keeps_what_events_wrote_while_it_was_in_flight() -> anyhow:
     let seen = cache.get_page(0, 100).await?.seen; // the read before asking storagesvc
 
     // While storagesvc answers: book 1 updated to v3, book 4 created.
-    cache.apply_event(&updated(1, 3, "One v3")).await?;
-    cache.apply_event(&created(4, 1, "Four")).await?;
+    cache
+        .apply_event_on_version(&updated(1, 3, "One v3"))
+        .await?;
+    cache.apply_event_on_version(&created(4, 1, "Four")).await?;
     let answer = [book(1, 2, "One v2"), book(2, 2, "Two v2")];
     let outcome = fill_first_page(&cache, seen, &answer).await?;
 
@@ -588,7 +600,9 @@ async fn a_page_fill_keeps_what_events_wrote_while_it_was_in_flight() -> anyhow:
 async fn a_page_fill_replaces_forged_versions_and_unreadable_entries() -> anyhow::Result<()> {
     let redis = testkit::Redis::shared().await?;
     let cache = shared_cache("page-repair").await?;
-    cache.apply_event(&updated(1, 1_000_000, "forged")).await?;
+    cache
+        .apply_event_on_version(&updated(1, 1_000_000, "forged"))
+        .await?;
     let mut raw = redis::Client::open(redis.url())?
         .get_multiplexed_async_connection()
         .await?;
@@ -692,6 +706,121 @@ async fn an_undecodable_entry_under_a_valid_header_is_replaced_by_the_next_fill(
     Ok(())
 }
 
+// ---- a deleted book stays deleted (decision 0013) -------------------------------------------
+
+/// Longer than the rule's allowance for clock skew (2 s, `common.lua`).
+const PAST_SKEW: Duration = Duration::from_millis(2300);
+
+/// Sets the cache's memory going: the first checked event marks when it starts; events that
+/// occur `PAST_SKEW` later are within it.
+async fn start_memory(cache: &BookCache) -> anyhow::Result<()> {
+    // A new cache has proven nothing yet: this first event is unproven whatever it is.
+    cache
+        .apply_event(&BookChanged::deleted(999_999, 1, Utc::now()))
+        .await?;
+    tokio::time::sleep(PAST_SKEW).await;
+    Ok(())
+}
+
+/// The version of `id`'s live entry, if the cache serves one.
+async fn live_version(cache: &BookCache, id: i64) -> anyhow::Result<Option<i64>> {
+    Ok(match cached(cache, id).await? {
+        Some(CachedBook::Live(book)) => Some(book.version),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn a_late_event_after_a_redis_restart_that_lost_the_tombstone_is_refused()
+-> anyhow::Result<()> {
+    testkit::init_test_logging();
+    let redis = testkit::Redis::start().await?;
+    let cache = BookCache::new(config(&redis.url(), "restart"))?;
+    start_memory(&cache).await?;
+
+    // v1 is cached and saved to disk (the private Redis saves on stop, not while running).
+    let v1 = BookChanged::created(data(7, "v1"), 1, Utc::now());
+    assert_eq!(cache.apply_event(&v1).await?, WriteOutcome::Applied);
+    redis.stop().await?;
+    redis.start_again().await?;
+    until_ok(&cache).await;
+
+    // After the restart: v2 occurs (its event is late: held in a retry tier), then the delete
+    // is applied; then Redis crashes and comes back from its snapshot, without the tombstone.
+    start_memory(&cache).await?;
+    let late_v2 = BookChanged::updated(data(7, "v2, deleted since"), 2, Utc::now());
+    let v3 = BookChanged::deleted(7, 3, Utc::now());
+    assert_eq!(cache.apply_event(&v3).await?, WriteOutcome::Applied);
+    redis.kill().await?;
+    redis.start_again().await?;
+    until_ok(&cache).await;
+    assert_eq!(
+        live_version(&cache, 7).await?,
+        Some(1),
+        "the snapshot's v1 is back"
+    );
+
+    // The late v2 is newer than anything the cache holds, but older than its memory.
+    let outcome = cache.apply_event(&late_v2).await?;
+    assert_ne!(
+        live_version(&cache, 7).await?,
+        Some(2),
+        "a deleted book came back as a live entry (outcome {outcome:?})"
+    );
+    assert_eq!(outcome, WriteOutcome::Unproven);
+
+    // Another crash, and an event for a book the snapshot never had: the same.
+    let v4 = BookChanged::created(data(8, "v1"), 1, Utc::now());
+    redis.kill().await?;
+    redis.start_again().await?;
+    until_ok(&cache).await;
+    let outcome = cache.apply_event(&v4).await?;
+    assert_eq!(live_version(&cache, 8).await?, None, "outcome {outcome:?}");
+    assert_eq!(outcome, WriteOutcome::Unproven);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_older_than_max_age_is_refused_though_the_cache_holds_nothing()
+-> anyhow::Result<()> {
+    let cache = BookCache::new(CacheConfig {
+        max_age: Duration::from_secs(3),
+        ..config(&testkit::Redis::shared().await?.url(), "max-age-horizon")
+    })?;
+    start_memory(&cache).await?;
+    let late = BookChanged::updated(data(9, "late"), 2, Utc::now());
+    assert_eq!(
+        cache
+            .apply_event(&BookChanged::deleted(9, 3, Utc::now()))
+            .await?,
+        WriteOutcome::Applied
+    );
+    // Other writes keep the hash (and with it the cache's memory) alive meanwhile: only max
+    // age stands between the late event and the tombstone.
+    for version in 1..=4 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let mut other = BookChanged::updated(data(12, "keeps the hash alive"), version, Utc::now());
+        other.occurred_at = None;
+        assert_eq!(cache.apply_event(&other).await?, WriteOutcome::Applied);
+    }
+    assert_eq!(
+        cached(&cache, 9).await?,
+        None,
+        "the tombstone is past max age"
+    );
+
+    let outcome = cache.apply_event(&late).await?;
+    assert_eq!(live_version(&cache, 9).await?, None, "outcome {outcome:?}");
+    assert_eq!(outcome, WriteOutcome::Unproven);
+    // A recent event is judged on its version as before; one without occurred_at too.
+    let fresh = BookChanged::updated(data(10, "fresh"), 1, Utc::now());
+    assert_eq!(cache.apply_event(&fresh).await?, WriteOutcome::Applied);
+    let mut undated = BookChanged::updated(data(11, "by hand"), 1, Utc::now());
+    undated.occurred_at = None;
+    assert_eq!(cache.apply_event(&undated).await?, WriteOutcome::Applied);
+    Ok(())
+}
+
 // ---- Redis down ----------------------------------------------------------------------------
 
 #[tokio::test]
@@ -721,7 +850,10 @@ async fn every_call_fails_fast_while_redis_is_stopped_and_works_again_after() ->
                 cache.fill_page(0, 10, Seen::NOTHING, &[], HOUR).await,
                 "fill_page",
             ),
-            4 => assert_unavailable(cache.apply_event(&updated(1, 2, "x")).await, "apply_event"),
+            4 => assert_unavailable(
+                cache.apply_event_on_version(&updated(1, 2, "x")).await,
+                "apply_event",
+            ),
             _ => assert_unavailable(cache.ping().await, "ping"),
         }
         slowest = slowest.max(started.elapsed());
@@ -759,7 +891,7 @@ async fn the_cache_builds_while_redis_is_down_and_works_once_it_is_up() -> anyho
         "down at start-up: first call failed in {failed_in:?}; up: first success after {first_ok:?}, {failures} failed calls"
     );
     assert_eq!(
-        cache.apply_event(&created(1, 1, "One")).await?,
+        cache.apply_event_on_version(&created(1, 1, "One")).await?,
         WriteOutcome::Applied
     );
     Ok(())
@@ -786,7 +918,10 @@ async fn a_redis_that_never_answers_costs_each_call_at_most_the_op_timeout() -> 
         let started = Instant::now();
         match op {
             "get_book" => assert_unavailable(cache.get_book(1).await, op),
-            _ => assert_unavailable(cache.apply_event(&created(1, 1, "One")).await, op),
+            _ => assert_unavailable(
+                cache.apply_event_on_version(&created(1, 1, "One")).await,
+                op,
+            ),
         }
         let took = started.elapsed();
         eprintln!("silent redis: {op} failed after {took:?}");

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 use tokio::time::{Instant, timeout_at};
@@ -74,6 +74,10 @@ pub enum PublishError {
         /// The broker's explanation, e.g. "NO_ROUTE".
         reply_text: String,
     },
+    /// The durable queue the events are for does not exist: `mandatory` alone would not
+    /// say so while another queue (a booksvc replica's invalidation queue) is bound.
+    #[error("queue {0} does not exist: {1}")]
+    QueueMissing(String, lapin::Error),
     /// No confirm arrived in time (blocked or overloaded broker, lost connection).
     #[error("no publisher confirm within {0:?}")]
     Timeout(Duration),
@@ -115,6 +119,24 @@ impl ConfirmPublisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         Ok(ConfirmPublisher { channel })
+    }
+
+    /// Checks that `queue` exists (a passive declare, which needs no permission), within
+    /// `within`. A missing queue closes this channel (AMQP semantics): the publisher is then
+    /// done, as after any other channel error.
+    pub async fn check_queue(&self, queue: &str, within: Duration) -> Result<(), PublishError> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declare =
+            self.channel
+                .queue_declare(ShortString::from(queue), passive, FieldTable::default());
+        match tokio::time::timeout(within, declare).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(PublishError::QueueMissing(queue.to_owned(), error)),
+            Err(_) => Err(PublishError::Timeout(within)),
+        }
     }
 
     /// Publishes `messages` in order to `exchange`, persistent, `application/json`,

@@ -262,12 +262,35 @@ impl Link {
         Ok(())
     }
 
-    /// Declares the whole topology on a channel of its own (closed afterwards).
+    /// Declares the whole topology on a channel of its own (closed afterwards). A user that
+    /// may not configure `books` (booksvc's least-privilege user) uses the `books` storagesvc
+    /// declared, and fails with `NOT_FOUND` until it exists.
     pub async fn declare(&self, topology: &Topology) -> Result<(), lapin::Error> {
+        self.ensure_exchange().await?;
         let channel = self.connection.create_channel().await?;
-        topology.declare(&channel).await?;
+        topology.declare_consumer_side(&channel).await?;
         self.close_channel(channel, "topology declared").await;
         Ok(())
+    }
+
+    /// Declares `books`, or, when the user may not configure it, checks that it exists.
+    /// Each try on a channel of its own: a refusal closes the channel it came on.
+    async fn ensure_exchange(&self) -> Result<(), lapin::Error> {
+        let channel = self.connection.create_channel().await?;
+        match Topology::declare_exchange(&channel).await {
+            Ok(()) => {
+                self.close_channel(channel, "exchange declared").await;
+                Ok(())
+            }
+            Err(error) if is_access_refused(&error) => {
+                tracing::debug!(%error, "may not declare exchange books; checking that it exists");
+                let channel = self.connection.create_channel().await?;
+                Topology::check_exchange(&channel).await?;
+                self.close_channel(channel, "exchange checked").await;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Declares the whole topology, or, when the broker user may not configure booksvc's
@@ -299,7 +322,7 @@ impl Link {
     /// quorum queue cannot be exclusive). It is declared anew on every session, so on
     /// whichever node the session runs.
     pub async fn consume_replica_queue(&self, channel: &Channel) -> Result<Consumer, lapin::Error> {
-        Topology::declare_exchange(channel).await?;
+        self.ensure_exchange().await?;
         let own = QueueDeclareOptions {
             exclusive: true,
             auto_delete: true,

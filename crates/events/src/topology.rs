@@ -134,6 +134,13 @@ impl Topology {
     /// from several services. A failure closes `channel` (AMQP semantics).
     pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
         declare_exchange(channel, EXCHANGE, ExchangeKind::Topic).await?;
+        self.declare_consumer_side(channel).await
+    }
+
+    /// Declares everything but [`EXCHANGE`], which must exist: booksvc's exchanges, queues
+    /// and bindings. For a broker user that may not configure `books` (booksvc's user in
+    /// `deploy/rabbitmq/setup-users.sh`, so that it cannot delete it).
+    pub async fn declare_consumer_side(&self, channel: &Channel) -> Result<(), lapin::Error> {
         declare_exchange(channel, DLQ_EXCHANGE, ExchangeKind::Fanout).await?;
         declare_exchange(channel, RETRY_EXCHANGE, ExchangeKind::Direct).await?;
 
@@ -161,6 +168,24 @@ impl Topology {
     /// that may do nothing more (storagesvc's user in `deploy/rabbitmq/setup-users.sh`).
     pub async fn declare_exchange(channel: &Channel) -> Result<(), lapin::Error> {
         declare_exchange(channel, EXCHANGE, ExchangeKind::Topic).await
+    }
+
+    /// Checks that [`EXCHANGE`] exists without declaring it (a passive declare, which needs
+    /// no permission); fails with `NOT_FOUND` (closing `channel`) when it does not.
+    pub async fn check_exchange(channel: &Channel) -> Result<(), lapin::Error> {
+        let options = ExchangeDeclareOptions {
+            passive: true,
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                ShortString::from(EXCHANGE),
+                ExchangeKind::Topic,
+                options,
+                FieldTable::default(),
+            )
+            .await
     }
 }
 

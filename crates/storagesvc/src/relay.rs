@@ -32,7 +32,7 @@ mod wake;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events::{BrokerNodes, ConfirmPublisher, EXCHANGE, Outgoing, PublishError, SessionEnd};
+use events::{BrokerNodes, ConfirmPublisher, EXCHANGE, Outgoing, PublishError, QUEUE, SessionEnd};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -169,6 +169,20 @@ impl OutboxRelay {
         if pending.is_empty() {
             bounded(step, tx.rollback()).await?;
             return Ok(RelayOutcome::Idle);
+        }
+        // `mandatory` proves only that *some* queue took each event: booksvc's per-replica
+        // invalidation queues are bound to `books` too. The durable queue must exist, or the
+        // events stay here (the session ends and reconnects, as for an unroutable event).
+        if let Err(source) = publisher
+            .check_queue(QUEUE, self.config.confirm_timeout)
+            .await
+        {
+            bounded(step, tx.rollback()).await?;
+            record_batch(0, true, started.elapsed());
+            return Err(RelayError::Publish {
+                confirmed: 0,
+                source,
+            });
         }
         let messages: Vec<Outgoing> = pending.iter().map(to_outgoing).collect();
         let report = publisher

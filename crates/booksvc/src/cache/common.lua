@@ -62,6 +62,33 @@ local function drop(key, index, id)
   redis.call('ZREM', index, index_member(id))
 end
 
+-- What the cache has proven (docs/decisions/0013-deleted-stays-deleted.md). The hash's
+-- "_since" field is "<run_id>:<ms>": from that Redis time on, on the Redis server process with
+-- that run_id, the hash has kept every entry written to it, tombstones included, for max_age.
+-- A restart changes the run_id (persistence or not: a snapshot may predate the last
+-- tombstones), and a hash lost with its data takes the field with it; either way the field
+-- starts again at now. The run_id comes from INFO, the one thing a restarted Redis cannot keep.
+local SKEW_MS = 2000
+
+local function since(key, now)
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+  local raw = redis.call('HGET', key, '_since')
+  if raw then
+    local r, at = string.match(raw, '^(%x*):(%d+)$')
+    if r == run then return tonumber(at) end
+  end
+  redis.call('HSET', key, '_since', run .. ':' .. now)
+  return now
+end
+
+-- Whether an event that occurred at `occurred` (ms, the writer's clock) is within what the
+-- cache has proven: after its "_since" and within max_age, so any delete that followed it
+-- left a tombstone that is still here. SKEW_MS covers the clocks of PostgreSQL and Redis.
+local function proven(key, now, max_age, occurred)
+  local horizon = math.max(since(key, now), now - max_age)
+  return occurred >= horizon + SKEW_MS
+end
+
 -- Every write leaves both keys to expire max_age after it: an idle deployment keeps nothing.
 local function keep_alive(key, index, max_age)
   redis.call('PEXPIRE', key, max_age)

@@ -12,8 +12,9 @@
 //!   measured by that one clock, so replicas with skewed clocks agree).
 //! - `kind` `b` with the book's JSON as body, or `t`, a tombstone (a deleted book).
 //!
-//! One more field starts with `_` and cannot collide with ids: `_rev` (the counter). (A
-//! `_list` field left by older versions is ignored.)
+//! Two more fields start with `_` and cannot collide with ids: `_rev` (the counter) and
+//! `_since` (what the cache has proven, below). (A `_list` field left by older versions is
+//! ignored.)
 //!
 //! Next to the hash, the **id index** `<prefix>ids`: a sorted set of the ids of every live
 //! book entry (tombstones are not in it), as 19-digit zero-padded members at score 0, so that
@@ -49,6 +50,12 @@
 //! - **Event**: written only if its version is newer than the entry's (absent counts as
 //!   older). Duplicates and reordered events are harmless. A delete writes a tombstone with
 //!   its version, so an older upsert cannot resurrect the book.
+//! - **An event the cache cannot vouch for** (decision 0013, "A deleted book stays deleted"):
+//!   the hash's `_since` field (`<run_id>:<ms>`) says from when, on which Redis server process,
+//!   the hash has kept every entry it was given. An event that occurred before
+//!   `max(_since, now - max_age) + 2 s` may be followed by a delete whose tombstone is gone
+//!   (past max age, a restart, a restore from an older snapshot): it is not written
+//!   ([`WriteOutcome::Unproven`]) and the consumer fills the entry from storagesvc instead.
 //! - **Fill** (storagesvc, the source of truth): a read returns [`Seen`], the revision it
 //!   observed; the fill replaces any entry still at or below that revision, *whatever its
 //!   version*, so a forged event with a huge version cannot pin wrong data for ever. An entry
@@ -254,6 +261,9 @@ pub enum WriteOutcome {
     IgnoredStale,
     /// Nothing to write: storagesvc said 404 for an id the cache does not hold.
     Skipped,
+    /// An event older than what the cache has proven (see "A deleted book stays deleted"):
+    /// not written; only storagesvc can say whether the book still exists.
+    Unproven,
 }
 
 /// What a page fill did, book by book.

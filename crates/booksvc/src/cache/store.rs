@@ -57,6 +57,9 @@ struct EntryWrite {
     version: String,
     kind: &'static str,
     body: String,
+    /// Events: when the event occurred (ms since the epoch), checked against what the cache
+    /// has proven; `""` to trust the version alone.
+    occurred: String,
 }
 
 impl BookCache {
@@ -248,10 +251,33 @@ impl BookCache {
         })
     }
 
-    /// Applies a book-changed event if it is newer than the entry.
+    /// Applies a book-changed event if it is newer than the entry and within what the cache
+    /// has proven (module docs, "A deleted book stays deleted"): an event that occurred
+    /// before the cache's horizon comes back [`WriteOutcome::Unproven`], unwritten. An event
+    /// without `occurred_at` is dated when it is applied and judged on its version alone.
     pub async fn apply_event(&self, event: &BookChanged) -> Result<WriteOutcome, CacheError> {
+        let occurred = event
+            .occurred_at
+            .map_or_else(String::new, |at| at.timestamp_millis().to_string());
+        self.write_event(event, occurred).await
+    }
+
+    /// Applies a book-changed event on its version alone, however old it is: for a writer with
+    /// no source of truth to check an unproven event against (tests, benchmarks).
+    pub async fn apply_event_on_version(
+        &self,
+        event: &BookChanged,
+    ) -> Result<WriteOutcome, CacheError> {
+        self.write_event(event, String::new()).await
+    }
+
+    async fn write_event(
+        &self,
+        event: &BookChanged,
+        occurred: String,
+    ) -> Result<WriteOutcome, CacheError> {
         let version = version_arg(event.version)?;
-        let write = match (event.kind, &event.book) {
+        let mut write = match (event.kind, &event.book) {
             (EventType::Deleted, _) => EntryWrite::tombstone("event", version),
             (EventType::Created | EventType::Updated, Some(data)) => {
                 let updated_at = event.occurred_at.unwrap_or_else(Utc::now);
@@ -267,6 +293,7 @@ impl BookCache {
                 )));
             }
         };
+        write.occurred = occurred;
         self.write_entry("apply_event", event.book_id, Seen::NOTHING, write)
             .await
     }
@@ -318,13 +345,15 @@ impl BookCache {
                     .arg(&write.version)
                     .arg(write.kind)
                     .arg(&write.body)
-                    .arg(max_age_ms(inner.max_age));
+                    .arg(max_age_ms(inner.max_age))
+                    .arg(&write.occurred);
                 async move { invocation.invoke_async(&mut conn).await }
             })
             .await?;
         let outcome = match written {
             1 => WriteOutcome::Applied,
             -1 => WriteOutcome::Skipped,
+            -2 => WriteOutcome::Unproven,
             _ => WriteOutcome::IgnoredStale,
         };
         record_writes(write.writer, outcome_label(outcome), 1);
@@ -425,6 +454,7 @@ impl EntryWrite {
             version: version_arg(book.version)?,
             kind: "b",
             body: book_body(book)?,
+            occurred: String::new(),
         })
     }
 
@@ -434,6 +464,7 @@ impl EntryWrite {
             version,
             kind: "t",
             body: String::new(),
+            occurred: String::new(),
         }
     }
 }
@@ -462,6 +493,7 @@ fn outcome_label(outcome: WriteOutcome) -> &'static str {
         WriteOutcome::Applied => "applied",
         WriteOutcome::IgnoredStale => "ignored",
         WriteOutcome::Skipped => "skipped",
+        WriteOutcome::Unproven => "unproven",
     }
 }
 

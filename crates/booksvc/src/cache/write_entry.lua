@@ -4,15 +4,23 @@
 -- ARGV[3] seen revision (fills only)
 -- ARGV[4] version ("" for a fill that found the book gone: the tombstone keeps the entry's)
 -- ARGV[5] kind "b" or "t"  ARGV[6] body   ARGV[7] max age in ms
--- Returns 1 written, 0 ignored (stale), -1 nothing to write (404 for a book never cached).
+-- ARGV[8] events: when the event occurred, in ms since the epoch; "" to trust the version
+--         alone (an event without occurred_at, or a writer with nothing to check against)
+-- Returns 1 written, 0 ignored (stale), -1 nothing to write (404 for a book never cached),
+-- -2 unproven: the event is older than what the cache has proven (see `proven`), so a delete
+-- that followed it may have left a tombstone the cache no longer has; not written.
 local key, index, id, writer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local seen, version, kind, body = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
-local max_age = tonumber(ARGV[7])
+local max_age, occurred = tonumber(ARGV[7]), ARGV[8]
 local now = now_ms()
 local cur = load(redis.call('HGET', key, id), now, max_age)
 
 if writer == 'event' then
   if cur ~= nil and not newer(version, cur.version) then return 0 end
+  if occurred ~= '' and not proven(key, now, max_age, tonumber(occurred)) then
+    keep_alive(key, index, max_age)
+    return -2
+  end
 elseif version == '' then
   -- Unknown ids are not cached: a scan of random ids must not fill Redis with tombstones.
   if cur == nil then return -1 end

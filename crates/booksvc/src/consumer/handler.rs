@@ -338,6 +338,7 @@ fn record_outcome(event: &BookChanged, outcome: WriteOutcome) {
     match outcome {
         WriteOutcome::Applied => metrics::record_applied(),
         WriteOutcome::IgnoredStale | WriteOutcome::Skipped => metrics::record_ignored_stale(),
+        WriteOutcome::Unproven => metrics::record_unproven(),
     }
     if let Some(occurred_at) = event.occurred_at {
         let lag = (Utc::now() - occurred_at)

@@ -5,6 +5,8 @@
 //! | `booksvc_consumer_consumed_total` | | deliveries taken from the queue |
 //! | `booksvc_consumer_applied_total` | | events written into the cache |
 //! | `booksvc_consumer_ignored_stale_total` | | events older than (or as old as) the cache |
+//! | `booksvc_consumer_checked_total` | | events older than what the cache has proven, settled by asking storagesvc instead (decision 0013) |
+//! | `booksvc_consumer_unproven_total` | | of those, events storagesvc could not settle: nothing written |
 //! | `booksvc_consumer_retried_total` | `tier` (the delay, e.g. `10s`) | sent to a retry queue |
 //! | `booksvc_consumer_dead_lettered_total` | `reason` | sent to the DLQ ([`DeadLetterReason`]) |
 //! | `booksvc_consumer_rejected_total` | `reason` | the DLQ refused the dead letter: rejected without requeue |
@@ -137,6 +139,14 @@ pub(crate) fn record_consumed() {
 
 pub(crate) fn record_applied() {
     metrics::counter!("booksvc_consumer_applied_total").increment(1);
+}
+
+pub(crate) fn record_checked() {
+    metrics::counter!("booksvc_consumer_checked_total").increment(1);
+}
+
+pub(crate) fn record_unproven() {
+    metrics::counter!("booksvc_consumer_unproven_total").increment(1);
 }
 
 pub(crate) fn record_ignored_stale() {

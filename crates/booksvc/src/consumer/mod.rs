@@ -48,7 +48,7 @@ use events::{BrokerNodes, DEFAULT_RETRY_DELAYS, Topology};
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::DeadLetterReason;
-pub use sink::{EventSink, SinkError};
+pub use sink::{CheckedCache, EventSink, SinkError};
 pub use status::{ConsumerState, ConsumerStatus};
 
 use routing::RetryTiers;

@@ -2,10 +2,12 @@
 //! it to inject faults into our own code (never to pretend Redis).
 
 use std::future::Future;
+use std::time::Duration;
 
 use events::BookChanged;
 
 use crate::cache::{BookCache, CacheError, WriteOutcome};
+use crate::client::{ClientError, StorageClient};
 
 /// Why a sink could not take an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,13 +38,79 @@ pub trait EventSink: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
+/// On its own the cache has nothing to check an unproven event against, so it applies events
+/// on their version alone ([`BookCache::apply_event_on_version`]): for tests and benchmarks of
+/// the consumer's mechanics. booksvc itself consumes through [`CheckedCache`].
 impl EventSink for BookCache {
     async fn apply(&self, event: &BookChanged) -> Result<WriteOutcome, SinkError> {
-        self.apply_event(event).await.map_err(classify)
+        self.apply_event_on_version(event).await.map_err(classify)
     }
 
     async fn ping(&self) -> Result<(), SinkError> {
         self.probe_write().await.map_err(classify)
+    }
+}
+
+/// How long the consumer waits for storagesvc when it checks an unproven event.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The sink booksvc consumes through: the cache under the full rule, and storagesvc to settle
+/// the events the cache cannot vouch for (decision 0013: a deleted book stays deleted).
+///
+/// An event older than what the cache has proven (older than its max age, or than the
+/// cache's memory after a Redis restart or data loss) may be followed by a delete whose
+/// tombstone the cache no longer has. Such an event is never written; instead the entry is
+/// filled from storagesvc, the source of truth, the way a read fills it: the revision taken
+/// before asking, so an event applied meanwhile keeps its place. A 404 tombstones a known
+/// entry and caches nothing for an unknown id. When storagesvc cannot answer, nothing is
+/// written (the next read fills the entry) and the event counts as unproven.
+#[derive(Clone, Debug)]
+pub struct CheckedCache {
+    cache: BookCache,
+    storage: StorageClient,
+}
+
+impl CheckedCache {
+    pub fn new(cache: BookCache, storage: StorageClient) -> CheckedCache {
+        CheckedCache { cache, storage }
+    }
+
+    /// Fills `id` from storagesvc; `Unproven` when storagesvc cannot say.
+    async fn fill_from_storage(&self, id: i64) -> Result<WriteOutcome, SinkError> {
+        let seen = self.cache.seen().await.map_err(classify)?;
+        let book = match self.storage.get_book(id, None, CHECK_TIMEOUT).await {
+            Ok(book) => Some(book),
+            Err(ClientError::NotFound) => None,
+            Err(error) => {
+                tracing::warn!(book_id = id, %error, "an unproven event could not be checked with storagesvc: not applied; the next read fills the entry");
+                return Ok(WriteOutcome::Unproven);
+            }
+        };
+        self.cache
+            .fill_book(id, seen, book.as_ref())
+            .await
+            .map_err(classify)
+    }
+}
+
+impl EventSink for CheckedCache {
+    async fn apply(&self, event: &BookChanged) -> Result<WriteOutcome, SinkError> {
+        match self.cache.apply_event(event).await.map_err(classify)? {
+            WriteOutcome::Unproven => {
+                tracing::info!(
+                    book_id = event.book_id,
+                    version = event.version,
+                    "event older than what the cache has proven: filling from storagesvc instead"
+                );
+                super::metrics::record_checked();
+                self.fill_from_storage(event.book_id).await
+            }
+            outcome => Ok(outcome),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), SinkError> {
+        self.cache.probe_write().await.map_err(classify)
     }
 }
 

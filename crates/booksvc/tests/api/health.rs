@@ -24,6 +24,8 @@ async fn live_is_200_and_ready_reports_fresh_with_every_dependency() -> anyhow::
     stack.stop().await
 }
 
+/// The series exist and routes are templates; their values are checked exactly in
+/// `tests/metrics_values.rs` (a binary of its own: the recorder is global to the process).
 #[tokio::test]
 async fn metrics_count_requests_and_cache_results() -> anyhow::Result<()> {
     let stack = TestStack::spawn().await?;

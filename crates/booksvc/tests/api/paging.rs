@@ -174,7 +174,7 @@ async fn an_applied_event_shows_in_the_next_page() -> anyhow::Result<()> {
     let created = stack.create_book("Created").await?;
     stack
         .cache
-        .apply_event(&upsert(created, 1, "Created"))
+        .apply_event_on_version(&upsert(created, 1, "Created"))
         .await?;
     let after_create = page(&stack, "/books?limit=10").await?;
     assert_eq!(after_create.ids, [1, 2, created]);
@@ -182,14 +182,17 @@ async fn an_applied_event_shows_in_the_next_page() -> anyhow::Result<()> {
 
     let renamed = stack.rename_book(1, "Renamed").await?;
     assert_eq!(renamed["version"], 2);
-    stack.cache.apply_event(&upsert(1, 2, "Renamed")).await?;
+    stack
+        .cache
+        .apply_event_on_version(&upsert(1, 2, "Renamed"))
+        .await?;
     let after_update = page(&stack, "/books?limit=10").await?;
     assert_eq!(after_update.titles[0], "Renamed");
 
     stack.delete_book(2).await?;
     stack
         .cache
-        .apply_event(&BookChanged::deleted(2, 2, Utc::now()))
+        .apply_event_on_version(&BookChanged::deleted(2, 2, Utc::now()))
         .await?;
     let after_delete = page(&stack, "/books?limit=10").await?;
     assert_eq!(after_delete.ids, [1, created]);

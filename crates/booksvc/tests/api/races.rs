@@ -57,7 +57,7 @@ async fn a_fill_that_raced_a_newer_write_does_not_overwrite_it() -> anyhow::Resu
     let updated = stack.rename_book(id, "Renamed").await?;
     let version = updated["version"].as_i64().unwrap_or_default();
     let event = BookChanged::updated(event_data(id, "Renamed"), version, Utc::now());
-    stack.cache.apply_event(&event).await?;
+    stack.cache.apply_event_on_version(&event).await?;
     stack.proxy.release();
 
     let response = read.await??;
@@ -83,7 +83,7 @@ async fn a_fill_replaces_a_forged_high_version_entry() -> anyhow::Result<()> {
         .await?;
     assert_eq!(stack.get_book(1).await?.status(), StatusCode::OK);
     let forged = BookChanged::updated(event_data(1, "Forged"), 1_000_000, Utc::now());
-    stack.cache.apply_event(&forged).await?;
+    stack.cache.apply_event_on_version(&forged).await?;
     assert_eq!(cached(&stack, 1).await?, (1_000_000, "Forged".to_owned()));
 
     let response = stack.get_book(1).await?;

@@ -200,7 +200,7 @@ async fn a_rebuild_while_events_are_applied_never_leaves_an_older_version() -> a
                 let version = 2;
                 stack
                     .cache
-                    .apply_event(&BookChanged::deleted(id, version, Utc::now()))
+                    .apply_event_on_version(&BookChanged::deleted(id, version, Utc::now()))
                     .await?;
                 deleted.push(id);
             } else {
@@ -209,13 +209,16 @@ async fn a_rebuild_while_events_are_applied_never_leaves_an_older_version() -> a
                 let version = book["version"].as_i64().unwrap_or_default();
                 stack
                     .cache
-                    .apply_event(&upsert(id, version, &title))
+                    .apply_event_on_version(&upsert(id, version, &title))
                     .await?;
             }
             if round % 4 == 0 {
                 let title = format!("Created in round {round}");
                 let id = stack.create_book(&title).await?;
-                stack.cache.apply_event(&upsert(id, 1, &title)).await?;
+                stack
+                    .cache
+                    .apply_event_on_version(&upsert(id, 1, &title))
+                    .await?;
             }
             tokio::task::yield_now().await;
         }

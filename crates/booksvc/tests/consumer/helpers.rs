@@ -121,6 +121,23 @@ impl Broker {
         self.publish_messages(&messages).await
     }
 
+    /// Publishes events to another exchange (e.g. the DLQ's, as if they had failed).
+    pub(crate) async fn publish_to(
+        &self,
+        exchange: &str,
+        events: &[BookChanged],
+    ) -> anyhow::Result<()> {
+        let messages: Vec<_> = events.iter().map(Outgoing::event).collect();
+        let report = self
+            .publisher
+            .publish_in_order(exchange, &messages, 16, CONNECT_TIMEOUT)
+            .await;
+        match report.error {
+            None => Ok(()),
+            Some(error) => Err(error.into()),
+        }
+    }
+
     pub(crate) async fn publish_messages(&self, messages: &[Outgoing]) -> anyhow::Result<()> {
         let report = self
             .publisher
@@ -233,6 +250,17 @@ pub(crate) fn cache_on(redis_url: &str) -> anyhow::Result<BookCache> {
 
 fn uuid_like() -> String {
     format!("{:x}", rand::random::<u64>())
+}
+
+/// Starts the cache's memory (decision 0013) and waits past its first 2 s, within which
+/// booksvc settles events by asking storagesvc: for tests whose booksvc has no storagesvc and
+/// must apply the events they publish.
+pub(crate) async fn start_cache_memory(cache: &BookCache) -> anyhow::Result<()> {
+    cache
+        .apply_event(&BookChanged::deleted(i64::MAX, 1, Utc::now()))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    Ok(())
 }
 
 /// What the cache holds for `id` (None: nothing, or Redis down).

@@ -13,14 +13,14 @@ use events::BookChanged;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Broker, SOON, created, data, eventually, updated};
+use crate::helpers::{Broker, SOON, created, data, eventually, start_cache_memory, updated};
 use e2e::in_process::{Booksvc, unreachable_http_url};
 
 const KEEP_AN_HOUR: [&str; 4] = ["--cache-fresh-ttl", "1h", "--local-cache-ttl", "1h"];
 
 /// Another replica's consumer writing Redis, without any event reaching this one.
 async fn write_redis_only(cache: &BookCache, event: &BookChanged) -> anyhow::Result<()> {
-    cache.apply_event(event).await?;
+    cache.apply_event_on_version(event).await?;
     Ok(())
 }
 
@@ -73,6 +73,8 @@ async fn an_event_from_another_replica_drops_the_local_copy() -> anyhow::Result<
         .args(&KEEP_AN_HOUR)
         .spawn()
         .await?;
+    // No storagesvc: the events must be applied, not settled with it (decision 0013).
+    start_cache_memory(&booksvc.cache).await?;
     assert!(
         local_state_is(&booksvc, LocalState::Live).await,
         "never went live"
@@ -137,6 +139,8 @@ async fn with_the_broker_down_reads_bypass_the_local_layer() -> anyhow::Result<(
         .args(&KEEP_AN_HOUR)
         .spawn()
         .await?;
+    // No storagesvc: the events must be applied, not settled with it (decision 0013).
+    start_cache_memory(&booksvc.cache).await?;
     assert!(
         local_state_is(&booksvc, LocalState::Live).await,
         "never went live"
@@ -182,6 +186,8 @@ async fn turned_off_by_configuration_every_read_asks_redis() -> anyhow::Result<(
         .args(&args)
         .spawn()
         .await?;
+    // No storagesvc: the events must be applied, not settled with it (decision 0013).
+    start_cache_memory(&booksvc.cache).await?;
     assert_eq!(booksvc.local.state(), LocalState::Disabled);
     assert_eq!(ready_says(&booksvc).await?, "disabled");
     write_redis_only(&booksvc.cache, &created(1, "first")).await?;

@@ -6,7 +6,7 @@
 use booksvc::cache::LocalState;
 use serde_json::Value;
 
-use crate::helpers::{Broker, SOON, cached_at, created, eventually, updated};
+use crate::helpers::{Broker, SOON, cached_at, created, eventually, start_cache_memory, updated};
 use e2e::in_process::{Booksvc, unreachable_http_url};
 
 /// A URL no broker answers.
@@ -54,6 +54,8 @@ async fn with_a_dead_node_first_the_consumer_runs_on_the_live_one_and_says_so() 
         .consumer(&list)
         .spawn()
         .await?;
+    // No storagesvc: the events must be applied, not settled with it (decision 0013).
+    start_cache_memory(&booksvc.cache).await?;
 
     let (node, body) = consumer_running_on(&booksvc, &[node_of(&broker.url)])
         .await
@@ -86,6 +88,8 @@ async fn when_its_node_stops_booksvc_moves_to_the_other_and_keeps_consuming() ->
         .consumer(&urls.join(","))
         .spawn()
         .await?;
+    // No storagesvc: the events must be applied, not settled with it (decision 0013).
+    start_cache_memory(&booksvc.cache).await?;
 
     let (node, _) = consumer_running_on(&booksvc, &nodes)
         .await

@@ -11,8 +11,8 @@ use anyhow::{Context, ensure};
 use booksvc::redrive::redrive_from_url;
 use e2e::in_process::{Booksvc, Storagesvc};
 use events::lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use events::lapin::types::{FieldTable, ShortString};
 use events::lapin::{BasicProperties, Channel, Connection};
@@ -176,13 +176,33 @@ async fn the_services_work_as_their_least_privilege_users_and_nothing_more() -> 
 }
 
 /// booksvc's per-replica queue (server-named `amq.gen-…`, exclusive, auto-delete, bound to
-/// `books`) is within its permissions, and its user cannot forge events on `books`.
+/// `books`) is within its permissions; its user can neither forge events on `books` nor
+/// declare or delete `books` (configure), only check that it exists.
 #[tokio::test]
 async fn booksvc_may_have_a_server_named_queue_on_books_but_not_publish_there() -> anyhow::Result<()>
 {
     let users = BrokerUsers::start().await?;
+    let (admin, admin_channel) = open(&users.rabbit.amqp_url()).await?;
+    events::Topology::declare_exchange(&admin_channel).await?;
+    let _ = admin.close(200, ShortString::from("bye")).await;
+
     let (connection, channel) = open(&users.booksvc_url).await?;
-    events::Topology::declare_exchange(&channel).await?;
+    let delete = channel
+        .exchange_delete(
+            ShortString::from(EXCHANGE),
+            ExchangeDeleteOptions::default(),
+        )
+        .await;
+    assert_refused(delete, "booksvc deleting books");
+    let channel = connection.create_channel().await?;
+    assert_refused(
+        events::Topology::declare_exchange(&channel).await,
+        "booksvc declaring books",
+    );
+    let channel = connection.create_channel().await?;
+    events::Topology::check_exchange(&channel)
+        .await
+        .context("booksvc checking that books exists")?;
 
     let exclusive = QueueDeclareOptions {
         exclusive: true,

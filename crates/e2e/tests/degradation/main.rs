@@ -64,6 +64,17 @@ fn assert_any_reads_answered<'a>(samples: &'a Samples, phase: &str) -> Vec<&'a S
     reads
 }
 
+/// Asserts that writes were made in `phase` and storagesvc accepted every one of them: a
+/// scenario whose writer recorded nothing would otherwise pass every check on its events.
+fn assert_writes_accepted<'a>(samples: &'a Samples, phase: &str) -> Vec<&'a Sample> {
+    let writes = samples.of(Kind::Write, phase);
+    assert!(!writes.is_empty(), "no writes recorded during {phase}");
+    for write in &writes {
+        assert_eq!(write.status, Some(200), "{phase}: write {write:?}");
+    }
+    writes
+}
+
 /// How long to let a phase run so the clients get a fair number of requests in.
 const PHASE: Duration = Duration::from_secs(3);
 /// Bound for "comes back" after a dependency returns (reconnect backoffs top out at 1 s here,

@@ -6,8 +6,8 @@ use e2e::system::TOKEN;
 use e2e::{Figures, Load, Phase};
 
 use crate::{
-    PHASE, accepted_writes, assert_every_event_published, cache_catches_up, figures_dir,
-    latency_figures, options,
+    PHASE, accepted_writes, assert_every_event_published, assert_writes_accepted, cache_catches_up,
+    figures_dir, latency_figures, options,
 };
 
 #[tokio::test]
@@ -40,7 +40,16 @@ async fn rabbitmq_stop_app_and_restart_refuse_no_write_and_lose_no_event() {
     let writes = samples.all(Kind::Write);
     let refused: Vec<_> = writes.iter().filter(|w| w.status != Some(200)).collect();
     assert!(refused.is_empty(), "writes refused: {refused:?}");
+    for phase in ["before", "stop_app", "between", "restart", "after"] {
+        // The outbox takes every write whatever the broker does; none may be missing either.
+        assert_writes_accepted(&samples, phase);
+    }
     let (last, accepted) = accepted_writes(&samples);
+    assert_eq!(
+        last.len(),
+        books.len(),
+        "every book has accepted versions to catch up on"
+    );
     let caught_up = cache_catches_up(&system, &last).await;
     let caught_up = caught_up.unwrap_or_else(|behind| {
         panic!("booksvc's cache never got these (book, accepted, cached): {behind:?}")

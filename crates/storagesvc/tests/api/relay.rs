@@ -168,7 +168,8 @@ async fn a_commit_wakes_an_idle_relay_without_waiting_for_the_poll() -> anyhow::
     // Let it connect, drain the empty outbox and go to sleep on the hour-long poll.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    enqueue_each(&pool, &[book_event(1, 1)]).await?;
+    let event = book_event(1, 1);
+    enqueue_each(&pool, std::slice::from_ref(&event)).await?;
 
     let received = reader.take(1, Duration::from_secs(10)).await;
     relay.stop().await?;
@@ -237,5 +238,68 @@ async fn wait_until(condition: impl Fn() -> bool, what: &str) -> anyhow::Result<
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+/// `mandatory` is satisfied by any bound queue: with booksvc's durable queue gone and only a
+/// replica's invalidation queue bound to `books`, the events must stay in the outbox, and go
+/// out once the durable queue is back.
+#[tokio::test]
+async fn events_stay_in_the_outbox_while_only_an_invalidation_queue_is_bound() -> anyhow::Result<()>
+{
+    use events::lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use events::lapin::types::{FieldTable, ShortString};
+    use events::{BINDING_KEY, EXCHANGE, QUEUE};
+
+    let pool = migrated_database().await?;
+    let amqp_url = fresh_vhost().await?;
+    let (connection, publisher) = open_publisher(&amqp_url).await?;
+    // An operator deleted the durable queue; a booksvc replica's queue is still bound.
+    let channel = connection.create_channel().await?;
+    channel
+        .queue_delete(ShortString::from(QUEUE), QueueDeleteOptions::default())
+        .await?;
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    let replica = channel
+        .queue_declare(ShortString::from(""), exclusive, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            replica.name().clone(),
+            ShortString::from(EXCHANGE),
+            ShortString::from(BINDING_KEY),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let relay = OutboxRelay::new(pool.clone(), relay_config(&amqp_url));
+    let event = book_event(1, 1);
+    enqueue_each(&pool, std::slice::from_ref(&event)).await?;
+
+    let outcome = relay.relay_batch(&publisher).await;
+    assert!(
+        outcome.is_err(),
+        "the relay called an event published that only an invalidation queue got: {outcome:?}"
+    );
+    assert_eq!(
+        unsent_rows(&pool).await?,
+        1,
+        "the event must stay in the outbox"
+    );
+
+    // The durable queue is back (booksvc, or a relay allowed to, redeclares it): it goes out.
+    let mut reader = QueueReader::connect(&amqp_url).await?;
+    let (_again, publisher) = open_publisher(&amqp_url).await?;
+    assert_eq!(
+        relay.relay_batch(&publisher).await?,
+        RelayOutcome::Published(1)
+    );
+    let received = reader.take(1, ARRIVAL).await?;
+    assert_eq!(received[0].event, event);
+    assert_eq!(unsent_rows(&pool).await?, 0);
     Ok(())
 }
