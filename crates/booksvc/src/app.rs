@@ -173,6 +173,7 @@ fn read_path(settings: &Settings) -> anyhow::Result<ReadPath> {
         fresh_ttl: settings.cache_fresh_ttl,
         budget: settings.request_budget,
         redis_timeout: settings.redis_timeout,
+        stale_soft_timeout: settings.stale_soft_timeout,
     })
 }
 

@@ -198,19 +198,20 @@ impl CircuitBreaker {
     }
 
     /// The refusal a call would get now if the breaker is open (counted as a call not
-    /// permitted), without taking a permit; `None` when a call may be tried (closed, or
-    /// half-open: probes are left to the caller that takes a permit). Lets a read that has
-    /// a fallback skip the whole call machinery while storagesvc is known to be down.
-    pub fn refusal_while_open(&self) -> Option<NotPermitted> {
+    /// permitted), without taking a permit; else the state (closed, or half-open: probes are
+    /// left to the caller that takes a permit). Lets a read that has a fallback skip the
+    /// whole call machinery while storagesvc is known to be down, and decide from the same
+    /// look whether to wait for a call at all.
+    pub fn refusal_while_open(&self) -> Result<State, NotPermitted> {
         let inner = self.lock_current();
         if inner.state != State::Open {
-            return None;
+            return Ok(inner.state);
         }
         let retry_after = inner.expiry.map_or(Duration::ZERO, |at| {
             at.saturating_duration_since(Instant::now())
         });
         metrics::counter!("booksvc_breaker_calls_not_permitted_total").increment(1);
-        Some(NotPermitted::Open { retry_after })
+        Err(NotPermitted::Open { retry_after })
     }
 
     /// Asks to make one call. Refused while open, and in half-open once every probe slot is taken.
@@ -401,13 +402,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn refusal_while_open_only_when_open_and_takes_no_probe_slot() {
         let breaker = CircuitBreaker::new(settings());
-        assert_eq!(breaker.refusal_while_open(), None, "closed");
+        assert_eq!(breaker.refusal_while_open(), Ok(State::Closed), "closed");
         fail(&breaker, 3);
-        let refused = breaker.refusal_while_open().expect("open");
+        let refused = breaker.refusal_while_open().expect_err("open");
         assert_eq!(refused.retry_after(), Some(Duration::from_secs(5)));
         advance(Duration::from_secs(5)).await;
         // Half-open: not a refusal, and asking took none of the two probe slots.
-        assert_eq!(breaker.refusal_while_open(), None, "half-open");
+        assert_eq!(breaker.refusal_while_open(), Ok(State::HalfOpen));
         let _first = breaker.try_acquire().expect("probe 1");
         let _second = breaker.try_acquire().expect("probe 2");
     }

@@ -174,6 +174,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_flight_every_caller_stopped_waiting_for_still_runs_to_the_end() {
+        // Readers with a stale entry stop waiting after a soft timeout; the call must go on
+        // and refill the cache without them.
+        let coalescer = Coalescer::<i64, u32>::new("test");
+        let finished = Arc::new(AtomicU32::new(0));
+        let work = {
+            let finished = Arc::clone(&finished);
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                7
+            }
+        };
+        let (leader, _) = coalescer.join(1, work);
+        let (follower, _) = coalescer.join(1, async { 99 });
+        let soft = Duration::from_millis(10);
+        assert!(tokio::time::timeout(soft, leader).await.is_err());
+        assert!(tokio::time::timeout(soft, follower).await.is_err());
+
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            1,
+            "the work ran to its end"
+        );
+        assert_eq!(coalescer.in_flight(), 0, "and freed its key");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_panicking_flight_answers_none_and_frees_its_key() {
         let coalescer = Coalescer::<i64, u32>::new("test");
         let (flight, _) = coalescer.join(1, async { panic!("bug in the work") });

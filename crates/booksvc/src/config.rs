@@ -98,6 +98,12 @@ pub struct Settings {
     #[arg(long, env = "REQUEST_BUDGET", default_value = "1s", value_parser = parse_positive_duration)]
     pub request_budget: Duration,
 
+    /// The most a read with a stale entry waits for storagesvc before it is served the entry
+    /// (`stale`, detail `soft-timeout`); the call goes on and refills the cache. Reads with
+    /// nothing cached wait up to REQUEST_BUDGET. `0s`: serve the entry at once, refresh behind.
+    #[arg(long, env = "STALE_SOFT_TIMEOUT", default_value = "50ms", value_parser = parse_duration)]
+    pub stale_soft_timeout: Duration,
+
     /// Bound on one storagesvc attempt (a shorter one when less of the budget is left).
     #[arg(long, env = "STORAGESVC_TIMEOUT", default_value = "300ms", value_parser = parse_positive_duration)]
     pub storagesvc_timeout: Duration,
@@ -671,6 +677,7 @@ mod tests {
         assert_eq!(settings.request_budget, Duration::from_secs(1));
         assert_eq!(settings.breaker_timeout, Duration::from_secs(5));
         assert_eq!(settings.redis_timeout, Duration::from_millis(100));
+        assert_eq!(settings.stale_soft_timeout, Duration::from_millis(50));
         assert_eq!(
             settings.breaker_settings().open_timeout,
             Duration::from_secs(5)
@@ -735,6 +742,17 @@ mod tests {
         for text in printed {
             assert!(!text.contains("Pr0dPass"), "leaked: {text}");
         }
+    }
+
+    #[test]
+    fn the_stale_soft_timeout_is_a_duration_and_may_be_zero() {
+        let never_wait = parse(&["--stale-soft-timeout", "0s"]).expect("zero parses");
+        assert_eq!(never_wait.stale_soft_timeout, Duration::ZERO);
+        let err = parse(&["--stale-soft-timeout", "fast"]).expect_err("not a duration");
+        assert!(
+            describe_error(&err).starts_with("invalid STALE_SOFT_TIMEOUT \"fast\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,12 +8,21 @@
 //! cache lookup ── fresh? ──▶ serve `hit` (and copy it into the local layer)
 //!      │ no (stale, absent, or Redis down/slow)
 //!      ▼
+//! cached entry and breaker open? ──▶ serve `stale` at once (no flight)
+//!      │ no
+//!      ▼
 //! coalesced( retry_within( breaker-guarded storagesvc call ) ) then fill the cache
-//!      │ ok ──▶ serve `miss`
-//!      ▼ failed (open breaker, outage, budget spent)
+//!      │ ok (in time: see "Patience") ──▶ serve `miss`
+//!      ▼ failed (open breaker, outage, budget spent) or not in time
 //! cached entry? ──▶ serve `stale`  :  503 with Retry-After
 //! ```
 //!
+//! - **Patience** (FusionCache's fail-safe with soft timeouts). A read with nothing cached
+//!   waits for its flight until the deadline. A read with an entry to fall back on waits at
+//!   most `STALE_SOFT_TIMEOUT`, and not at all while the breaker is half-open (the call is a
+//!   trial, or waits behind one, and storagesvc was down a moment ago: under concurrency
+//!   every reader of the key would otherwise queue behind it). It then serves the entry as
+//!   `stale` while the flight goes on in its own task and refills the cache.
 //! - **Budget.** `REQUEST_BUDGET` bounds everything: the lookup is bounded by
 //!   `REDIS_TIMEOUT`, the storagesvc attempts and pauses end before the deadline minus one
 //!   `REDIS_TIMEOUT` (the room the fill needs), and a caller stops waiting for the flight at
@@ -44,7 +53,7 @@ use axum::body::Bytes;
 use axum::http::HeaderValue;
 use tokio::time::Instant;
 
-use crate::breaker::{CircuitBreaker, NotPermitted};
+use crate::breaker::{CircuitBreaker, NotPermitted, State};
 use crate::cache::{Book, BookCache, BookPage, Cached, LocalCache, Lookup, Seen};
 use crate::client::{ClientError, StorageClient};
 use crate::coalesce::{Coalescer, Flight, Role};
@@ -79,12 +88,19 @@ pub enum Source {
     Stale { age: Duration, why: FetchFailure },
 }
 
-/// Why storagesvc gave no answer within the budget.
+/// Why storagesvc gave no answer in time: within the budget, or, for a read with an entry to
+/// fall back on, without waiting for a trial or past the soft timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchFailure {
     /// The breaker refused the call: storagesvc was not asked. `retry_after`: until the
     /// breaker lets a probe through, when it is open.
     CircuitOpen { retry_after: Option<Duration> },
+    /// The breaker is half-open and a trial call is in flight: a read with an entry does not
+    /// wait for it (the trial goes on in the background and refills the cache if it works).
+    TrialInFlight,
+    /// storagesvc did not answer within `STALE_SOFT_TIMEOUT` (`waited`); the call goes on in
+    /// the background and refills the cache. Only a read with an entry stops waiting early.
+    SoftTimeout { waited: Duration },
     /// storagesvc was asked and failed, or the budget ran out first.
     Upstream { reason: String },
 }
@@ -107,6 +123,9 @@ pub struct ReadPath {
     pub budget: Duration,
     /// `REDIS_TIMEOUT`: the room kept for the fill before the deadline.
     pub redis_timeout: Duration,
+    /// `STALE_SOFT_TIMEOUT`: the most a read with an entry waits for storagesvc before it is
+    /// served the entry as `stale` (the call goes on and refills the cache).
+    pub stale_soft_timeout: Duration,
 }
 
 struct Core {
@@ -224,19 +243,24 @@ impl BookService {
         }
         // An open breaker with something cached: the fallback at once. No flight, no retry
         // loop, no task: nothing could reach storagesvc anyway, and during an outage this
-        // is the hot path (stale costs a Redis read, as a hit does).
-        if let Some(cached) = &lookup.cached {
-            if let Some(refused) = path.breaker.refusal_while_open() {
-                let why = FetchFailure::CircuitOpen {
-                    retry_after: refused.retry_after(),
-                };
-                return Ok(served(R::NAME, cached.clone(), Some(why)));
-            }
-        }
+        // is the hot path (stale costs a Redis read, as a hit does). Else the same look at
+        // the breaker says how long to wait for the call (see `patience`).
+        let patience = match &lookup.cached {
+            None => Patience::budget(deadline),
+            Some(cached) => match path.breaker.refusal_while_open() {
+                Err(refused) => {
+                    let why = FetchFailure::CircuitOpen {
+                        retry_after: refused.retry_after(),
+                    };
+                    return Ok(served(R::NAME, cached.clone(), Some(why)));
+                }
+                Ok(state) => patience(state, path.stale_soft_timeout, deadline),
+            },
+        };
         // 2. storagesvc: one coalesced flight per key, retried within the budget, each
         //    attempt behind the breaker; the flight fills the cache with `lookup.seen`.
         let refreshed = lookup.cached.is_some();
-        let answer = self.fetch_coalesced(resource, lookup.seen, request_id, deadline);
+        let answer = self.fetch_coalesced(resource, lookup.seen, request_id, deadline, patience);
         match answer.await {
             Ok((value, collapsed)) => Ok(fetched(R::NAME, value, refreshed, collapsed)),
             // 3. No answer: the last good data, marked stale; nothing cached, a 503.
@@ -247,28 +271,34 @@ impl BookService {
         }
     }
 
-    /// Joins (or starts) the flight for `resource` and waits for it until the deadline.
-    /// `Ok` carries whether this read shared another read's call.
+    /// Joins (or starts) the flight for `resource` (it fills the cache with `deadline` as its
+    /// own) and waits for it as long as `patience` says. `Ok` carries whether this read
+    /// shared another read's call.
     async fn fetch_coalesced<R: Resource>(
         &self,
         resource: R,
         seen: Seen,
         request_id: Option<HeaderValue>,
         deadline: Instant,
+        patience: Patience,
     ) -> Result<(R::Value, bool), FetchFailure>
     where
         Core: Flights<R>,
     {
         let (flight, role) = self.join_flight(resource, seen, request_id, deadline);
-        let result = tokio::time::timeout_at(deadline, flight).await;
-        match result {
+        let Patience { until, gave_up } = patience;
+        // No patience at all (a trial in flight): not even one poll, so the answer says what
+        // was true when the read looked, and never carries the trial's own failure.
+        if until <= Instant::now() {
+            return Err(gave_up);
+        }
+        // Leaving early drops only this read's handle: the flight runs in its own task.
+        match tokio::time::timeout_at(until, flight).await {
             Ok(Some(answer)) => answer.map(|value| (value, role == Role::Follower)),
             Ok(None) => Err(FetchFailure::Upstream {
                 reason: "the storagesvc call failed unexpectedly".to_owned(),
             }),
-            Err(_elapsed) => Err(FetchFailure::Upstream {
-                reason: "no answer within the request budget".to_owned(),
-            }),
+            Err(_elapsed) => Err(gave_up),
         }
     }
 }
@@ -306,6 +336,48 @@ impl Flights<OneBook> for Core {
 impl Flights<ListPage> for Core {
     fn flights(&self) -> &Coalescer<ListPage, Result<BookPage, FetchFailure>> {
         &self.pages
+    }
+}
+
+/// How long a read waits for its flight, and what it says when it stops waiting.
+struct Patience {
+    until: Instant,
+    gave_up: FetchFailure,
+}
+
+impl Patience {
+    /// A read with nothing to fall back on waits until the deadline.
+    fn budget(deadline: Instant) -> Patience {
+        Patience {
+            until: deadline,
+            gave_up: FetchFailure::Upstream {
+                reason: "no answer within the request budget".to_owned(),
+            },
+        }
+    }
+}
+
+/// How long a read with an entry waits, the breaker being in `state` (closed or half-open):
+/// FusionCache's fail-safe with soft timeouts. Not at all while half-open: the call is a
+/// trial, or waits behind one, and storagesvc was down a moment ago; under concurrency every
+/// reader of the key would otherwise queue behind it. Else at most `soft_timeout`. Either
+/// way the flight goes on and refills the cache.
+fn patience(state: State, soft_timeout: Duration, deadline: Instant) -> Patience {
+    let now = Instant::now();
+    if state == State::HalfOpen {
+        return Patience {
+            until: now,
+            gave_up: FetchFailure::TrialInFlight,
+        };
+    }
+    match now + soft_timeout < deadline {
+        true => Patience {
+            until: now + soft_timeout,
+            gave_up: FetchFailure::SoftTimeout {
+                waited: soft_timeout,
+            },
+        },
+        false => Patience::budget(deadline),
     }
 }
 

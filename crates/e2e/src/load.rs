@@ -53,6 +53,8 @@ pub struct Sample {
     pub status: Option<u16>,
     /// `X-Cache` of a read.
     pub x_cache: Option<String>,
+    /// `Cache-Status` of a read (its `detail=` says why an answer is stale).
+    pub cache_status: Option<String>,
     /// The `version` of the book in the answer.
     pub version: Option<i64>,
     /// The answer was JSON with a non-empty `error`.
@@ -69,6 +71,11 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// When the request was sent.
+    pub fn started(&self) -> Instant {
+        self.finished - self.latency
+    }
+
     /// An answered request that was not a server error.
     pub fn is_answer_below_500(&self) -> bool {
         self.status.is_some_and(|status| status < 500)
@@ -243,6 +250,7 @@ async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: 
         latency: Duration::ZERO,
         status: None,
         x_cache: None,
+        cache_status: None,
         version: None,
         json_error: false,
         error_message: None,
@@ -254,11 +262,15 @@ async fn record(request: reqwest::RequestBuilder, kind: Kind, book: i64, phase: 
         Ok(response) => {
             let status = response.status();
             sample.status = Some(status.as_u16());
-            sample.x_cache = response
-                .headers()
-                .get("x-cache")
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned);
+            let header = |name| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            };
+            sample.x_cache = header("x-cache");
+            sample.cache_status = header("cache-status");
             match response.json::<Value>().await {
                 Ok(body) if status.is_success() => {
                     sample.version = body["version"].as_i64();

@@ -70,7 +70,18 @@ pub struct Options {
     private_rabbitmq: bool,
     booksvc_env: Vec<(&'static str, String)>,
     storagesvc_env: Vec<(&'static str, String)>,
+    read_path_defaults: bool,
 }
+
+/// booksvc's read-path variables the harness sets for fast, sequential scenarios, and
+/// [`Options::read_path_defaults`] leaves at their defaults.
+const READ_PATH_OVERRIDES: &[&str] = &[
+    "CACHE_FRESH_TTL",
+    "REQUEST_BUDGET",
+    "STORAGESVC_TIMEOUT",
+    "BREAKER_TIMEOUT",
+    "BREAKER_CONSECUTIVE_FAILURES",
+];
 
 impl Options {
     pub fn new(binaries: Binaries) -> Options {
@@ -81,7 +92,16 @@ impl Options {
             private_rabbitmq: false,
             booksvc_env: Vec::new(),
             storagesvc_env: Vec::new(),
+            read_path_defaults: false,
         }
+    }
+
+    /// booksvc's read path with its documented defaults (fresh TTL, local layer, budget,
+    /// breaker) instead of the harness's `CACHE_FRESH_TTL=0s` and short breaker: what a
+    /// deployment runs. `REDIS_TIMEOUT` stays raised (see [`System`]'s start-up).
+    pub fn read_path_defaults(mut self) -> Options {
+        self.read_path_defaults = true;
+        self
     }
 
     pub fn private_postgres(mut self) -> Options {
@@ -206,6 +226,9 @@ impl System {
             ("SHUTDOWN_TIMEOUT", "5s".to_owned()),
             ("RUST_LOG", "info".to_owned()),
         ];
+        if options.read_path_defaults {
+            booksvc_env.retain(|(key, _)| !READ_PATH_OVERRIDES.contains(key));
+        }
         booksvc_env.extend(options.booksvc_env);
         let booksvc = Service::start("booksvc", options.binaries.booksvc, booksvc_env).await?;
 

@@ -74,9 +74,11 @@ fn retry_after_seconds(why: &FetchFailure) -> u64 {
         FetchFailure::CircuitOpen {
             retry_after: Some(open_for),
         } => *open_for,
-        FetchFailure::CircuitOpen { retry_after: None } | FetchFailure::Upstream { .. } => {
-            DEFAULT_RETRY_AFTER
-        }
+        // The last two only ever come with an entry to serve; listed so a new one decides.
+        FetchFailure::CircuitOpen { retry_after: None }
+        | FetchFailure::Upstream { .. }
+        | FetchFailure::TrialInFlight
+        | FetchFailure::SoftTimeout { .. } => DEFAULT_RETRY_AFTER,
     };
     wait.as_millis()
         .div_ceil(1000)

@@ -6,11 +6,14 @@
 //! | storagesvc now | `miss` | no | `booksvc; fwd=miss` (nothing cached) or `fwd=stale` (a stale entry was refreshed), `; collapsed` when it shared another read's call |
 //! | breaker open | `stale` | yes | `booksvc; hit; ttl=-<seconds past fresh>; detail=circuit-open` |
 //! | storagesvc failed | `stale` | yes | `booksvc; fwd=stale; ttl=-<seconds past fresh>; detail=upstream-failed` |
+//! | breaker half-open, a trial in flight | `stale` | yes | `booksvc; fwd=stale; ttl=-<seconds past fresh>; detail=trial-in-flight` |
+//! | storagesvc slower than `STALE_SOFT_TIMEOUT` | `stale` | yes | `booksvc; fwd=stale; ttl=-<seconds past fresh>; detail=soft-timeout` |
 //!
 //! RFC 9211 reading: `hit` means the request was *not forwarded* and the answer came from
 //! the cache, which is true of a stale answer given while the breaker is open; when
 //! storagesvc was asked and failed, the request did go forward, because the entry was stale
-//! (`fwd=stale`). `ttl` is the remaining freshness in whole seconds, negative once stale.
+//! (`fwd=stale`); so it did for a trial in flight or a soft timeout, whose call goes on in
+//! the background and refills the cache. `ttl` is the remaining freshness in whole seconds, negative once stale.
 //! `Age` (RFC 9111) is the entry's age in whole seconds, sent whenever the body came from
 //! the cache.
 //!
@@ -104,13 +107,11 @@ pub fn cache_headers(source: &Source, fresh_ttl: Duration) -> HeaderMap {
         }
         Source::Stale { age, why } => {
             let ttl = ttl_seconds(fresh_ttl, *age);
-            let how = match why {
-                FetchFailure::CircuitOpen { .. } => "hit",
-                FetchFailure::Upstream { .. } => "fwd=stale",
-            };
-            let detail = match why {
-                FetchFailure::CircuitOpen { .. } => "circuit-open",
-                FetchFailure::Upstream { .. } => "upstream-failed",
+            let (how, detail) = match why {
+                FetchFailure::CircuitOpen { .. } => ("hit", "circuit-open"),
+                FetchFailure::TrialInFlight => ("fwd=stale", "trial-in-flight"),
+                FetchFailure::SoftTimeout { .. } => ("fwd=stale", "soft-timeout"),
+                FetchFailure::Upstream { .. } => ("fwd=stale", "upstream-failed"),
             };
             let status = format!("{CACHE_NAME}; {how}; ttl={ttl}; detail={detail}");
             ("stale", Some(*age), status)
@@ -193,6 +194,30 @@ mod tests {
                     "stale",
                     Some("5"),
                     "booksvc; fwd=stale; ttl=-1; detail=upstream-failed",
+                ),
+            ),
+            (
+                Source::Stale {
+                    age: secs(7),
+                    why: FetchFailure::TrialInFlight,
+                },
+                (
+                    "stale",
+                    Some("7"),
+                    "booksvc; fwd=stale; ttl=-2; detail=trial-in-flight",
+                ),
+            ),
+            (
+                Source::Stale {
+                    age: secs(6),
+                    why: FetchFailure::SoftTimeout {
+                        waited: Duration::from_millis(50),
+                    },
+                },
+                (
+                    "stale",
+                    Some("6"),
+                    "booksvc; fwd=stale; ttl=-1; detail=soft-timeout",
                 ),
             ),
         ];

@@ -184,6 +184,7 @@ mod tests {
             fresh_ttl: Duration::from_secs(5),
             budget: Duration::from_secs(1),
             redis_timeout: Duration::from_millis(50),
+            stale_soft_timeout: Duration::from_millis(50),
         };
         AppState {
             service: BookService::new(path),

@@ -12,6 +12,7 @@ mod id_properties;
 mod kubernetes;
 mod outages;
 mod paging;
+mod patience;
 mod proxy;
 mod races;
 mod reads;

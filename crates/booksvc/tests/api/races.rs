@@ -33,7 +33,12 @@ async fn cached(stack: &TestStack, id: i64) -> anyhow::Result<(i64, String)> {
 #[tokio::test]
 async fn a_fill_that_raced_a_newer_write_does_not_overwrite_it() -> anyhow::Result<()> {
     let stack = TestStack::options()
-        .booksvc(|s| s.cache_fresh_ttl = Duration::ZERO)
+        .booksvc(|s| {
+            s.cache_fresh_ttl = Duration::ZERO;
+            // The read waits for its held call (no soft timeout within the budget), so the
+            // race shows in its answer too.
+            s.stale_soft_timeout = Duration::from_secs(10);
+        })
         .spawn()
         .await?;
     let id = stack.create_book("Original").await?;

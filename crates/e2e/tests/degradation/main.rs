@@ -5,6 +5,7 @@
 //! share the binary's servers and run in parallel.
 
 mod postgres;
+mod postgres_killed_under_load;
 mod prometheus;
 mod rabbitmq;
 mod redis;
