@@ -18,89 +18,18 @@
 //! the median of the per-round ratios. The load average is printed around every round.
 //! Figures, not a test.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
 use e2e::in_process::Storagesvc;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 mod support;
+use support::servers::{Deps, Server, run_child_if_asked, set_redis_body};
 use support::{Round, Rss, Wrk, env_number, loadavg, median};
-
-mod child {
-    //! The servers under test, one per child process.
-
-    use anyhow::Context;
-    use axum::Router;
-    use axum::body::Bytes;
-    use axum::extract::State;
-    use axum::http::header::CONTENT_TYPE;
-    use axum::response::IntoResponse;
-    use axum::routing::get;
-    use clap::Parser;
-    use redis::AsyncCommands;
-    use redis::aio::ConnectionManager;
-
-    pub(super) const REDIS_KEY: &str = "bench:book:1";
-
-    pub(super) async fn run(mode: &str) -> anyhow::Result<()> {
-        match mode {
-            "booksvc" => booksvc().await,
-            "bare" => serve(bare_router(std::env::var("BENCH_BODY")?)).await,
-            "redis" => serve(redis_router(&std::env::var("REDIS_URL")?).await?).await,
-            other => anyhow::bail!("unknown child mode {other:?}"),
-        }
-    }
-
-    /// The real thing, configured from the environment like the binary.
-    async fn booksvc() -> anyhow::Result<()> {
-        let settings = booksvc::Settings::try_parse_from(["booksvc"])?;
-        booksvc::telemetry::init(&settings.rust_log, settings.log_format)?;
-        let app = booksvc::Application::build(settings).await?;
-        println!("{}", app.port());
-        app.run_until_stopped(tokio_util::sync::CancellationToken::new())
-            .await
-    }
-
-    fn bare_router(body: String) -> Router {
-        let body = Bytes::from(body);
-        Router::new().route(
-            "/books/{id}",
-            get(move || {
-                let body = body.clone();
-                async move { ([(CONTENT_TYPE, "application/json")], body) }
-            }),
-        )
-    }
-
-    async fn redis_router(url: &str) -> anyhow::Result<Router> {
-        let conn = ConnectionManager::new(redis::Client::open(url)?).await?;
-        Ok(Router::new()
-            .route("/books/{id}", get(redis_get))
-            .with_state(conn))
-    }
-
-    async fn redis_get(State(mut conn): State<ConnectionManager>) -> impl IntoResponse {
-        let body: Vec<u8> = conn.get(REDIS_KEY).await.unwrap_or_default();
-        ([(CONTENT_TYPE, "application/json")], body)
-    }
-
-    async fn serve(router: Router) -> anyhow::Result<()> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        println!("{}", listener.local_addr()?.port());
-        axum::serve(listener, router).await.context("serving")
-    }
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    if let [_, child, mode] = args.as_slice() {
-        if child == "child" {
-            return child::run(mode).await;
-        }
+    if let Some(child) = run_child_if_asked().await {
+        return child;
     }
     parent().await
 }
@@ -139,17 +68,20 @@ async fn parent() -> anyhow::Result<()> {
         loadavg()
     );
 
+    // The book every round reads (a missing one would be a cached 404 from Redis).
+    let path = format!("/books/{}", storagesvc.create("The Hit Path").await?);
+    let within = Duration::from_secs(30);
     // Every hit is fresh for the whole run: this measures the hit path alone.
-    let hits = Server::booksvc(&deps, &[("CACHE_FRESH_TTL", "1h")]).await?;
-    hits.wait_for_local_layer().await?;
-    let body = hits.warm("/books/1", "hit").await?;
-    let bare = Server::start("bare", &[("BENCH_BODY", body.as_str())]).await?;
+    let hits = Server::booksvc(&deps, &[("CACHE_FRESH_TTL", "1h")], &[]).await?;
+    hits.wait_for_local_layer(within).await?;
+    let body = hits.warm(&path, "hit", within).await?;
+    let bare = Server::start("bare", &[("BENCH_BODY", body.as_str())], &[]).await?;
     set_redis_body(&redis.url(), &body).await?;
-    let one_get = Server::start("redis", &[("REDIS_URL", redis.url().as_str())]).await?;
+    let one_get = Server::start("redis", &[("REDIS_URL", redis.url().as_str())], &[]).await?;
     let targets = [
-        ("booksvc hit (local layer)", hits.url("/books/1")),
-        ("bare axum, same bytes", bare.url("/books/1")),
-        ("axum + one Redis GET", one_get.url("/books/1")),
+        ("booksvc hit (local layer)", hits.url(&path)),
+        ("bare axum, same bytes", bare.url(&path)),
+        ("axum + one Redis GET", one_get.url(&path)),
     ];
     let mut results: Vec<[Round; 3]> = Vec::new();
     for round in 1..=rounds {
@@ -165,11 +97,11 @@ async fn parent() -> anyhow::Result<()> {
 
     // The outage: default settings (local layer on, default CACHE_FRESH_TTL), so entries go
     // stale during the run and half-open trials happen as they would in production.
-    let outage = Server::booksvc(&deps, &[("CACHE_PREFIX", "bench-outage:")]).await?;
-    outage.wait_for_local_layer().await?;
-    outage.warm("/books/1", "hit").await?;
+    let outage = Server::booksvc(&deps, &[("CACHE_PREFIX", "bench-outage:")], &[]).await?;
+    outage.wait_for_local_layer(within).await?;
+    outage.warm(&path, "hit", within).await?;
     println!("\noutage (default settings)");
-    let url = outage.url("/books/1");
+    let url = outage.url(&path);
     let healthy = wrk
         .round("healthy, default settings", &url, wrk.seconds)
         .await?;
@@ -220,105 +152,4 @@ fn report(results: &[[Round; 3]], healthy: Round, down: Round, hit_rss: Rss, out
         down.errors
     );
     println!("booksvc RSS         = after the hit rounds {hit_rss}; after the outage {outage_rss}");
-}
-
-/// What a booksvc under test talks to.
-struct Deps<'a> {
-    storagesvc: &'a str,
-    redis_url: &'a str,
-    amqp_url: &'a str,
-}
-
-/// A server under test in a child process; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    client: reqwest::Client,
-}
-
-impl Server {
-    async fn booksvc(deps: &Deps<'_>, extra: &[(&str, &str)]) -> anyhow::Result<Server> {
-        let mut env = vec![
-            ("HTTP_PORT", "127.0.0.1:0"),
-            ("STORAGESVC_URL", deps.storagesvc),
-            ("REDIS_URL", deps.redis_url),
-            ("AMQP_URL", deps.amqp_url),
-        ];
-        env.extend_from_slice(extra);
-        Server::start("booksvc", &env).await
-    }
-
-    async fn start(mode: &str, env: &[(&str, &str)]) -> anyhow::Result<Server> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["child", mode])
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader.read_line(&mut line).await?;
-        // Keep draining: a child writing logs to a closed pipe would lose them.
-        tokio::spawn(async move { tokio::io::copy(&mut reader, &mut tokio::io::sink()).await });
-        let port = line
-            .trim()
-            .parse()
-            .with_context(|| format!("{mode}: port line {line:?}"))?;
-        Ok(Server {
-            child,
-            port,
-            client: reqwest::Client::new(),
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// Reads `path` until booksvc answers with `X-Cache: expect` (at most 10 s); returns
-    /// the body.
-    async fn warm(&self, path: &str, expect: &str) -> anyhow::Result<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let response = self.client.get(self.url(path)).send().await?;
-            let x_cache = response.headers().get("x-cache").cloned();
-            let body = response.text().await?;
-            if x_cache.is_some_and(|v| v == expect) {
-                return Ok(body);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::bail!("{path} never answered X-Cache: {expect}")
-    }
-
-    /// Waits (at most 30 s) until booksvc reports its local hit layer live.
-    async fn wait_for_local_layer(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let response = self.client.get(self.url("/healthz/ready")).send().await?;
-            let body: serde_json::Value = response.json().await?;
-            if body["dependencies"]["local_cache"]["status"] == "live" {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::bail!("the local hit layer never went live")
-    }
-
-    fn rss(&self) -> anyhow::Result<Rss> {
-        Rss::of(self.child.id().context("the child has exited")?)
-    }
-}
-
-async fn set_redis_body(url: &str, body: &str) -> anyhow::Result<()> {
-    let mut conn = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    redis::cmd("SET")
-        .arg(child::REDIS_KEY)
-        .arg(body)
-        .query_async::<()>(&mut conn)
-        .await?;
-    Ok(())
 }

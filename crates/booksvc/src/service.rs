@@ -1,5 +1,6 @@
-//! The read path: `BookService::read_body` (the local hit layer, on ready-to-send bytes)
-//! around `BookService::read` (cache, storagesvc, fallback).
+//! The read path: [`BookService::get_book`] and [`BookService::list_page`] (the answer as
+//! ready-to-send bytes; for a book, the local hit layer first) around `BookService::read`
+//! (cache, storagesvc, fallback).
 //!
 //! ```text
 //! local hit layer ── live and fresh? ──▶ serve `hit` (no Redis round trip)
@@ -35,11 +36,11 @@
 //!   a client going away does not cancel it: the call still fills the cache. A flight cut
 //!   short (runtime shutting down) drops its [`crate::breaker::Permit`] unreported, which
 //!   the breaker counts as neither success nor failure.
-//! - **Local layer.** [`BookService::get_book`] and [`BookService::list_page`]
-//!   answer with ready-to-send bytes; a book is looked for in the [`LocalCache`] first (pages
-//!   bypass it, see `ListPage`). Only a fresh
-//!   Redis hit is copied into it, with the ticket taken before the lookup, so a read that
-//!   raced an invalidation stores nothing (see [`crate::cache::local`]).
+//! - **Local layer.** It holds bytes, so it sits at the edge where the bytes are:
+//!   [`BookService::get_book`] looks in the [`LocalCache`] before `read` and offers it the
+//!   encoded answer after (pages bypass it, see `ListPage`). Only a fresh Redis hit is copied
+//!   into it, with the ticket taken before the lookup, so a read that raced an invalidation
+//!   stores nothing (see [`crate::cache::local`]).
 //! - **Who wins.** The fill hands back the revision the lookup saw ([`Seen`]); the cache
 //!   keeps an entry written since (an event) if it is newer. Redis down: the fill fails
 //!   fast and is only logged.
@@ -54,7 +55,7 @@ use axum::http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::breaker::{CircuitBreaker, NotPermitted, State};
-use crate::cache::{Book, BookCache, BookPage, Cached, LocalCache, Lookup, Seen};
+use crate::cache::{Book, BookCache, BookPage, Cached, LocalCache, LocalKey, Lookup, Seen};
 use crate::client::{ClientError, StorageClient};
 use crate::coalesce::{Coalescer, Flight, Role};
 use crate::http::HitHeaders;
@@ -62,8 +63,18 @@ use crate::metrics::{self, ReadResult};
 use crate::paging::PageQuery;
 use crate::retry::{RetryError, RetryPolicy, Retryable, Verdict, retry_within};
 
-pub use self::resource::PageBody;
 pub(crate) use self::resource::{ListPage, OneBook, Resource};
+
+/// A page as sent: the JSON array, and what the `Link` header needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageBody {
+    /// The JSON array of books.
+    pub json: Bytes,
+    /// Books on the page.
+    pub len: usize,
+    /// The last book's id, if any.
+    pub last_id: Option<i64>,
+}
 
 /// An answer and where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,22 +168,53 @@ impl BookService {
     }
 
     /// `GET /books/{id}` as the JSON body to send; `None` when the book does not exist
-    /// (storagesvc's 404, or a cached tombstone).
+    /// (storagesvc's 404, or a cached tombstone). The local hit layer answers first; a fresh
+    /// Redis hit is copied into it under the ticket taken before Redis was read.
     pub async fn get_book(
         &self,
         id: i64,
         request_id: Option<HeaderValue>,
     ) -> Result<Served<Option<Bytes>>, FetchFailure> {
-        self.read_body(OneBook(id), request_id).await
+        let local = &self.core.local;
+        if let Some(hit) = local.get(LocalKey::Book(id)) {
+            return Ok(Served {
+                value: Some(hit.body),
+                source: Source::Fresh { age: hit.age },
+            });
+        }
+        let ticket = local.ticket();
+        let served = self.read(OneBook(id), request_id).await?;
+        let body = served.value.as_ref().map(json).transpose()?;
+        // A tombstone is not offered to the layer: Redis remembers it.
+        if let (Some(ticket), Source::Fresh { age }, Some(book), Some(body)) =
+            (ticket, &served.source, &served.value, &body)
+        {
+            local.store_book(id, ticket, book.version, body.clone(), *age);
+        }
+        Ok(Served {
+            value: body,
+            source: served.source,
+        })
     }
 
     /// `GET /books?limit=N&after=ID` as the JSON body to send: one page, ordered by id.
+    /// Pages bypass the local layer (see `ListPage`).
     pub async fn list_page(
         &self,
         page: PageQuery,
         request_id: Option<HeaderValue>,
     ) -> Result<Served<PageBody>, FetchFailure> {
-        self.read_body(ListPage(page), request_id).await
+        let served = self.read(ListPage(page), request_id).await?;
+        let books = &served.value.books;
+        let body = PageBody {
+            json: json(books)?,
+            len: books.len(),
+            last_id: books.last().map(|book| book.id),
+        };
+        Ok(Served {
+            value: body,
+            source: served.source,
+        })
     }
 
     /// The dependencies and knobs, for health reports and the probe.
@@ -188,37 +230,6 @@ impl BookService {
     /// A hit's cache headers, prepared for `CACHE_FRESH_TTL`.
     pub fn hit_headers(&self) -> &HitHeaders {
         &self.core.hit_headers
-    }
-
-    /// The local hit layer, then [`BookService::read`]; a fresh Redis hit is copied into the
-    /// layer under the ticket taken before it was read.
-    async fn read_body<R: Resource>(
-        &self,
-        resource: R,
-        request_id: Option<HeaderValue>,
-    ) -> Result<Served<R::Body>, FetchFailure>
-    where
-        Core: Flights<R>,
-    {
-        let local = &self.core.local;
-        if let Some(hit) = resource.local_key().and_then(|key| local.get(key)) {
-            return Ok(Served {
-                value: R::from_local(hit.body),
-                source: Source::Fresh { age: hit.age },
-            });
-        }
-        let ticket = local.ticket();
-        let served = self.read(resource.clone(), request_id).await?;
-        let body = R::encode(&served.value).map_err(|error| FetchFailure::Upstream {
-            reason: format!("the answer does not encode as JSON: {error}"),
-        })?;
-        if let (Some(ticket), Source::Fresh { age }) = (ticket, &served.source) {
-            resource.store_local(local, ticket, &served.value, &body, *age);
-        }
-        Ok(Served {
-            value: body,
-            source: served.source,
-        })
     }
 
     /// The order of the read path, in one place (see the module docs).
@@ -530,4 +541,13 @@ fn unavailable(resource: &'static str, why: FetchFailure) -> FetchFailure {
     tracing::info!(resource, reason = ?why, "nothing to serve: storagesvc failed and nothing is cached");
     metrics::record_read(resource, ReadResult::Unavailable);
     why
+}
+
+/// The JSON booksvc sends, exactly as `axum::Json` would have written it.
+fn json<T: serde::Serialize>(value: &T) -> Result<Bytes, FetchFailure> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|error| FetchFailure::Upstream {
+            reason: format!("the answer does not encode as JSON: {error}"),
+        })
 }

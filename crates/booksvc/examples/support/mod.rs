@@ -1,6 +1,8 @@
-//! What the benchmarks share: `wrk` rounds and their report, the load average, a child's
-//! RSS, storagesvc in the bench's process, and numeric settings from the environment.
+//! What the benchmarks share: the servers under test ([`servers`]), `wrk` rounds and their
+//! report, the load average, a child's RSS, and numeric settings from the environment.
 #![allow(dead_code)] // each bench uses its own part
+
+pub(crate) mod servers;
 
 use std::path::Path;
 use std::time::Duration;

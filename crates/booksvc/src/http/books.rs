@@ -6,19 +6,19 @@ use axum::http::HeaderValue;
 use axum::http::header::{CONTENT_TYPE, LINK};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState, BookId, HitHeaders, Page, RequestId, insert_cache_headers};
-use crate::service::Source;
+use super::{ApiError, BookId, HitHeaders, Page, RequestId, insert_cache_headers};
+use crate::service::{BookService, Source};
 
 /// `GET /books?limit=N&after=ID` and `GET /`: one page of books ordered by id, with a `Link`
 /// to the next page when this one is full.
 pub(super) async fn list_books(
-    State(state): State<AppState>,
+    State(service): State<BookService>,
     Page(page): Page,
     RequestId(request_id): RequestId,
 ) -> Result<Response, ApiError> {
-    let served = state.service.list_page(page, request_id).await?;
+    let served = service.list_page(page, request_id).await?;
     let body = served.value;
-    let mut response = json(body.json, &served.source, state.service.hit_headers());
+    let mut response = json(body.json, &served.source, service.hit_headers());
     let link = page.next_link(body.len, body.last_id);
     if let Some(link) = link.and_then(|link| HeaderValue::from_str(&link).ok()) {
         response.headers_mut().insert(LINK, link);
@@ -28,12 +28,12 @@ pub(super) async fn list_books(
 
 /// `GET /books/{id}`: one book; a 404 carries the cache headers too (a tombstone is data).
 pub(super) async fn get_book(
-    State(state): State<AppState>,
+    State(service): State<BookService>,
     BookId(id): BookId,
     RequestId(request_id): RequestId,
 ) -> Result<Response, ApiError> {
-    let served = state.service.get_book(id, request_id).await?;
-    let hit = state.service.hit_headers();
+    let served = service.get_book(id, request_id).await?;
+    let hit = service.hit_headers();
     Ok(match served.value {
         Some(body) => json(body, &served.source, hit),
         None => {

@@ -20,6 +20,8 @@ use axum::routing::get;
 use axum::{Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower::util::MapRequestLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
@@ -50,6 +52,14 @@ pub struct AppState {
     pub consumer: Option<ConsumerStatus>,
 }
 
+/// The book handlers take only the read path: extracting the whole state would clone its
+/// every handle per request (a cancellation token's clone takes a lock).
+impl axum::extract::FromRef<AppState> for BookService {
+    fn from_ref(state: &AppState) -> BookService {
+        state.service.clone()
+    }
+}
+
 /// The route templates, as the `route` label of the HTTP metrics names them.
 const ROUTES: [&str; 6] = [
     "/",
@@ -62,7 +72,6 @@ const ROUTES: [&str; 6] = [
 
 /// Every route of the service, with its middleware.
 pub fn router(state: AppState) -> Router {
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let [root, list, one, live, ready, scrape] = ROUTES;
     Router::new()
         .route(root, get(books::list_books))
@@ -73,11 +82,35 @@ pub fn router(state: AppState) -> Router {
         .route(scrape, get(metrics::render))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            metrics::http_metrics(&ROUTES),
-            metrics::track_http,
+        .layer(middleware_stack())
+        .with_state(state)
+}
+
+/// The middleware, outermost first, as one layer: each `Router::layer` call wraps the
+/// router in a boxed service that is cloned for every request (five layers cost more than the
+/// hit itself, callgrind: docs/benchmarks.md); one stack is one box.
+fn middleware_stack() -> impl tower::Layer<
+    axum::routing::Route,
+    Service: tower::Service<
+        Request<Body>,
+        Response: axum::response::IntoResponse + 'static,
+        Error: Into<std::convert::Infallible> + 'static,
+        Future: Send + 'static,
+    > + Clone
+                 + Send
+                 + Sync
+                 + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    ServiceBuilder::new()
+        .layer(MapRequestLayer::new(drop_unusable_request_id))
+        .layer(SetRequestIdLayer::new(
+            request_id.clone(),
+            SequentialIds::new(),
         ))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -85,9 +118,11 @@ pub fn router(state: AppState) -> Router {
                 // The read path logs its own failures once (stale served, nothing to serve).
                 .on_failure(()),
         )
-        .layer(SetRequestIdLayer::new(request_id, SequentialIds::new()))
-        .layer(middleware::map_request(drop_unusable_request_id))
-        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(middleware::from_fn_with_state(
+            metrics::http_metrics(&ROUTES),
+            metrics::track_http,
+        ))
 }
 
 /// Longest `x-request-id` taken from a client, and longest path written into a log line.
@@ -96,7 +131,9 @@ pub const MAX_LOGGED_LEN: usize = 128;
 /// Removes an incoming `x-request-id` that is longer than [`MAX_LOGGED_LEN`] or has characters
 /// outside `[A-Za-z0-9._-]`, so a fresh one is generated instead: the id goes into every log
 /// line of the request (and on to storagesvc), so a client must not choose its size or content.
-async fn drop_unusable_request_id(mut request: Request<Body>) -> Request<Body> {
+/// A plain function (tower's `MapRequest`): axum's async `map_request` boxes a future and a
+/// clone of the inner service per request.
+fn drop_unusable_request_id(mut request: Request<Body>) -> Request<Body> {
     let usable = request
         .headers()
         .get(REQUEST_ID_HEADER)

@@ -4,12 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use axum::body::Bytes;
-
-use crate::cache::{
-    Book, BookCache, BookPage, CacheError, Cached, CachedBook, LocalCache, LocalKey, Lookup, Seen,
-    Ticket,
-};
+use crate::cache::{Book, BookCache, BookPage, CacheError, Cached, CachedBook, Lookup, Seen};
 use crate::client::{ClientError, StorageClient};
 use crate::paging::PageQuery;
 
@@ -18,37 +13,15 @@ use crate::paging::PageQuery;
 pub(crate) trait Resource: Clone + Eq + std::hash::Hash + Send + Sync + 'static {
     type Value: Clone + Send + Sync + 'static;
 
-    /// The answer as a ready-to-send JSON body (for one book, `None`: not found).
-    type Body: Send + 'static;
-
     /// `resource` label of the read metrics, and the storagesvc endpoint name.
     const NAME: &'static str;
-
-    /// Its slot in the in-process hit layer; `None`: it bypasses the layer.
-    fn local_key(&self) -> Option<LocalKey>;
 
     /// Whether a cached value may be served without asking storagesvc (`CACHE_FRESH_TTL`).
     fn is_fresh(cached: &Cached<Self::Value>, ttl: Duration) -> bool {
         cached.is_fresh(ttl)
     }
 
-    /// The body of a value; fails only if it cannot be encoded as JSON.
-    fn encode(value: &Self::Value) -> Result<Self::Body, serde_json::Error>;
-
-    /// A body the local layer held.
-    fn from_local(body: Bytes) -> Self::Body;
-
-    /// Offers a fresh answer (a Redis entry of `age`) to the local layer, which keeps it if
-    /// nothing happened since `ticket`. A tombstone is not offered: Redis remembers it.
-    fn store_local(
-        &self,
-        local: &LocalCache,
-        ticket: Ticket,
-        value: &Self::Value,
-        body: &Self::Body,
-        age: Duration,
-    );
-
+    /// The cache entry, and the revision the lookup saw (for the fill).
     fn lookup(
         &self,
         cache: &BookCache,
@@ -79,33 +52,7 @@ pub(crate) struct OneBook(pub(crate) i64);
 
 impl Resource for OneBook {
     type Value = Option<Book>;
-    type Body = Option<Bytes>;
     const NAME: &'static str = "book";
-
-    fn local_key(&self) -> Option<LocalKey> {
-        Some(LocalKey::Book(self.0))
-    }
-
-    fn encode(value: &Option<Book>) -> Result<Option<Bytes>, serde_json::Error> {
-        value.as_ref().map(json).transpose()
-    }
-
-    fn from_local(body: Bytes) -> Option<Bytes> {
-        Some(body)
-    }
-
-    fn store_local(
-        &self,
-        local: &LocalCache,
-        ticket: Ticket,
-        value: &Option<Book>,
-        body: &Option<Bytes>,
-        age: Duration,
-    ) {
-        if let (Some(book), Some(body)) = (value, body) {
-            local.store_book(self.0, ticket, book.version, body.clone(), age);
-        }
-    }
 
     async fn lookup(&self, cache: &BookCache) -> Result<Lookup<Option<Book>>, CacheError> {
         let lookup = cache.get_book(self.0).await?;
@@ -155,50 +102,15 @@ impl Resource for OneBook {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ListPage(pub(crate) PageQuery);
 
-/// A page as sent: the JSON array, and what the `Link` header needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageBody {
-    /// The JSON array of books.
-    pub json: Bytes,
-    /// Books on the page.
-    pub len: usize,
-    /// The last book's id, if any.
-    pub last_id: Option<i64>,
-}
-
 impl Resource for ListPage {
     type Value = BookPage;
-    type Body = PageBody;
     const NAME: &'static str = "list";
-
-    fn local_key(&self) -> Option<LocalKey> {
-        None
-    }
 
     /// Only a page a fill covered is served fresh: the books the cache happens to know in a
     /// range are not the whole range (they are still the stale fallback).
     fn is_fresh(cached: &Cached<BookPage>, ttl: Duration) -> bool {
         cached.value.complete && cached.is_fresh(ttl)
     }
-
-    fn encode(value: &BookPage) -> Result<PageBody, serde_json::Error> {
-        Ok(PageBody {
-            json: json(&value.books)?,
-            len: value.books.len(),
-            last_id: value.books.last().map(|book| book.id),
-        })
-    }
-
-    /// Never called: pages have no local slot.
-    fn from_local(json: Bytes) -> PageBody {
-        PageBody {
-            json,
-            len: 0,
-            last_id: None,
-        }
-    }
-
-    fn store_local(&self, _: &LocalCache, _: Ticket, _: &BookPage, _: &PageBody, _: Duration) {}
 
     async fn lookup(&self, cache: &BookCache) -> Result<Lookup<BookPage>, CacheError> {
         cache.get_page(self.0.after, self.0.limit).await
@@ -230,9 +142,4 @@ impl Resource for ListPage {
             .await
             .map(drop)
     }
-}
-
-/// The JSON booksvc sends, exactly as `axum::Json` would have written it.
-fn json<T: serde::Serialize>(value: &T) -> Result<Bytes, serde_json::Error> {
-    serde_json::to_vec(value).map(Bytes::from)
 }
