@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 description of the API, generated from the handlers' `#[utoipa::path]`
 //! attributes, and served at `GET /openapi.json`.
 //!
-//! [`routes`] registers every documented handler once, through `utoipa-axum`, so a route
+//! [`routes()`] registers every documented handler once, through `utoipa-axum`, so a route
 //! cannot exist without its description (or the other way round). A copy is checked in as
 //! `docs/openapi/storagesvc.json`; a test fails when it is stale.
 
