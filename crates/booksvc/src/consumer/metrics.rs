@@ -73,6 +73,14 @@ pub(crate) fn describe() {
         "Events written into the cache."
     );
     describe_counter!(
+        "booksvc_consumer_checked_total",
+        "Events older than what the cache has proven, settled by asking storagesvc instead (decision 0013)."
+    );
+    describe_counter!(
+        "booksvc_consumer_unproven_total",
+        "Events older than what the cache has proven that storagesvc could not settle: nothing written."
+    );
+    describe_counter!(
         "booksvc_consumer_ignored_stale_total",
         "Events ignored because the cache already held that version or a newer one."
     );
@@ -113,6 +121,8 @@ pub(crate) fn register() {
     let _ = metrics::counter!("booksvc_consumer_consumed_total");
     let _ = metrics::counter!("booksvc_consumer_applied_total");
     let _ = metrics::counter!("booksvc_consumer_ignored_stale_total");
+    let _ = metrics::counter!("booksvc_consumer_checked_total");
+    let _ = metrics::counter!("booksvc_consumer_unproven_total");
     let _ = metrics::counter!("booksvc_consumer_reconnects_total");
     let _ = metrics::counter!("booksvc_redrive_messages_total");
     let _ = metrics::histogram!(EVENT_LAG);
