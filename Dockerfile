@@ -18,19 +18,24 @@ FROM chef AS planner
 COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
+# One builder for both services: its layers do not depend on SERVICE, so the second image's
+# build finds every one of them cached and compiles nothing.
 FROM chef AS builder
-ARG SERVICE=storagesvc
 COPY --from=planner /app/recipe.json recipe.json
-RUN cargo chef cook --release --locked --recipe-path recipe.json -p ${SERVICE}
+# (cargo-chef 0.1 takes one package per cook; the second finds most of its crates built.)
+RUN cargo chef cook --release --locked --recipe-path recipe.json -p storagesvc \
+ && cargo chef cook --release --locked --recipe-path recipe.json -p booksvc
 COPY . .
-RUN cargo build --release --locked -p ${SERVICE} --bin ${SERVICE} \
- && cp target/release/${SERVICE} /app/service
+# The same two invocations as the cooks: one build of both would unify their features
+# differently and compile a dozen dependencies again.
+RUN cargo build --release --locked -p storagesvc --bin storagesvc \
+ && cargo build --release --locked -p booksvc --bin booksvc
 
 FROM ${RUNTIME_IMAGE} AS runtime
 ARG SERVICE=storagesvc
 ARG HTTP_PORT=8082
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
-COPY --from=builder /app/service /usr/local/bin/service
+COPY --from=builder /app/target/release/${SERVICE} /usr/local/bin/service
 USER app
 ENV HTTP_PORT=${HTTP_PORT} LOG_FORMAT=json RUST_LOG=info
 EXPOSE ${HTTP_PORT}

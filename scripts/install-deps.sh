@@ -4,7 +4,10 @@
 # - the server binaries the tests run as private processes (never the machine's shared
 #   services: tests start their own on free ports);
 # - for the browser test of the RabbitMQ management UI: Debian's `chromium` (the system
-#   browser; playwright never downloads one), node/npm, and `npm ci` in ui-tests/.
+#   browser; playwright never downloads one), node/npm, and `npm ci` in ui-tests/;
+# - schemathesis (PyPI), for the property-based tests of the OpenAPI descriptions
+#   (crates/{storagesvc,booksvc}/tests/api/openapi.rs), in a virtualenv of its own
+#   (SCHEMATHESIS_VENV, default ~/.cache/bookstore/schemathesis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,4 +48,15 @@ if [ ! -f ui-tests/node_modules/playwright-core/package.json ]; then
   (cd ui-tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 else
   echo "present: ui-tests/node_modules"
+fi
+
+# Pinned: its checks decide what passes. The tests find it at $SCHEMATHESIS_VENV/bin/st.
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=${SCHEMATHESIS_VENV:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/bookstore/schemathesis}
+if [ "$("$SCHEMATHESIS_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null)" != "$SCHEMATHESIS_VERSION" ]; then
+  echo "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+  python3 -m venv "$SCHEMATHESIS_VENV"
+  "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+else
+  echo "present: schemathesis $SCHEMATHESIS_VERSION"
 fi

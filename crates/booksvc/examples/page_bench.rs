@@ -24,7 +24,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use booksvc::cache::{BookCache, CacheConfig};
+use booksvc::cache::{BookCache, CacheSettings};
 use booksvc::client::StorageClient;
 use booksvc::rebuild::{Plan, RebuildReport, rebuild};
 use clap::Parser;
@@ -98,10 +98,10 @@ async fn parent() -> anyhow::Result<()> {
     let storagesvc = storagesvc_app.address.clone();
     let db = sqlx::PgPool::connect(&database_url).await?;
     let proxy = testkit::TcpProxy::start(storagesvc.trim_start_matches("http://")).await?;
-    let cache = BookCache::new(CacheConfig {
+    let cache = BookCache::new(CacheSettings {
         prefix: PREFIX.to_owned(),
         op_timeout: Duration::from_secs(30),
-        ..CacheConfig::new(redis.url())
+        ..CacheSettings::new(redis.url())
     })?;
     let client =
         StorageClient::new(&storagesvc, Duration::from_secs(30)).map_err(anyhow::Error::msg)?;

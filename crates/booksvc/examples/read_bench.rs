@@ -7,9 +7,10 @@
 //! 2. a bare axum handler returning the same bytes: the ceiling, and the load generator's
 //!    own limit (booksvc's goal: >= 0.7 of it);
 //! 3. an axum handler doing one Redis `GET` of those bytes (what one round trip costs);
-//! 4. a booksvc with the default settings, healthy and then with PostgreSQL stopped for
-//!    several half-open cycles of its breaker: p99 during the outage / healthy p99 (goal <= 2,
-//!    no non-2xx).
+//! 4. a booksvc with the default settings, healthy and then with PostgreSQL killed (SIGKILL,
+//!    as a crash happens) for several half-open cycles of its breaker: p99 during the outage /
+//!    healthy p99 (goal <= 2, no non-2xx). Both rounds count answers per status and print the
+//!    first non-2xx answer, so an error says what it was.
 //!
 //! The load generator is `wrk` (`BENCH_THREADS` 2, `BENCH_CONNECTIONS` 64, `BENCH_SECONDS` 10
 //! per round), outside this process: a client in the bench process saturated before the
@@ -24,7 +25,7 @@ use e2e::in_process::Storagesvc;
 
 mod support;
 use support::servers::{Deps, Server, run_child_if_asked, set_redis_body};
-use support::{Round, Rss, Wrk, env_number, loadavg, median};
+use support::{Round, Rss, Wrk, env_number, loadavg, median, status_script};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -102,12 +103,14 @@ async fn parent() -> anyhow::Result<()> {
     outage.warm(&path, "hit", within).await?;
     println!("\noutage (default settings)");
     let url = outage.url(&path);
+    let statuses = status_script()?;
+    let statuses = Some(statuses.path());
     let healthy = wrk
-        .round("healthy, default settings", &url, wrk.seconds)
+        .round_with_script("healthy, default settings", &url, wrk.seconds, statuses)
         .await?;
-    postgres.stop().await?;
+    postgres.kill().await?;
     let down = wrk
-        .round("PostgreSQL stopped", &url, outage_seconds)
+        .round_with_script("PostgreSQL killed", &url, outage_seconds, statuses)
         .await?;
     let outage_rss = outage.rss()?;
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use booksvc::cache::{BookCache, CacheConfig, WriteOutcome};
+use booksvc::cache::{BookCache, CacheSettings, WriteOutcome};
 use booksvc::consumer::{Consumer, ConsumerSettings, ConsumerState, EventSink, SinkError};
 use e2e::in_process::Storagesvc;
 use events::BookChanged;
@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let sink = TimingSink {
-        cache: BookCache::new(CacheConfig::new(servers.redis.url()))?,
+        cache: BookCache::new(CacheSettings::new(servers.redis.url()))?,
         applied: applied.clone(),
     };
     let consumer = Consumer::new(

@@ -26,10 +26,10 @@ use crate::client::StorageClient;
 use crate::config::Settings;
 use crate::consumer::{CheckedCache, Consumer, ConsumerStatus};
 use crate::http::{self, AppState};
+use crate::metrics;
 use crate::probe::ActiveProbe;
-use crate::serve::{self, ConnectionLimits};
+use crate::serve::{self, ConnectionLimits, Stopping};
 use crate::service::{BookService, ReadPath};
-use crate::{health, metrics};
 
 /// A built, not yet running, booksvc.
 pub struct Application {
@@ -48,7 +48,7 @@ impl Application {
     /// Builds the read path and binds the port; see the module docs.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let metrics = metrics::install_recorder().context("installing the metrics recorder")?;
-        let local = LocalCache::new(settings.local_cache_config());
+        let local = LocalCache::new(settings.local_cache_settings());
         let invalidator = local
             .is_enabled()
             .then(|| Invalidator::new(settings.invalidation_settings(), local.clone()));
@@ -58,7 +58,7 @@ impl Application {
             .with_context(|| format!("binding HTTP_PORT {}", settings.http_addr))?;
         let port = listener.local_addr()?.port();
         let path = service.path();
-        let ready_timeout = health::ready_timeout(settings.storagesvc_timeout);
+        let ready_timeout = http::ready_timeout(settings.storagesvc_timeout);
         let probe = ActiveProbe::new(path.breaker.clone(), path.client.clone(), ready_timeout);
         // The consumer writes through the read path's cache: one connection, one version rule.
         let consumer = settings.consumer_settings().map(|consumer| {
@@ -164,12 +164,12 @@ fn read_path(settings: &Settings) -> anyhow::Result<ReadPath> {
     let client = StorageClient::new(&settings.storagesvc_url, settings.storagesvc_timeout)
         .map_err(anyhow::Error::msg)
         .context("STORAGESVC_URL")?;
-    let cache = BookCache::new(settings.cache_config()).context("the Redis cache")?;
+    let cache = BookCache::new(settings.cache_settings()).context("the Redis cache")?;
     Ok(ReadPath {
         cache,
         client,
         breaker: CircuitBreaker::new(settings.breaker_settings()),
-        retry: settings.retry_policy(),
+        retry: settings.retry_settings(),
         fresh_ttl: settings.cache_fresh_ttl,
         budget: settings.request_budget,
         redis_timeout: settings.redis_timeout,
@@ -183,9 +183,13 @@ fn spawn_server(
     limits: ConnectionLimits,
     stop: CancellationToken,
 ) -> JoinHandle<anyhow::Result<()>> {
+    let stopping = Stopping {
+        draining: state.shutdown.clone(),
+        stop,
+    };
     let router = http::router(state);
     tokio::spawn(async move {
-        serve::serve(listener, router, limits, stop).await;
+        serve::serve(listener, router, limits, stopping).await;
         Ok(())
     })
 }
@@ -194,12 +198,24 @@ fn spawn_server(
 /// until SIGTERM/SIGINT. `main.rs` and the no-Docker stack both call this, so the start-up
 /// sequence is written once.
 pub async fn run_from_env() -> std::process::ExitCode {
-    use std::process::ExitCode;
     let settings = Settings::load_or_exit();
-    if let Err(err) = crate::telemetry::init(&settings.rust_log, settings.log_format) {
-        eprintln!("booksvc: cannot initialise logging: {err}");
-        return ExitCode::FAILURE;
+    let telemetry = match crate::telemetry::init(&settings.rust_log, settings.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("booksvc: cannot initialise logging: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = build_and_run(settings).await;
+    // The batched spans of the last requests go out before the process ends.
+    if let Err(error) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+        eprintln!("booksvc: flushing the spans failed: {error}");
     }
+    code
+}
+
+async fn build_and_run(settings: Settings) -> std::process::ExitCode {
+    use std::process::ExitCode;
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(err) => {

@@ -13,13 +13,19 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
+use tracing::{Instrument, Span, field};
 
-use crate::cache::Book;
+use crate::book::Book;
 use crate::paging::PageQuery;
 use crate::retry::{Retryable, Verdict};
+use crate::trace_context::{self, TraceHeaders};
 
 /// The header that carries a request id from booksvc's client through to storagesvc's logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The W3C Trace Context headers sent with every call.
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
 /// The header telling storagesvc how long this call will wait, in whole milliseconds.
 pub const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout";
@@ -196,6 +202,7 @@ impl StorageClient {
             reason: format!("bad path {path:?}: {e}"),
             status: None,
         })?;
+        let span = client_span(&url);
         let timeout = self.attempt_timeout.min(time_left);
         // storagesvc stops working on the call (pool wait, statements) when we stop waiting.
         let mut request = self
@@ -206,8 +213,52 @@ impl StorageClient {
         if let Some(id) = request_id {
             request = request.header(REQUEST_ID_HEADER, id);
         }
-        request.send().await.map_err(transport_error)
+        // storagesvc's span for this call is a child of ours, in the reader's trace.
+        let trace = TraceHeaders::of(&span);
+        for (name, value) in [
+            (TRACEPARENT, trace.traceparent),
+            (TRACESTATE, trace.tracestate),
+        ] {
+            if let Some(value) = value {
+                request = request.header(name, value);
+            }
+        }
+        let answer = request.send().instrument(span.clone()).await;
+        match &answer {
+            Ok(response) => trace_context::record_http_status(&span, response.status()),
+            Err(_) => {
+                span.record("otel.status_code", "error");
+                span.record("error.type", "transport");
+            }
+        }
+        answer.map_err(transport_error)
     }
+}
+
+/// The span of one call, per the OpenTelemetry conventions for HTTP clients (named by its
+/// method; the URL is ours, built from `STORAGESVC_URL` and a book id or page, without any
+/// credentials it may hold).
+fn client_span(url: &Url) -> Span {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    let span = tracing::info_span!(
+        "storagesvc_call",
+        otel.name = "GET",
+        otel.kind = "client",
+        otel.status_code = field::Empty,
+        http.request.method = "GET",
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = url.port_or_known_default(),
+        url.full = shown.as_str(),
+        http.response.status_code = field::Empty,
+        "error.type" = field::Empty,
+        trace_id = field::Empty,
+        span_id = field::Empty,
+    );
+    // Lines logged inside the call carry its ids like the request's lines do.
+    trace_context::record_ids(&span);
+    span
 }
 
 /// Maps a non-200 status once, for every endpoint.

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use tokio::time::Instant;
+use tracing::Instrument;
 
 /// A flight's result as every caller sees it; `None` if the work panicked.
 pub type Flight<V> = Shared<BoxFuture<'static, Option<V>>>;
@@ -28,9 +30,15 @@ pub enum Role {
     Follower,
 }
 
+/// A flight in the air and when it started.
+struct InAir<V> {
+    flight: Flight<V>,
+    started: Instant,
+}
+
 /// The flights in the air, by key. Cheap to clone: clones share the flights.
 pub struct Coalescer<K, V> {
-    flights: Arc<Mutex<HashMap<K, Flight<V>>>>,
+    flights: Arc<Mutex<HashMap<K, InAir<V>>>>,
     /// `resource` label of `booksvc_coalesced_requests_total`.
     resource: &'static str,
 }
@@ -62,24 +70,43 @@ where
     where
         W: Future<Output = V> + Send + 'static,
     {
+        let (flight, role, _started) = self.join_timed(key, work);
+        (flight, role)
+    }
+
+    /// [`Coalescer::join`], also saying when the flight started: a reader that joins a
+    /// flight already late waits for it no longer than one that started it (see
+    /// `service::patience`).
+    pub fn join_timed<W>(&self, key: K, work: W) -> (Flight<V>, Role, Instant)
+    where
+        W: Future<Output = V> + Send + 'static,
+    {
         let mut flights = self.lock();
-        if let Some(flight) = flights.get(&key) {
-            metrics::counter!("booksvc_coalesced_requests_total", "resource" => self.resource)
-                .increment(1);
-            return (flight.clone(), Role::Follower);
+        if let Some(in_air) = flights.get(&key) {
+            crate::metrics::record_coalesced(self.resource);
+            return (in_air.flight.clone(), Role::Follower, in_air.started);
         }
         let release = Release {
             flights: Arc::clone(&self.flights),
             key: Some(key.clone()),
         };
-        let task = tokio::spawn(async move {
-            // Dropped when the work ends, panics included: the key is free again.
-            let _release = release;
-            work.await
-        });
+        // The flight runs in the leader's span: its storagesvc call joins the leader's trace.
+        let task = tokio::spawn(
+            async move {
+                // Dropped when the work ends, panics included: the key is free again.
+                let _release = release;
+                work.await
+            }
+            .instrument(tracing::Span::current()),
+        );
         let flight = async move { task.await.ok() }.boxed().shared();
-        flights.insert(key, flight.clone());
-        (flight, Role::Leader)
+        let started = Instant::now();
+        let in_air = InAir {
+            flight: flight.clone(),
+            started,
+        };
+        flights.insert(key, in_air);
+        (flight, Role::Leader, started)
     }
 
     /// Flights in the air now.
@@ -87,7 +114,7 @@ where
         self.lock().len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<K, Flight<V>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<K, InAir<V>>> {
         // Never held across an await; a panic while held cannot leave the map half-changed.
         self.flights.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -95,7 +122,7 @@ where
 
 /// Removes its key from the flights when dropped.
 struct Release<K: Hash + Eq, V> {
-    flights: Arc<Mutex<HashMap<K, Flight<V>>>>,
+    flights: Arc<Mutex<HashMap<K, InAir<V>>>>,
     key: Option<K>,
 }
 

@@ -4,13 +4,16 @@
 //! # Layout
 //! - [`config`]: every setting as an environment variable, parsed once, one-line errors.
 //! - [`app`]: [`Application`] — build (read path, listener) and run until stopped.
-//! - [`http`]: the router, handlers, extractors, cache headers and [`http::ApiError`].
+//! - [`http`]: the router and every handler (books, health probes and readiness modes,
+//!   `/metrics`, the OpenAPI description), the app state, extractors, cache headers and
+//!   [`http::ApiError`].
 //! - [`service`]: the read path composed in one function: cache → coalesced retry around
 //!   breaker-guarded calls → fill, or stale fallback, or 503.
 //! - [`coalesce`]: single flight; concurrent misses for one key make one storagesvc call.
 //! - [`breaker`]: the circuit breaker state machine (gobreaker's semantics).
 //! - [`probe`]: the breaker's active probe, so it closes without waiting for a cache miss.
 //! - [`retry`]: exponential backoff with jitter, bounded by the request deadline.
+//! - [`book`]: [`book::Book`] and [`book::CachedBook`], the types every other module speaks.
 //! - [`client`]: the typed storagesvc client; statuses mapped once to not-found / transient / permanent.
 //! - [`cache`]: the Redis cache of the last good data; fills and events race, versions decide;
 //!   and the in-process hit layer in front of it, kept coherent by events.
@@ -20,7 +23,11 @@
 //! - [`rebuild`]: `booksvc rebuild-cache`, refilling Redis from storagesvc page by page.
 //! - [`redrive`]: `booksvc redrive-dlq`, moving dead letters back for another go.
 //! - [`serve`]: the HTTP server loop: header-read timeout and a connection cap.
-//! - [`health`], [`metrics`], [`telemetry`]: probes and readiness modes, Prometheus, logging.
+//! - [`metrics`]: every Prometheus series, its name and labels, and the recorder.
+//! - [`telemetry`]: logging set-up, and span export over OTLP when configured.
+//! - [`trace_context`]: W3C trace context: request and event spans that continue a caller's
+//!   trace, their ids in every log line, the context handed on.
+//! - [`secret`]: [`secret::Secret`], a configured value kept out of logs until used.
 //!
 //! # Data flow
 //! A read passes the [`http`] extractors (id, request id) to [`service::BookService`]. It
@@ -35,13 +42,13 @@
 //! it) as soon as its event arrives, before anyone reads it.
 
 pub mod app;
+pub mod book;
 pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod coalesce;
 pub mod config;
 pub mod consumer;
-pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod paging;
@@ -49,9 +56,21 @@ pub mod probe;
 pub mod rebuild;
 pub mod redrive;
 pub mod retry;
+pub mod secret;
 pub mod serve;
 pub mod service;
 pub mod telemetry;
+pub mod trace_context;
 
 pub use app::Application;
 pub use config::Settings;
+
+#[cfg(test)]
+mod module_graph {
+    /// The top-level modules depend on each other without a cycle; `--nocapture` prints the
+    /// graph.
+    #[test]
+    fn the_modules_form_a_graph_without_cycles() {
+        testkit::module_graph::assert_crate_acyclic(env!("CARGO_MANIFEST_DIR"));
+    }
+}

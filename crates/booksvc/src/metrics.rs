@@ -1,5 +1,8 @@
-//! Prometheus metrics: the process-wide recorder, the HTTP middleware, `GET /metrics`, and the
-//! read path's own series.
+//! Prometheus metrics: the process-wide recorder, the HTTP middleware, and every series
+//! booksvc records: each name, its `# HELP` line and its labels are written here once, and the
+//! other modules record through the `record_*` functions (and [`LocalHits`]). So this module
+//! names no other module of the crate: every module may depend on it. `GET /metrics` is served
+//! by [`crate::http`].
 //!
 //! | series | labels | recorded by |
 //! |---|---|---|
@@ -7,15 +10,15 @@
 //! | `booksvc_cache_results_total` | `resource` (`book`/`list`: a page), `result` (`hit`/`miss`/`stale`/`unavailable`) | [`record_read`] |
 //! | `booksvc_stale_age_seconds` (histogram) | `resource` | [`record_read`] |
 //! | `booksvc_storagesvc_request_duration_seconds` | `endpoint`, `outcome` (`ok`/`not_found`/`error`) | [`record_storagesvc_call`] |
-//! | `booksvc_local_cache_hits_total` (also counted as `hit` above) | `resource` (`book`) | [`crate::cache::LocalCache`] |
+//! | `booksvc_local_cache_hits_total` (also counted as `hit` above) | `resource` (`book`) | [`LocalHits`] |
 //! | `booksvc_local_cache_invalidations_total` | `reason` (`event`: one book; `reset`: emptied on going live or bypassed; `unreadable`: an event it could not parse) | [`record_local_invalidation`] |
 //! | `booksvc_local_cache_state` (1 for the current state) | `state` (`disabled`/`bypassed`/`live`) | [`record_local_state`] |
-//! | `booksvc_coalesced_requests_total` | `resource` | [`crate::coalesce`] |
-//! | `booksvc_breaker_probes_total` | `outcome` | [`crate::probe`] |
-//! | `booksvc_breaker_state`, `booksvc_breaker_transitions_total`, `booksvc_breaker_calls_not_permitted_total` | | [`crate::breaker`] |
-//! | `booksvc_storagesvc_retries_total` | | [`crate::retry`] |
-//! | `booksvc_cache_errors_total`, `booksvc_cache_writes_total` | | [`crate::cache`] |
-//! | `booksvc_consumer_*`, `booksvc_redrive_messages_total` | | [`crate::consumer::metrics`] |
+//! | `booksvc_coalesced_requests_total` | `resource` | [`record_coalesced`] |
+//! | `booksvc_breaker_probes_total` | `outcome` | [`record_breaker_probe`] |
+//! | `booksvc_breaker_state`, `booksvc_breaker_transitions_total`, `booksvc_breaker_calls_not_permitted_total` | `state`; `from`, `to` | [`record_breaker_state`], [`record_breaker_transition`], [`record_breaker_not_permitted`] |
+//! | `booksvc_storagesvc_retries_total` | | [`record_storagesvc_retry`] |
+//! | `booksvc_cache_errors_total`, `booksvc_cache_writes_total`, `booksvc_cache_unreadable_total` | `op`; `writer`, `outcome` | [`record_cache_error`], [`record_cache_writes`], [`record_cache_unreadable`] |
+//! | `booksvc_consumer_*`, `booksvc_redrive_messages_total` | | [`consumer`] |
 //!
 //! Every family has a `# HELP` line (`describe`), every duration is a histogram (default
 //! buckets), and every series whose labels are known in advance exists at 0 from start-up
@@ -32,6 +35,7 @@
 //! [`install_recorder`] starts a thread that runs [`keep_up`] every [`UPKEEP_INTERVAL`] for the
 //! life of the process (the recorder's life), whatever runtime the caller has.
 
+pub mod consumer;
 pub mod requests;
 
 use std::sync::{Arc, Mutex};
@@ -40,21 +44,18 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use metrics::Counter;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::cache::LocalState;
-use crate::client::ClientError;
-use crate::consumer::metrics::{EVENT_LAG, EVENT_LAG_BUCKETS};
-use crate::http::AppState;
+use self::consumer::{EVENT_LAG, EVENT_LAG_BUCKETS};
 pub use requests::HttpMetrics;
 
 const HTTP_REQUESTS: &str = "booksvc_http_requests_total";
 const HTTP_DURATION: &str = "booksvc_http_request_duration_seconds";
-pub(crate) const CACHE_RESULTS: &str = "booksvc_cache_results_total";
-pub(crate) const LOCAL_HITS: &str = "booksvc_local_cache_hits_total";
+const CACHE_RESULTS: &str = "booksvc_cache_results_total";
+const LOCAL_HITS: &str = "booksvc_local_cache_hits_total";
 const LOCAL_INVALIDATIONS: &str = "booksvc_local_cache_invalidations_total";
 const LOCAL_STATE: &str = "booksvc_local_cache_state";
 const STALE_AGE: &str = "booksvc_stale_age_seconds";
@@ -86,6 +87,12 @@ const CACHE_OPS: [&str; 8] = [
 ];
 /// How a storagesvc attempt ended (`outcome` label of [`STORAGESVC_DURATION`]).
 const STORAGESVC_OUTCOMES: [&str; 3] = ["ok", "not_found", "error"];
+/// The breaker's states (`state` label of `booksvc_breaker_state`), as `breaker::State`
+/// names them.
+pub const BREAKER_STATES: [&str; 3] = ["closed", "open", "half_open"];
+/// The local hit layer's states (`state` label of `booksvc_local_cache_state`), as
+/// `cache::LocalState` names them.
+pub const LOCAL_STATES: [&str; 3] = ["disabled", "bypassed", "live"];
 /// The breaker's transitions (`from`, `to`): the only ones gobreaker's state machine makes.
 const BREAKER_MOVES: [(&str, &str); 4] = [
     ("closed", "open"),
@@ -246,7 +253,7 @@ fn describe() {
         CACHE_UNREADABLE,
         "Cache entries that could not be decoded and were treated as missing."
     );
-    crate::consumer::metrics::describe();
+    consumer::describe();
 }
 
 /// Registers, at 0, every series whose labels are known at start-up and that an alert or the
@@ -267,11 +274,11 @@ fn register() {
     for reason in ["event", "reset", "unreadable"] {
         let _ = metrics::counter!(LOCAL_INVALIDATIONS, "reason" => reason);
     }
-    for state in LocalState::ALL {
-        let _ = metrics::gauge!(LOCAL_STATE, "state" => state.as_str());
+    for state in LOCAL_STATES {
+        let _ = metrics::gauge!(LOCAL_STATE, "state" => state);
     }
-    for state in crate::breaker::State::ALL {
-        let _ = metrics::gauge!(BREAKER_STATE, "state" => state.as_str());
+    for state in BREAKER_STATES {
+        let _ = metrics::gauge!(BREAKER_STATE, "state" => state);
     }
     for (from, to) in BREAKER_MOVES {
         let _ = metrics::counter!(BREAKER_TRANSITIONS, "from" => from, "to" => to);
@@ -285,7 +292,7 @@ fn register() {
     for op in CACHE_OPS {
         let _ = metrics::counter!(CACHE_ERRORS, "op" => op);
     }
-    crate::consumer::metrics::register();
+    consumer::register();
 }
 
 /// The HTTP series of a router serving `routes` (templates).
@@ -306,20 +313,6 @@ pub async fn track_http(
     let route = matched.as_ref().map(MatchedPath::as_str);
     series.record(&method, route, response.status(), started.elapsed());
     response
-}
-
-/// `GET /metrics`: the Prometheus text exposition.
-pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    // Upkeep drains histogram samples into their buckets; doing it per scrape too keeps the
-    // numbers current between the background runs.
-    state.metrics.run_upkeep();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
 }
 
 /// How a read was answered, for `booksvc_cache_results_total`.
@@ -347,12 +340,17 @@ pub fn record_read(resource: &'static str, result: ReadResult) {
     metrics::counter!(CACHE_RESULTS, "resource" => resource, "result" => label).increment(1);
 }
 
-/// Sets `booksvc_local_cache_state`: 1 for `state`, 0 for the others.
-pub fn record_local_state(state: LocalState) {
-    for each in LocalState::ALL {
-        let value = if each == state { 1.0 } else { 0.0 };
-        metrics::gauge!(LOCAL_STATE, "state" => each.as_str()).set(value);
+/// Sets a state gauge: 1 for `current`, 0 for the other `states`.
+fn record_state(name: &'static str, states: &[&'static str], current: &str) {
+    for state in states {
+        let value = if *state == current { 1.0 } else { 0.0 };
+        metrics::gauge!(name, "state" => *state).set(value);
     }
+}
+
+/// Sets `booksvc_local_cache_state`: 1 for `state` (one of [`LOCAL_STATES`]), 0 for the others.
+pub fn record_local_state(state: &str) {
+    record_state(LOCAL_STATE, &LOCAL_STATES, state);
 }
 
 /// Counts one invalidation of the in-process hit layer.
@@ -360,17 +358,100 @@ pub fn record_local_invalidation(reason: &'static str) {
     metrics::counter!(LOCAL_INVALIDATIONS, "reason" => reason).increment(1);
 }
 
+/// The local hit layer's counters, resolved once: the hit path builds no label set. A local
+/// hit counts in `booksvc_local_cache_hits_total` and as a `hit` read.
+pub struct LocalHits {
+    hits: Counter,
+    read_hits: Counter,
+}
+
+impl LocalHits {
+    /// The handles, bound to the recorder in force now.
+    pub fn new() -> LocalHits {
+        LocalHits {
+            hits: metrics::counter!(LOCAL_HITS, "resource" => "book"),
+            read_hits: metrics::counter!(CACHE_RESULTS, "resource" => "book", "result" => "hit"),
+        }
+    }
+
+    /// Counts one local hit.
+    pub fn record(&self) {
+        self.hits.increment(1);
+        self.read_hits.increment(1);
+    }
+}
+
+impl Default for LocalHits {
+    fn default() -> LocalHits {
+        LocalHits::new()
+    }
+}
+
+/// How a storagesvc attempt ended (`outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// storagesvc answered.
+    Ok,
+    /// storagesvc answered 404.
+    NotFound,
+    /// Anything else: a failure.
+    Error,
+}
+
 /// Records one storagesvc attempt.
-pub fn record_storagesvc_call<T>(
-    endpoint: &'static str,
-    result: &Result<T, ClientError>,
-    elapsed: Duration,
-) {
-    let outcome = match result {
-        Ok(_) => "ok",
-        Err(ClientError::NotFound) => "not_found",
-        Err(ClientError::Transient { .. } | ClientError::Permanent { .. }) => "error",
+pub fn record_storagesvc_call(endpoint: &'static str, outcome: CallOutcome, elapsed: Duration) {
+    let outcome = match outcome {
+        CallOutcome::Ok => "ok",
+        CallOutcome::NotFound => "not_found",
+        CallOutcome::Error => "error",
     };
     metrics::histogram!(STORAGESVC_DURATION, "endpoint" => endpoint, "outcome" => outcome)
         .record(elapsed.as_secs_f64());
+}
+
+/// Counts one retry of a storagesvc call.
+pub fn record_storagesvc_retry() {
+    metrics::counter!(STORAGESVC_RETRIES).increment(1);
+}
+
+/// Counts one read of `resource` that shared another read's storagesvc call.
+pub fn record_coalesced(resource: &'static str) {
+    metrics::counter!(COALESCED, "resource" => resource).increment(1);
+}
+
+/// Counts one call the breaker refused.
+pub fn record_breaker_not_permitted() {
+    metrics::counter!(BREAKER_NOT_PERMITTED).increment(1);
+}
+
+/// Counts one breaker transition (state names as in [`BREAKER_STATES`]).
+pub fn record_breaker_transition(from: &'static str, to: &'static str) {
+    metrics::counter!(BREAKER_TRANSITIONS, "from" => from, "to" => to).increment(1);
+}
+
+/// Sets `booksvc_breaker_state`: 1 for `state` (one of [`BREAKER_STATES`]), 0 for the others.
+pub fn record_breaker_state(state: &str) {
+    record_state(BREAKER_STATE, &BREAKER_STATES, state);
+}
+
+/// Counts one active probe of storagesvc (`healthy` or `unhealthy`).
+pub fn record_breaker_probe(outcome: &'static str) {
+    metrics::counter!(BREAKER_PROBES, "outcome" => outcome).increment(1);
+}
+
+/// Counts one failed or timed-out Redis call of operation `op`.
+pub fn record_cache_error(op: &'static str) {
+    metrics::counter!(CACHE_ERRORS, "op" => op).increment(1);
+}
+
+/// Counts one cache entry that could not be decoded.
+pub fn record_cache_unreadable() {
+    metrics::counter!(CACHE_UNREADABLE).increment(1);
+}
+
+/// Counts `count` cache writes by `writer` (fill, event, ...) that ended as `outcome`.
+pub fn record_cache_writes(writer: &'static str, outcome: &'static str, count: u64) {
+    if count > 0 {
+        metrics::counter!(CACHE_WRITES, "writer" => writer, "outcome" => outcome).increment(count);
+    }
 }

@@ -86,7 +86,7 @@ impl ActiveProbe {
                 (ProbeOutcome::Unhealthy, "unhealthy")
             }
         };
-        metrics::counter!("booksvc_breaker_probes_total", "outcome" => label).increment(1);
+        crate::metrics::record_breaker_probe(label);
         outcome
     }
 }

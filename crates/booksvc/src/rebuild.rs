@@ -6,7 +6,9 @@
 //! same order as a read: the cache's revision is taken *before* storagesvc is asked, and the
 //! fill replaces only entries unchanged since then; an entry an event wrote meanwhile stays
 //! unless storagesvc's version is newer. So the rebuild is safe while events flow and while
-//! booksvc serves: it can never put back an older version than an event left. Books the
+//! booksvc serves: it can never put back an older version than an event left, nor a deleted
+//! book, since a delete's tombstone is written at once, even in the first seconds after a
+//! data loss when upserts are settled by storagesvc (decision 0013, rule 4). Books the
 //! cache lists in a page's range that storagesvc no longer has become tombstones, as on a
 //! read. The rebuild writes no page marks: it does not make pages fresh, only known.
 //!
@@ -21,14 +23,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 
-use crate::cache::{BookCache, CacheConfig, PageFillOutcome};
+use crate::cache::{BookCache, CacheSettings, PageFillOutcome};
 use crate::client::StorageClient;
 use crate::config::{
-    DEFAULT_REDIS_URL, Secret, parse_http_url, parse_positive_duration, parse_prefix,
-    parse_redis_addr, parse_redis_url,
+    DEFAULT_STORAGESVC_URL, Secret, default_text, parse_http_url, parse_positive_duration,
+    parse_prefix, parse_redis_addr, parse_redis_url,
 };
 use crate::paging::{MAX_LIMIT, PageQuery};
-use crate::retry::{RetryError, RetryPolicy, retry_within};
+use crate::retry::{RetryError, RetrySettings, retry_within};
 
 /// `booksvc rebuild-cache`: writes every book storagesvc lists into the Redis cache. The
 /// connection settings are booksvc's own variables. `Debug` leaves out the Redis URL: it may
@@ -41,7 +43,7 @@ use crate::retry::{RetryError, RetryPolicy, retry_within};
 )]
 pub struct RebuildArgs {
     /// storagesvc's base URL.
-    #[arg(long, env = "STORAGESVC_URL", default_value = "http://localhost:8082", value_parser = parse_http_url)]
+    #[arg(long, env = "STORAGESVC_URL", default_value = DEFAULT_STORAGESVC_URL, value_parser = parse_http_url)]
     pub storagesvc_url: String,
     /// Redis as HOST:PORT (or set REDIS_URL).
     #[arg(long, env = "REDIS_ADDR", value_parser = parse_redis_addr, conflicts_with = "redis_url")]
@@ -52,10 +54,10 @@ pub struct RebuildArgs {
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url, hide_env_values = true)]
     pub redis_url: Option<Secret>,
     /// The key prefix booksvc uses (its CACHE_PREFIX).
-    #[arg(long, env = "CACHE_PREFIX", default_value = "booksvc:", value_parser = parse_prefix)]
+    #[arg(long, env = "CACHE_PREFIX", default_value = crate::cache::DEFAULT_PREFIX, value_parser = parse_prefix)]
     pub cache_prefix: String,
     /// Longest an entry is kept (booksvc's CACHE_MAX_AGE).
-    #[arg(long, env = "CACHE_MAX_AGE", default_value = "24h", value_parser = parse_positive_duration)]
+    #[arg(long, env = "CACHE_MAX_AGE", default_value = default_text::duration(crate::cache::DEFAULT_MAX_AGE), value_parser = parse_positive_duration)]
     pub cache_max_age: Duration,
     /// Start after this book id (exclusive): the id a stopped run printed, to resume it.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
@@ -86,13 +88,9 @@ impl std::fmt::Debug for RebuildArgs {
 }
 
 impl RebuildArgs {
-    /// The Redis URL from `--redis-url`, `--redis-addr` or the default.
-    pub fn redis_url(&self) -> String {
-        match (&self.redis_url, &self.redis_addr) {
-            (Some(url), _) => url.expose().to_owned(),
-            (None, Some(addr)) => format!("redis://{addr}"),
-            (None, None) => DEFAULT_REDIS_URL.to_owned(),
-        }
+    /// The Redis URL from `--redis-url`, `--redis-addr` or the default, as the service reads it.
+    pub fn redis_url(&self) -> Secret {
+        crate::config::redis_url(self.redis_url.as_ref(), self.redis_addr.as_deref())
     }
 }
 
@@ -196,7 +194,7 @@ pub async fn rebuild_from_args(
     };
     let client = StorageClient::new(&args.storagesvc_url, args.timeout)
         .map_err(|error| failure(anyhow::anyhow!("STORAGESVC_URL: {error}")))?;
-    let cache = BookCache::new(CacheConfig {
+    let cache = BookCache::new(CacheSettings {
         url: args.redis_url(),
         prefix: args.cache_prefix.clone(),
         op_timeout: args.timeout,
@@ -266,10 +264,10 @@ async fn rebuild_page(
     cache: &BookCache,
     page: PageQuery,
     timeout: Duration,
-) -> anyhow::Result<(Vec<crate::cache::Book>, PageFillOutcome)> {
+) -> anyhow::Result<(Vec<crate::book::Book>, PageFillOutcome)> {
     let seen = cache.seen().await.context("reading the cache's revision")?;
     let deadline = tokio::time::Instant::now() + timeout;
-    let books = retry_within(&RetryPolicy::default(), deadline, |left| {
+    let books = retry_within(&RetrySettings::default(), deadline, |left| {
         client.list_page(page, None, left)
     })
     .await
@@ -317,7 +315,7 @@ mod tests {
         .expect("valid arguments");
         assert_eq!((args.after, args.page_size, args.rate), (0, 500, 2000));
         assert!(!format!("{args:?}").contains("Pr0dPass"));
-        assert_eq!(args.redis_url(), "redis://:Pr0dPass@cache:6379/0");
+        assert_eq!(args.redis_url().expose(), "redis://:Pr0dPass@cache:6379/0");
     }
 
     #[test]

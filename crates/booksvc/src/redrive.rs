@@ -50,7 +50,7 @@ pub struct RedriveArgs {
     #[arg(
         long,
         env = "AMQP_URL",
-        default_value = "amqp://guest:guest@localhost:5672/%2f",
+        default_value = crate::config::DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     pub amqp_url: String,
@@ -127,7 +127,7 @@ pub async fn redrive_dlq(
         let _ = channel.close(200, ShortString::from("bye")).await;
     }
     let moved = result?;
-    crate::consumer::metrics::record_redriven(moved);
+    crate::metrics::consumer::record_redriven(moved);
     let remaining = dlq_depth(connection).await?;
     Ok(RedriveReport { moved, remaining })
 }

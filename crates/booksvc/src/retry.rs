@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 /// The shape of the pauses between attempts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
+pub struct RetrySettings {
     /// Pause before the second attempt (before jitter).
     pub initial_interval: Duration,
     /// Each pause is this many times the previous one…
@@ -36,9 +36,9 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
 }
 
-impl Default for RetryPolicy {
+impl Default for RetrySettings {
     fn default() -> Self {
-        RetryPolicy {
+        RetrySettings {
             initial_interval: Duration::from_millis(50),
             multiplier: 2.0,
             max_interval: Duration::from_millis(400),
@@ -78,7 +78,7 @@ pub enum RetryError<E> {
 /// attempt's future *before* sleeping, so a timeout computed in it would be stale by the
 /// length of the pause.
 pub async fn retry_within<T, E, F, Fut>(
-    policy: &RetryPolicy,
+    policy: &RetrySettings,
     deadline: Instant,
     mut attempt: F,
 ) -> Result<T, RetryError<E>>
@@ -103,7 +103,7 @@ where
         let Some(pause) = next_pause(&error, attempts, policy, &mut pauses) else {
             return Err(RetryError::Failed { error, attempts });
         };
-        metrics::counter!("booksvc_storagesvc_retries_total").increment(1);
+        crate::metrics::record_storagesvc_retry();
         tracing::debug!(attempt = attempts, ?pause, "retrying storagesvc call");
         tokio::time::sleep(pause).await;
     }
@@ -113,7 +113,7 @@ where
 fn next_pause<E: Retryable>(
     error: &E,
     attempts: u32,
-    policy: &RetryPolicy,
+    policy: &RetrySettings,
     pauses: &mut DeadlineBackoff<backoff::ExponentialBackoff>,
 ) -> Option<Duration> {
     if attempts >= policy.max_attempts {
@@ -129,7 +129,7 @@ fn next_pause<E: Retryable>(
     }
 }
 
-fn exponential(policy: &RetryPolicy, deadline: Instant) -> backoff::ExponentialBackoff {
+fn exponential(policy: &RetrySettings, deadline: Instant) -> backoff::ExponentialBackoff {
     ExponentialBackoffBuilder::new()
         .with_initial_interval(policy.initial_interval)
         .with_multiplier(policy.multiplier)
@@ -198,7 +198,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn succeeds_after_transient_failures() {
         let calls = AtomicU32::new(0);
-        let result = retry_within(&RetryPolicy::default(), budget(1000), |_| async {
+        let result = retry_within(&RetrySettings::default(), budget(1000), |_| async {
             match calls.fetch_add(1, Ordering::SeqCst) {
                 0 | 1 => Err(TestError::Unavailable),
                 _ => Ok("book"),
@@ -213,7 +213,7 @@ mod tests {
     async fn never_retries_an_error_that_cannot_succeed() {
         let calls = AtomicU32::new(0);
         let result: Result<(), _> =
-            retry_within(&RetryPolicy::default(), budget(1000), |_| async {
+            retry_within(&RetrySettings::default(), budget(1000), |_| async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(TestError::BadRequest)
             })
@@ -231,7 +231,7 @@ mod tests {
     async fn stops_after_max_attempts_within_the_budget() {
         let start = Instant::now();
         let result: Result<(), _> =
-            retry_within(&RetryPolicy::default(), budget(10_000), |_| async {
+            retry_within(&RetrySettings::default(), budget(10_000), |_| async {
                 Err(TestError::Unavailable)
             })
             .await;
@@ -252,9 +252,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn never_waits_past_the_deadline_even_when_every_attempt_fails() {
-        let policy = RetryPolicy {
+        let policy = RetrySettings {
             max_attempts: 100,
-            ..RetryPolicy::default()
+            ..RetrySettings::default()
         };
         let start = Instant::now();
         let result: Result<(), _> = retry_within(&policy, budget(1000), |_| async {
@@ -276,7 +276,7 @@ mod tests {
     async fn a_hung_attempt_is_cut_at_the_deadline() {
         let start = Instant::now();
         let result: Result<(), RetryError<TestError>> =
-            retry_within(&RetryPolicy::default(), budget(800), |left| async move {
+            retry_within(&RetrySettings::default(), budget(800), |left| async move {
                 tokio::time::sleep(left * 10).await;
                 Ok(())
             })
@@ -289,7 +289,7 @@ mod tests {
     async fn honours_retry_after_when_it_fits_the_budget() {
         let calls = AtomicU32::new(0);
         let start = Instant::now();
-        let result = retry_within(&RetryPolicy::default(), budget(1000), |_| async {
+        let result = retry_within(&RetrySettings::default(), budget(1000), |_| async {
             match calls.fetch_add(1, Ordering::SeqCst) {
                 0 => Err(TestError::RateLimited(Duration::from_millis(300))),
                 _ => Ok(()),
@@ -304,7 +304,7 @@ mod tests {
     async fn gives_up_at_once_when_retry_after_exceeds_the_budget() {
         let start = Instant::now();
         let result: Result<(), _> =
-            retry_within(&RetryPolicy::default(), budget(1000), |_| async {
+            retry_within(&RetrySettings::default(), budget(1000), |_| async {
                 Err(TestError::RateLimited(Duration::from_secs(30)))
             })
             .await;
@@ -319,7 +319,7 @@ mod tests {
     async fn a_retry_after_too_large_for_the_clock_gives_up_without_panicking() {
         // `Instant + Duration::MAX` overflows: std's `Add` would panic inside the read.
         let result: Result<(), _> =
-            retry_within(&RetryPolicy::default(), budget(1000), |_| async {
+            retry_within(&RetrySettings::default(), budget(1000), |_| async {
                 Err(TestError::RateLimited(Duration::MAX))
             })
             .await;
@@ -332,7 +332,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_attempt_is_told_how_much_time_is_left() {
         let seen = Mutex::new(Vec::new());
-        let _: Result<(), _> = retry_within(&RetryPolicy::default(), budget(1000), |left| {
+        let _: Result<(), _> = retry_within(&RetrySettings::default(), budget(1000), |left| {
             seen.lock().unwrap().push(left);
             async { Err(TestError::Unavailable) }
         })

@@ -20,7 +20,8 @@
 //!
 //! - **Patience** (FusionCache's fail-safe with soft timeouts). A read with nothing cached
 //!   waits for its flight until the deadline. A read with an entry to fall back on waits at
-//!   most `STALE_SOFT_TIMEOUT`, and not at all while the breaker is half-open (the call is a
+//!   most `STALE_SOFT_TIMEOUT` after its flight started (a reader joining a late flight
+//!   waits less, or not at all), and not at all while the breaker is half-open (the call is a
 //!   trial, or waits behind one, and storagesvc was down a moment ago: under concurrency
 //!   every reader of the key would otherwise queue behind it). It then serves the entry as
 //!   `stale` while the flight goes on in its own task and refills the cache.
@@ -44,7 +45,16 @@
 //! - **Who wins.** The fill hands back the revision the lookup saw ([`Seen`]); the cache
 //!   keeps an entry written since (an event) if it is newer. Redis down: the fill fails
 //!   fast and is only logged.
+//!
+//! # Parts
+//! This file is the order of the read path. Beside it: `answer` (what a read returns,
+//! [`Served`] or [`FetchFailure`], counted and encoded), `patience` (how long a read waits for
+//! its flight), `call` (one guarded attempt as the retry loop sees it) and `resource` (one
+//! book or one page: how each is looked up, fetched and filled).
 
+mod answer;
+mod call;
+mod patience;
 mod resource;
 
 use std::sync::Arc;
@@ -54,67 +64,20 @@ use axum::body::Bytes;
 use axum::http::HeaderValue;
 use tokio::time::Instant;
 
-use crate::breaker::{CircuitBreaker, NotPermitted, State};
-use crate::cache::{Book, BookCache, BookPage, Cached, LocalCache, LocalKey, Lookup, Seen};
-use crate::client::{ClientError, StorageClient};
-use crate::coalesce::{Coalescer, Flight, Role};
-use crate::http::HitHeaders;
-use crate::metrics::{self, ReadResult};
-use crate::paging::PageQuery;
-use crate::retry::{RetryError, RetryPolicy, Retryable, Verdict, retry_within};
-
+pub use self::answer::{FetchFailure, PageBody, Served, Source};
+use self::answer::{fetched, json, served, unavailable};
+use self::call::{CallError, call_outcome};
+use self::patience::{Patience, Until, patience};
 pub(crate) use self::resource::{ListPage, OneBook, Resource};
-
-/// A page as sent: the JSON array, and what the `Link` header needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageBody {
-    /// The JSON array of books.
-    pub json: Bytes,
-    /// Books on the page.
-    pub len: usize,
-    /// The last book's id, if any.
-    pub last_id: Option<i64>,
-}
-
-/// An answer and where it came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Served<T> {
-    pub value: T,
-    pub source: Source,
-}
-
-/// Where an answer came from; the `X-Cache` header says it in one word.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Source {
-    /// `hit`: a fresh cache entry; storagesvc was not asked.
-    Fresh { age: Duration },
-    /// `miss`: storagesvc answered now.
-    Upstream {
-        /// A stale entry was cached (and is now refreshed), rather than nothing.
-        refreshed: bool,
-        /// This read shared another read's storagesvc call.
-        collapsed: bool,
-    },
-    /// `stale`: storagesvc could not answer; this is the last good data.
-    Stale { age: Duration, why: FetchFailure },
-}
-
-/// Why storagesvc gave no answer in time: within the budget, or, for a read with an entry to
-/// fall back on, without waiting for a trial or past the soft timeout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchFailure {
-    /// The breaker refused the call: storagesvc was not asked. `retry_after`: until the
-    /// breaker lets a probe through, when it is open.
-    CircuitOpen { retry_after: Option<Duration> },
-    /// The breaker is half-open and a trial call is in flight: a read with an entry does not
-    /// wait for it (the trial goes on in the background and refills the cache if it works).
-    TrialInFlight,
-    /// storagesvc did not answer within `STALE_SOFT_TIMEOUT` (`waited`); the call goes on in
-    /// the background and refills the cache. Only a read with an entry stops waiting early.
-    SoftTimeout { waited: Duration },
-    /// storagesvc was asked and failed, or the budget ran out first.
-    Upstream { reason: String },
-}
+use crate::book::Book;
+use crate::breaker::CircuitBreaker;
+use crate::cache::{BookCache, BookPage, LocalCache, LocalKey, Lookup, Seen};
+use crate::client::StorageClient;
+use crate::coalesce::{Coalescer, Flight, Role};
+use crate::metrics;
+use crate::paging::PageQuery;
+use crate::retry::{RetrySettings, retry_within};
+use events::Outage;
 
 /// The read path's dependencies and knobs. Cheap to clone: clones share everything.
 #[derive(Clone)]
@@ -127,7 +90,7 @@ pub struct ReadPath {
     pub cache: BookCache,
     pub client: StorageClient,
     pub breaker: CircuitBreaker,
-    pub retry: RetryPolicy,
+    pub retry: RetrySettings,
     /// `CACHE_FRESH_TTL`.
     pub fresh_ttl: Duration,
     /// `REQUEST_BUDGET`.
@@ -142,9 +105,10 @@ pub struct ReadPath {
 struct Core {
     path: ReadPath,
     local: LocalCache,
-    hit_headers: HitHeaders,
     books: Coalescer<OneBook, Result<Option<Book>, FetchFailure>>,
     pages: Coalescer<ListPage, Result<BookPage, FetchFailure>>,
+    /// Reads that found storagesvc failing and nothing cached, logged as one outage.
+    unserved: Outage,
 }
 
 impl BookService {
@@ -156,11 +120,11 @@ impl BookService {
     /// The read path with `local` in front of Redis (it serves once it is live).
     pub fn with_local(path: ReadPath, local: LocalCache) -> BookService {
         let core = Core {
-            hit_headers: HitHeaders::new(path.fresh_ttl),
             path,
             local,
             books: Coalescer::new(OneBook::NAME),
             pages: Coalescer::new(ListPage::NAME),
+            unserved: Outage::new("storagesvc, reads with nothing cached"),
         };
         BookService {
             core: Arc::new(core),
@@ -227,11 +191,6 @@ impl BookService {
         &self.core.local
     }
 
-    /// A hit's cache headers, prepared for `CACHE_FRESH_TTL`.
-    pub fn hit_headers(&self) -> &HitHeaders {
-        &self.core.hit_headers
-    }
-
     /// The order of the read path, in one place (see the module docs).
     async fn read<R: Resource>(
         &self,
@@ -273,11 +232,17 @@ impl BookService {
         let refreshed = lookup.cached.is_some();
         let answer = self.fetch_coalesced(resource, lookup.seen, request_id, deadline, patience);
         match answer.await {
-            Ok((value, collapsed)) => Ok(fetched(R::NAME, value, refreshed, collapsed)),
+            Ok((value, collapsed)) => {
+                self.core.unserved.succeeded();
+                Ok(fetched(R::NAME, value, refreshed, collapsed))
+            }
             // 3. No answer: the last good data, marked stale; nothing cached, a 503.
             Err(why) => match lookup.cached {
                 Some(cached) => Ok(served(R::NAME, cached, Some(why))),
-                None => Err(unavailable(R::NAME, why)),
+                None => {
+                    self.core.unserved.failed(&format_args!("{why:?}"));
+                    Err(unavailable(R::NAME, why))
+                }
             },
         }
     }
@@ -296,8 +261,16 @@ impl BookService {
     where
         Core: Flights<R>,
     {
-        let (flight, role) = self.join_flight(resource, seen, request_id, deadline);
+        let (flight, role, started) = self.join_flight(resource, seen, request_id, deadline);
         let Patience { until, gave_up } = patience;
+        let until = match until {
+            Until::At(at) => at,
+            // Counted from the flight's start, not this read's arrival: when storagesvc has
+            // just gone down, the flights of the key follow one another until the breaker
+            // opens, and readers arriving all through them would each wait the whole soft
+            // timeout again.
+            Until::SoftTimeoutAfter(soft) => (started + soft).min(deadline),
+        };
         // No patience at all (a trial in flight): not even one poll, so the answer says what
         // was true when the read looked, and never carries the trial's own failure.
         if until <= Instant::now() {
@@ -323,13 +296,13 @@ impl BookService {
         seen: Seen,
         request_id: Option<HeaderValue>,
         deadline: Instant,
-    ) -> (Flight<Result<R::Value, FetchFailure>>, Role)
+    ) -> (Flight<Result<R::Value, FetchFailure>>, Role, Instant)
     where
         Core: Flights<R>,
     {
         let core = Arc::clone(&self.core);
         let work = core.fetch_and_fill(resource.clone(), seen, request_id, deadline);
-        Flights::<R>::flights(&*self.core).join(resource, work)
+        Flights::<R>::flights(&*self.core).join_timed(resource, work)
     }
 }
 
@@ -347,48 +320,6 @@ impl Flights<OneBook> for Core {
 impl Flights<ListPage> for Core {
     fn flights(&self) -> &Coalescer<ListPage, Result<BookPage, FetchFailure>> {
         &self.pages
-    }
-}
-
-/// How long a read waits for its flight, and what it says when it stops waiting.
-struct Patience {
-    until: Instant,
-    gave_up: FetchFailure,
-}
-
-impl Patience {
-    /// A read with nothing to fall back on waits until the deadline.
-    fn budget(deadline: Instant) -> Patience {
-        Patience {
-            until: deadline,
-            gave_up: FetchFailure::Upstream {
-                reason: "no answer within the request budget".to_owned(),
-            },
-        }
-    }
-}
-
-/// How long a read with an entry waits, the breaker being in `state` (closed or half-open):
-/// FusionCache's fail-safe with soft timeouts. Not at all while half-open: the call is a
-/// trial, or waits behind one, and storagesvc was down a moment ago; under concurrency every
-/// reader of the key would otherwise queue behind it. Else at most `soft_timeout`. Either
-/// way the flight goes on and refills the cache.
-fn patience(state: State, soft_timeout: Duration, deadline: Instant) -> Patience {
-    let now = Instant::now();
-    if state == State::HalfOpen {
-        return Patience {
-            until: now,
-            gave_up: FetchFailure::TrialInFlight,
-        };
-    }
-    match now + soft_timeout < deadline {
-        true => Patience {
-            until: now + soft_timeout,
-            gave_up: FetchFailure::SoftTimeout {
-                waited: soft_timeout,
-            },
-        },
-        false => Patience::budget(deadline),
     }
 }
 
@@ -449,105 +380,11 @@ impl Core {
         let result = resource
             .fetch(&self.path.client, request_id, time_left)
             .await;
-        metrics::record_storagesvc_call(R::NAME, &result, started.elapsed());
+        metrics::record_storagesvc_call(R::NAME, call_outcome(&result), started.elapsed());
         match &result {
             Err(error) if error.is_outage() => permit.failure(),
             _ => permit.success(),
         }
         result.map_err(CallError::Storage)
     }
-}
-
-/// Why one guarded attempt failed.
-#[derive(Debug)]
-enum CallError {
-    /// The breaker refused: storagesvc is known to be down. Never retried.
-    NotPermitted(NotPermitted),
-    /// storagesvc failed; the client's mapping decides whether a retry can help.
-    Storage(ClientError),
-}
-
-impl Retryable for CallError {
-    fn verdict(&self) -> Verdict {
-        match self {
-            CallError::NotPermitted(_) => Verdict::GiveUp,
-            CallError::Storage(error) => error.verdict(),
-        }
-    }
-}
-
-impl From<RetryError<CallError>> for FetchFailure {
-    fn from(error: RetryError<CallError>) -> FetchFailure {
-        match error {
-            RetryError::Failed {
-                error: CallError::NotPermitted(refused),
-                attempts: 1,
-            } => FetchFailure::CircuitOpen {
-                retry_after: refused.retry_after(),
-            },
-            RetryError::Failed {
-                error: CallError::NotPermitted(refused),
-                attempts,
-            } => FetchFailure::Upstream {
-                reason: format!("{refused} (after {} failed attempts)", attempts - 1),
-            },
-            RetryError::Failed {
-                error: CallError::Storage(error),
-                attempts,
-            } => FetchFailure::Upstream {
-                reason: format!("{error} (after {attempts} attempts)"),
-            },
-            RetryError::DeadlineExceeded { attempts } => FetchFailure::Upstream {
-                reason: format!("no answer within the request budget ({attempts} attempts)"),
-            },
-        }
-    }
-}
-
-/// A cached answer: `hit` when `why` is `None`, else `stale` because of `why`.
-fn served<T>(resource: &'static str, cached: Cached<T>, why: Option<FetchFailure>) -> Served<T> {
-    let source = match why {
-        None => {
-            metrics::record_read(resource, ReadResult::Hit);
-            Source::Fresh { age: cached.age }
-        }
-        Some(why) => {
-            tracing::debug!(resource, age = ?cached.age, reason = ?why, "serving stale data");
-            metrics::record_read(resource, ReadResult::Stale(cached.age));
-            Source::Stale {
-                age: cached.age,
-                why,
-            }
-        }
-    };
-    Served {
-        value: cached.value,
-        source,
-    }
-}
-
-fn fetched<T>(resource: &'static str, value: T, refreshed: bool, collapsed: bool) -> Served<T> {
-    metrics::record_read(resource, ReadResult::Miss);
-    Served {
-        value,
-        source: Source::Upstream {
-            refreshed,
-            collapsed,
-        },
-    }
-}
-
-fn unavailable(resource: &'static str, why: FetchFailure) -> FetchFailure {
-    tracing::info!(resource, reason = ?why, "nothing to serve: storagesvc failed and nothing is cached");
-    metrics::record_read(resource, ReadResult::Unavailable);
-    why
-}
-
-/// The JSON booksvc sends, exactly as `axum::Json` would have written it.
-fn json<T: serde::Serialize>(value: &T) -> Result<Bytes, FetchFailure> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(|error| FetchFailure::Upstream {
-            reason: format!("the answer does not encode as JSON: {error}"),
-        })
 }

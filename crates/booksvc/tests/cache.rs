@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use booksvc::book::{Book, CachedBook};
 use booksvc::cache::{
-    Book, BookCache, BookPage, CacheConfig, CacheError, Cached, CachedBook, PageFillOutcome, Seen,
-    WriteOutcome,
+    BookCache, BookPage, CacheError, CacheSettings, Cached, PageFillOutcome, Seen, WriteOutcome,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use events::{BookChanged, BookData};
@@ -27,10 +27,10 @@ async fn shared_cache(prefix: &str) -> anyhow::Result<BookCache> {
     Ok(BookCache::new(config(&redis.url(), prefix))?)
 }
 
-fn config(url: &str, prefix: &str) -> CacheConfig {
-    CacheConfig {
+fn config(url: &str, prefix: &str) -> CacheSettings {
+    CacheSettings {
         prefix: format!("test:{prefix}:"),
-        ..CacheConfig::new(url)
+        ..CacheSettings::new(url)
     }
 }
 
@@ -145,7 +145,7 @@ async fn a_fill_reads_back_fresh_and_turns_stale_after_the_ttl() -> anyhow::Resu
 #[tokio::test]
 async fn entries_past_max_age_read_as_misses() -> anyhow::Result<()> {
     let redis = testkit::Redis::shared().await?;
-    let cache = BookCache::new(CacheConfig {
+    let cache = BookCache::new(CacheSettings {
         max_age: Duration::from_millis(200),
         ..config(&redis.url(), "max-age")
     })?;
@@ -714,7 +714,8 @@ const PAST_SKEW: Duration = Duration::from_millis(2300);
 /// Sets the cache's memory going: the first checked event marks when it starts; events that
 /// occur `PAST_SKEW` later are within it.
 async fn start_memory(cache: &BookCache) -> anyhow::Result<()> {
-    // A new cache has proven nothing yet: this first event is unproven whatever it is.
+    // A new cache has proven nothing yet: its first event starts its memory (a delete, which
+    // needs no proof, is written; an upsert would be unproven).
     cache
         .apply_event(&BookChanged::deleted(999_999, 1, Utc::now()))
         .await?;
@@ -783,7 +784,7 @@ async fn a_late_event_after_a_redis_restart_that_lost_the_tombstone_is_refused()
 #[tokio::test]
 async fn an_event_older_than_max_age_is_refused_though_the_cache_holds_nothing()
 -> anyhow::Result<()> {
-    let cache = BookCache::new(CacheConfig {
+    let cache = BookCache::new(CacheSettings {
         max_age: Duration::from_secs(3),
         ..config(&testkit::Redis::shared().await?.url(), "max-age-horizon")
     })?;
@@ -818,6 +819,42 @@ async fn an_event_older_than_max_age_is_refused_though_the_cache_holds_nothing()
     let mut undated = BookChanged::updated(data(11, "by hand"), 1, Utc::now());
     undated.occurred_at = None;
     assert_eq!(cache.apply_event(&undated).await?, WriteOutcome::Applied);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delete_needs_no_proof_so_a_fill_that_read_the_book_before_it_loses() -> anyhow::Result<()>
+{
+    // A cache that has proven nothing (new, or after a data loss): upserts are unproven.
+    let cache = shared_cache("delete-needs-no-proof").await?;
+    assert_eq!(
+        cache.apply_event(&updated(6, 2, "late")).await?,
+        WriteOutcome::Unproven
+    );
+
+    // A fill (a rebuild's page, a read) reads book 7 at v1; the book is deleted and the
+    // delete's event applied; then the fill writes what it read.
+    let seen = cache.seen().await?;
+    let read = book(7, 1, "read before the delete");
+    let delete = BookChanged::deleted(7, 2, Utc::now());
+    assert_eq!(cache.apply_event(&delete).await?, WriteOutcome::Applied);
+    let outcome = cache.fill_book(7, seen, Some(&read)).await?;
+    assert_eq!(outcome, WriteOutcome::IgnoredStale);
+    let page = cache
+        .fill_page(0, 10, seen, std::slice::from_ref(&read), Duration::ZERO)
+        .await?;
+    assert_eq!((page.applied, page.ignored_stale), (0, 1));
+    assert_eq!(
+        cached(&cache, 7).await?,
+        Some(CachedBook::Tombstone { version: 2 }),
+        "the deleted book is back"
+    );
+
+    // A delete weeks old (a re-drive) is written too: nothing can follow a delete.
+    assert_eq!(
+        cache.apply_event(&deleted(8, 3)).await?,
+        WriteOutcome::Applied
+    );
     Ok(())
 }
 
@@ -909,7 +946,7 @@ async fn a_redis_that_never_answers_costs_each_call_at_most_the_op_timeout() -> 
         }
     });
     let op_timeout = Duration::from_millis(100);
-    let cache = BookCache::new(CacheConfig {
+    let cache = BookCache::new(CacheSettings {
         op_timeout,
         ..config(&url, "silent")
     })?;
@@ -933,7 +970,7 @@ async fn a_redis_that_never_answers_costs_each_call_at_most_the_op_timeout() -> 
 
 #[tokio::test]
 async fn a_bad_url_is_a_configuration_error() {
-    let result = BookCache::new(CacheConfig::new("not a url"));
+    let result = BookCache::new(CacheSettings::new("not a url"));
     assert!(matches!(result, Err(CacheError::Config(_))), "{result:?}");
 }
 

@@ -21,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use booksvc::cache::{BookCache, CacheConfig};
+use booksvc::cache::{BookCache, CacheSettings};
 use events::lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use events::lapin::types::{AMQPValue, FieldTable, ShortString};
 use reqwest::StatusCode;
@@ -104,10 +104,10 @@ impl Fleet {
         }
         let booksvc_lb = LoadBalancer::start(&addresses(&booksvc), "/healthz/ready").await?;
 
-        let cache = BookCache::new(CacheConfig {
+        let cache = BookCache::new(CacheSettings {
             prefix,
             op_timeout: Duration::from_secs(1),
-            ..CacheConfig::new(redis.url())
+            ..CacheSettings::new(redis.url())
         })?;
         let fleet = Fleet {
             cluster,
@@ -258,6 +258,7 @@ impl Fleet {
             )
             .await?
         {
+            testkit::event_schema::validate(&message.delivery.data)?;
             let event = events::BookChanged::parse(&message.delivery.data)
                 .map_err(|error| anyhow::anyhow!("storagesvc published a bad event: {error}"))?;
             seen.push((event.book_id, event.version));

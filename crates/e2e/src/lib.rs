@@ -7,7 +7,8 @@
 //!   the test kit, with a [`testkit::TcpProxy`] on booksvc → storagesvc and on both services'
 //!   AMQP connections to inject latency or partitions (the scenarios of `tests/degradation/`);
 //!   [`fleet`] runs several replicas of each behind load balancers on a broker cluster (the
-//!   scenarios of `tests/fleet/`);
+//!   scenarios of `tests/fleet/`); `tests/trace/` runs [`System`] with both services exporting
+//!   their spans to a [`testkit::OtlpReceiver`] and checks that one trace links them;
 //! - **in process** ([`in_process`]), built exactly as their `main`s build them, so a test can
 //!   reach behind a service (its cache, breaker, local layer): booksvc's integration tests
 //!   (`crates/booksvc/tests/{api,consumer,operations}`) take this crate as a dev-dependency
@@ -32,6 +33,7 @@ pub mod load;
 pub mod report;
 pub mod service;
 pub mod system;
+pub mod timeline;
 pub mod watch;
 
 pub use load::{Load, Phase, Sample, Samples};
@@ -39,23 +41,4 @@ pub use report::Figures;
 pub use service::Service;
 pub use system::{Binaries, Options, System};
 
-use std::time::Duration;
-
-/// Retries `check` every 100 ms until it returns true or `within` has passed; returns
-/// whether it ever did.
-pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use testkit::eventually;

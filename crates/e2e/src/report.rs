@@ -13,6 +13,7 @@ use std::time::Duration;
 
 /// Figures of one scenario, in the order they were added.
 pub struct Figures {
+    scenario: String,
     line: String,
     file: &'static str,
 }
@@ -22,6 +23,7 @@ impl Figures {
     /// `degradation-figures.txt`.
     pub fn new(scenario: &str) -> Figures {
         Figures {
+            scenario: scenario.to_owned(),
             line: format!("DEGRADATION scenario={scenario}"),
             file: "degradation-figures.txt",
         }
@@ -30,9 +32,15 @@ impl Figures {
     /// A fleet scenario's figures: `FLEET scenario=…`, into `fleet-figures.txt`.
     pub fn fleet(scenario: &str) -> Figures {
         Figures {
+            scenario: scenario.to_owned(),
             line: format!("FLEET scenario={scenario}"),
             file: "fleet-figures.txt",
         }
+    }
+
+    /// The scenario's name.
+    pub fn scenario(&self) -> &str {
+        &self.scenario
     }
 
     /// Adds `key=value`.

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use booksvc::cache::{BookCache, CacheConfig};
+use booksvc::cache::{BookCache, CacheSettings};
 use std::collections::HashSet;
 
 use events::lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
@@ -232,10 +232,10 @@ impl System {
         booksvc_env.extend(options.booksvc_env);
         let booksvc = Service::start("booksvc", options.binaries.booksvc, booksvc_env).await?;
 
-        let cache = BookCache::new(CacheConfig {
+        let cache = BookCache::new(CacheSettings {
             prefix,
             op_timeout: Duration::from_secs(1),
-            ..CacheConfig::new(redis.url())
+            ..CacheSettings::new(redis.url())
         })?;
         Ok(System {
             postgres,
@@ -422,6 +422,7 @@ impl System {
             )
             .await?
         {
+            testkit::event_schema::validate(&message.delivery.data)?;
             let event = events::BookChanged::parse(&message.delivery.data)
                 .map_err(|error| anyhow::anyhow!("storagesvc published a bad event: {error}"))?;
             seen.insert((event.book_id, event.version));

@@ -3,8 +3,9 @@
 //! Dead letters in `booksvc.book-changed.dlq` carry [`X_ERROR`], [`X_RETRY_COUNT`] and
 //! [`X_ORIGINAL_ROUTING_KEY`]; retried messages carry the last two as well. The retry count
 //! is ours rather than RabbitMQ's `x-death`, because RabbitMQ 4 ignores `x-death` on messages
-//! a client republishes. [`TRACEPARENT`] (W3C Trace Context) is honoured when a producer
-//! sets it.
+//! a client republishes. [`TRACEPARENT`] and [`TRACESTATE`] (W3C Trace Context) carry the
+//! trace of the write that produced the event; storagesvc's relay sets them and booksvc's
+//! consumer continues that trace, keeping them on retries and dead letters.
 //!
 //! Headers may come from any client, including a human in the management UI, who types
 //! numbers as strings: the readers accept every AMQP integer type and decimal strings, and
@@ -25,6 +26,8 @@ pub const X_RETRY_COUNT: &str = "x-retry-count";
 pub const X_ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
 /// W3C Trace Context parent, `00-<trace id>-<span id>-<flags>`.
 pub const TRACEPARENT: &str = "traceparent";
+/// W3C Trace Context vendor entries that travel with [`TRACEPARENT`].
+pub const TRACESTATE: &str = "tracestate";
 
 /// Prefixes of the headers RabbitMQ adds when it dead-letters a message. A republisher
 /// drops them: they grow with every round trip and RabbitMQ 4 ignores them anyway.

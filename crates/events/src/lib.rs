@@ -11,6 +11,8 @@
 //!   relay, the consumer and the invalidation subscription run on.
 //! - [`reconnect`]: capped, jittered pauses between reconnects (the session's and the relay's
 //!   database retries).
+//! - [`outage`]: a failure that lasts (a broker, a database) logged as its start, a summary a
+//!   minute and its end, not a line per attempt or request; the services use it too.
 //!
 //! # Data flow
 //! storagesvc builds a [`BookChanged`] inside its write transaction and stores
@@ -24,6 +26,7 @@ pub mod connection;
 pub mod envelope;
 pub mod headers;
 pub mod nodes;
+pub mod outage;
 pub mod publisher;
 pub mod reconnect;
 pub mod session;
@@ -36,6 +39,7 @@ pub use lapin;
 pub use connection::{ConnectError, connect, connect_any, connect_node};
 pub use envelope::{BookChanged, BookData, EventType, MAX_BODY_BYTES, ParseError};
 pub use nodes::{BrokerNode, BrokerNodes};
+pub use outage::Outage;
 pub use publisher::{ConfirmPublisher, Outgoing, PublishError, PublishReport};
 pub use reconnect::ReconnectBackoff;
 pub use session::{BrokerClient, Link, SessionEnd, SessionSettings};

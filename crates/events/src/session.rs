@@ -33,11 +33,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::connect_node;
 use crate::nodes::{BrokerNode, BrokerNodes};
+use crate::outage::Outage;
 use crate::reconnect::ReconnectBackoff;
 use crate::topology::{BINDING_KEY, EXCHANGE, Topology, is_access_refused};
 
 /// An error from a client's set-up, whatever its type.
 pub type SetupError = Box<dyn StdError + Send + Sync>;
+
+/// The longest pause between two rounds of reconnect attempts, unless configured: RabbitMQ
+/// takes 5–8 s to come back after a restart.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// How a session loop connects, watches and paces itself.
 #[derive(Debug, Clone)]
@@ -58,14 +63,14 @@ pub struct SessionSettings {
 
 impl SessionSettings {
     /// Settings for `nodes` with defaults: 10 s to connect, 5 s per round trip, pauses up
-    /// to 5 s (RabbitMQ takes 5–8 s to come back after a restart), a check every second.
+    /// to [`DEFAULT_RECONNECT_MAX`], a check every second.
     pub fn new(nodes: BrokerNodes, connection_name: impl Into<String>) -> SessionSettings {
         SessionSettings {
             nodes,
             connection_name: connection_name.into(),
             connect_timeout: Duration::from_secs(10),
             rpc_timeout: Duration::from_secs(5),
-            reconnect_max: Duration::from_secs(5),
+            reconnect_max: DEFAULT_RECONNECT_MAX,
             watchdog_interval: Duration::from_secs(1),
         }
     }
@@ -123,6 +128,9 @@ pub async fn run<C: BrokerClient>(
 ) {
     let nodes = &settings.nodes;
     let mut pauses = ReconnectBackoff::new(settings.reconnect_max);
+    // Failed attempts are logged as one outage (a start, a summary a minute, an end), not a
+    // line each: a broker down for ten minutes is retried dozens of times.
+    let outage = Outage::named(format!("RabbitMQ, {}", settings.connection_name).into());
     let mut next = nodes.random_start();
     while !shutdown.is_cancelled() {
         let mut opened = None;
@@ -135,13 +143,14 @@ pub async fn run<C: BrokerClient>(
                     break;
                 }
                 Some(Err(reason)) => {
-                    tracing::warn!(connection = %settings.connection_name, %reason, "cannot open a broker session");
+                    outage.failed(&reason);
                     client.disconnected(&reason);
                 }
             }
         }
         if let Some((index, (link, mut channels))) = opened {
             next = (index + 1) % nodes.len();
+            outage.succeeded();
             tracing::info!(connection = %settings.connection_name, node = %link.node, "broker session open");
             client.connected(&link.node);
             let started = Instant::now();

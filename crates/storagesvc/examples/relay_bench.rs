@@ -21,7 +21,7 @@ use lapin::options::{BasicConsumeOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use sqlx::PgPool;
 use storagesvc::outbox;
-use storagesvc::relay::{OutboxRelay, RelayConfig};
+use storagesvc::relay::{OutboxRelay, RelaySettings};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
 /// Writes `events`, drains them with the relay, republishes them raw; returns the ratio.
 async fn measure_round(
     pool: &PgPool,
-    config: &RelayConfig,
+    config: &RelaySettings,
     publisher: &ConfirmPublisher,
     events: usize,
 ) -> anyhow::Result<f64> {
@@ -125,8 +125,8 @@ impl Servers {
 }
 
 /// The service's defaults (OUTBOX_BATCH_SIZE 256, OUTBOX_PUBLISH_WINDOW 64, ...).
-fn bench_config(amqp_url: &str) -> RelayConfig {
-    RelayConfig {
+fn bench_config(amqp_url: &str) -> RelaySettings {
+    RelaySettings {
         amqp_url: amqp_url.parse().expect("a broker URL parses"),
         batch_size: env_number("BENCH_BATCH", 256).unwrap_or(256),
         publish_window: env_number("BENCH_WINDOW", 64).unwrap_or(64),
@@ -140,7 +140,7 @@ fn bench_config(amqp_url: &str) -> RelayConfig {
 }
 
 async fn open_publisher(
-    config: &RelayConfig,
+    config: &RelaySettings,
 ) -> anyhow::Result<(lapin::Connection, ConfirmPublisher)> {
     let connection = events::connect_node(
         config.amqp_url.first(),
@@ -195,7 +195,7 @@ async fn write_one(pool: &PgPool, event: &BookChanged) -> anyhow::Result<()> {
 }
 
 /// Runs the real relay loop (`OutboxRelay::run`) until the outbox is empty.
-async fn drain(pool: &PgPool, config: &RelayConfig) -> anyhow::Result<Duration> {
+async fn drain(pool: &PgPool, config: &RelaySettings) -> anyhow::Result<Duration> {
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let relay = tokio::spawn(OutboxRelay::new(pool.clone(), config.clone()).run(shutdown.clone()));
@@ -211,7 +211,7 @@ async fn drain(pool: &PgPool, config: &RelayConfig) -> anyhow::Result<Duration> 
 /// Publishes the same rows again, straight from memory, with the same window.
 async fn raw_publish(
     pool: &PgPool,
-    config: &RelayConfig,
+    config: &RelaySettings,
     publisher: &ConfirmPublisher,
 ) -> anyhow::Result<Duration> {
     let rows: Vec<(Uuid, String, Vec<u8>)> =
@@ -254,7 +254,7 @@ async fn purge(connection: &lapin::Connection) -> anyhow::Result<()> {
 /// Runs the real relay loop and a consumer while writing at `rate`/s for `seconds`.
 async fn measure_latency(
     pool: &PgPool,
-    config: &RelayConfig,
+    config: &RelaySettings,
     rate: usize,
     seconds: usize,
 ) -> anyhow::Result<Vec<Duration>> {

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::relay::OutboxRelay;
-use crate::serve::{self, ConnectionLimits};
+use crate::serve::{self, ConnectionLimits, Stopping};
 use crate::{database, metrics, seed};
 
 /// How long a readiness probe waits for PostgreSQL.
@@ -42,7 +42,12 @@ impl Application {
     /// Connects, migrates, seeds and binds; see the module docs.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let metrics = metrics::install_recorder().context("installing the metrics recorder")?;
-        let pool = database::connect_lazy(&settings)?;
+        let pool = database::connect_lazy(
+            settings.database_url.expose(),
+            settings.db_pool_size,
+            settings.db_acquire_timeout,
+            settings.db_statement_timeout,
+        )?;
         database::wait_until_reachable(&pool, settings.db_startup_timeout).await?;
         database::migrate(&pool).await?;
         let seeded = seed::seed_if_empty(&pool)
@@ -56,7 +61,7 @@ impl Application {
             .await
             .with_context(|| format!("binding HTTP_PORT {}", settings.http_addr))?;
         let port = listener.local_addr()?.port();
-        let relay = OutboxRelay::new(pool.clone(), settings.relay_config());
+        let relay = OutboxRelay::new(pool.clone(), settings.relay_settings());
         let state = AppState {
             pool,
             write_token: settings.write_token.clone().map(Arc::new),
@@ -131,9 +136,13 @@ fn spawn_server(
     limits: ConnectionLimits,
     stop: CancellationToken,
 ) -> JoinHandle<anyhow::Result<()>> {
+    let stopping = Stopping {
+        draining: state.shutdown.clone(),
+        stop,
+    };
     let router = http::router(state);
     tokio::spawn(async move {
-        serve::serve(listener, router, limits, stop).await;
+        serve::serve(listener, router, limits, stopping).await;
         Ok(())
     })
 }
@@ -160,12 +169,24 @@ fn report_shutdown(stopped: Result<Stopped, tokio::time::error::Elapsed>) -> any
 /// until SIGTERM/SIGINT. `main.rs` and the no-Docker stack both call this, so the start-up
 /// sequence is written once.
 pub async fn run_from_env() -> std::process::ExitCode {
-    use std::process::ExitCode;
     let settings = Settings::load_or_exit();
-    if let Err(err) = crate::telemetry::init(&settings.rust_log, settings.log_format) {
-        eprintln!("storagesvc: cannot initialise logging: {err}");
-        return ExitCode::FAILURE;
+    let telemetry = match crate::telemetry::init(&settings.rust_log, settings.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("storagesvc: cannot initialise logging: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = build_and_run(settings).await;
+    // The batched spans of the last requests go out before the process ends.
+    if let Err(error) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+        eprintln!("storagesvc: flushing the spans failed: {error}");
     }
+    code
+}
+
+async fn build_and_run(settings: Settings) -> std::process::ExitCode {
+    use std::process::ExitCode;
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(err) => {

@@ -54,14 +54,23 @@ impl Book {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, expecting = "a book object")]
 pub struct BookFields {
-    /// Required, not blank, at most 200 characters (`MAX_NAME_CHARS`).
-    #[schema(min_length = 1, max_length = 200)]
+    /// Required, not blank (Unicode white space only), at most 200 characters
+    /// (`MAX_NAME_CHARS`), no NUL (PostgreSQL text cannot hold one).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     pub title: String,
-    /// Required, not blank, at most 200 characters (`MAX_NAME_CHARS`).
-    #[schema(min_length = 1, max_length = 200)]
+    /// Required, not blank, at most 200 characters (`MAX_NAME_CHARS`), no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     pub author: String,
-    /// Required, may be empty, at most 2000 characters (`MAX_DESC_CHARS`).
-    #[schema(max_length = 2000)]
+    /// Required, may be empty, at most 2000 characters (`MAX_DESC_CHARS`), no NUL.
+    #[schema(max_length = 2000, pattern = r"^[^\u0000]*$")]
     pub desc: String,
 }
 

@@ -26,14 +26,18 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
-use crate::config::Settings;
-
-/// Builds the pool without connecting. Every connection gets `statement_timeout`, and a
-/// request waits at most `DB_ACQUIRE_TIMEOUT` for a connection (sqlx's 30 s default made
-/// every request hang while PostgreSQL was down).
-pub fn connect_lazy(settings: &Settings) -> anyhow::Result<PgPool> {
-    let statement_timeout = format!("{}ms", settings.db_statement_timeout.as_millis());
-    let options = PgConnectOptions::from_str(settings.database_url.expose())
+/// Builds the pool for `url` (`DATABASE_URL`) without connecting: at most `pool_size`
+/// connections (`DB_POOL_SIZE`), each with `statement_timeout` (`DB_STATEMENT_TIMEOUT`), and a
+/// request waits at most `acquire_timeout` (`DB_ACQUIRE_TIMEOUT`) for a connection (sqlx's
+/// 30 s default made every request hang while PostgreSQL was down).
+pub fn connect_lazy(
+    url: &str,
+    pool_size: u32,
+    acquire_timeout: Duration,
+    statement_timeout: Duration,
+) -> anyhow::Result<PgPool> {
+    let statement_timeout = format!("{}ms", statement_timeout.as_millis());
+    let options = PgConnectOptions::from_str(url)
         .context("DATABASE_URL is not a PostgreSQL URL")?
         .application_name("storagesvc")
         // PostgreSQL (14+) checks every second that the client of a running statement is
@@ -44,8 +48,8 @@ pub fn connect_lazy(settings: &Settings) -> anyhow::Result<PgPool> {
             ("client_connection_check_interval", "1000"),
         ]);
     Ok(PgPoolOptions::new()
-        .max_connections(settings.db_pool_size)
-        .acquire_timeout(settings.db_acquire_timeout)
+        .max_connections(pool_size)
+        .acquire_timeout(acquire_timeout)
         .connect_lazy_with(options))
 }
 

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`config`]: every setting as an environment variable, parsed once, one-line errors.
 //! - [`app`]: [`Application`] — build (database, migrations, seed, listener) and run until stopped.
-//! - [`http`]: the router, handlers, extractors and [`http::ApiError`].
+//! - [`http`]: the router and every handler (books, health probes, `/metrics`, the OpenAPI
+//!   description), the app state, extractors and [`http::ApiError`].
 //! - [`books`]: the SQL for the books table and the rules a book obeys.
 //! - [`paging`]: `?limit=N&after=ID` on `GET /books` and the `Link` to the next page.
 //! - [`outbox`]: `enqueue` (the one way to emit an event) and the outbox table's queries.
@@ -12,7 +13,11 @@
 //! - [`seed`]: the original two books, written once into an empty table.
 //! - [`database`]: the pool, waiting for PostgreSQL at start-up, migrations.
 //! - [`serve`]: the HTTP server loop: header-read timeout and a connection cap.
-//! - [`health`], [`metrics`], [`telemetry`]: probes, Prometheus, logging.
+//! - [`metrics`]: every Prometheus series, its name and labels, and the recorder.
+//! - [`telemetry`]: logging set-up, and span export over OTLP when configured.
+//! - [`trace_context`]: W3C trace context: request and event spans that continue a caller's
+//!   trace, their ids in every log line, the context handed on.
+//! - [`secret`]: [`secret::Secret`], a configured value kept out of logs until used.
 //!
 //! # Data flow
 //! A write request passes the [`http`] extractors (token, id, `If-Match`, JSON), then the
@@ -26,15 +31,26 @@ pub mod app;
 pub mod books;
 pub mod config;
 pub mod database;
-pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod paging;
 pub mod relay;
+pub mod secret;
 pub mod seed;
 pub mod serve;
 pub mod telemetry;
+pub mod trace_context;
 
 pub use app::Application;
 pub use config::Settings;
+
+#[cfg(test)]
+mod module_graph {
+    /// The top-level modules depend on each other without a cycle; `--nocapture` prints the
+    /// graph.
+    #[test]
+    fn the_modules_form_a_graph_without_cycles() {
+        testkit::module_graph::assert_crate_acyclic(env!("CARGO_MANIFEST_DIR"));
+    }
+}

@@ -1,9 +1,13 @@
-//! Prometheus metrics: the process-wide recorder, the HTTP middleware and `GET /metrics`.
+//! Prometheus metrics: the process-wide recorder, the HTTP middleware, and every series
+//! storagesvc records: each name and its `# HELP` line are written here once, and the other
+//! modules record through [`track_http`] and the `record_*` functions. So this module names no
+//! other module of the crate. `GET /metrics` is served by [`crate::http`].
 //!
 //! HTTP: `storagesvc_http_requests_total` and `storagesvc_http_request_duration_seconds`
 //! (histogram), labelled by `method` (one of [`requests::METHODS`] or `other`), `route` (the route template such as `/books/{id}`, or
 //! `unmatched`, so scanners cannot explode the label set) and `status`. The relay records its
-//! own counters and the outbox gauges (see [`crate::relay`]).
+//! counters and the outbox gauges through [`record_outbox_batch`], [`record_outbox_stats`]
+//! and [`record_broker_connected`].
 //!
 //! Every family has a `# HELP` line (`describe`), every duration is a histogram (default
 //! buckets; the relay's batch time too), and the relay's series exist at 0 from start-up
@@ -24,13 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::http::AppState;
 pub use requests::HttpMetrics;
 
 const HTTP_REQUESTS: &str = "storagesvc_http_requests_total";
@@ -165,22 +167,22 @@ pub async fn track_http(
     response
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"))
-)]
-pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    // Upkeep drains histogram samples into their buckets; doing it per scrape too keeps the
-    // numbers current between the background runs.
-    state.metrics.run_upkeep();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+/// Exports one relay batch's outcome (a failed batch counts once, whatever its size).
+pub fn record_outbox_batch(confirmed: usize, failed: bool, took: Duration) {
+    metrics::counter!(OUTBOX_PUBLISHED).increment(confirmed as u64);
+    if failed {
+        metrics::counter!(OUTBOX_FAILURES).increment(1);
+    }
+    metrics::histogram!(OUTBOX_BATCH_DURATION).record(took.as_secs_f64());
+}
+
+/// Exports the outbox's backlog and the age of its oldest unsent event (0 when none).
+pub fn record_outbox_stats(backlog: i64, oldest_age: Duration) {
+    metrics::gauge!(OUTBOX_BACKLOG).set(backlog as f64);
+    metrics::gauge!(OUTBOX_OLDEST_AGE).set(oldest_age.as_secs_f64());
+}
+
+/// Exports whether the relay holds a broker connection.
+pub fn record_broker_connected(connected: bool) {
+    metrics::gauge!(BROKER_CONNECTED).set(if connected { 1.0 } else { 0.0 });
 }

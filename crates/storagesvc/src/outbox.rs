@@ -7,7 +7,9 @@
 //!
 //! Table `outbox` (migrations/0002_outbox.sql): `id`, `book_id`, `event_id`, `routing_key`,
 //! `payload` (the exact JSON bytes to publish), `created_at`, `sent_at` (NULL until the broker
-//! confirmed it). Sent rows are pruned by the relay after its retention period.
+//! confirmed it), and the write's W3C trace context `traceparent` / `tracestate`
+//! (migrations/0003_outbox_trace_context.sql). Sent rows are pruned by the relay after its
+//! retention period.
 //!
 //! Besides [`enqueue`] and [`stats`], this module holds the relay's queries ([`claim`],
 //! [`mark_sent`], [`prune`]) so that all SQL on the table lives in one place.
@@ -17,7 +19,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use events::BookChanged;
 use sqlx::{Postgres, Transaction};
+use tracing::{Instrument, Span};
 use uuid::Uuid;
+
+use crate::trace_context::{self, TraceHeaders};
 
 /// The LISTEN/NOTIFY channel the relay listens on.
 pub const NOTIFY_CHANNEL: &str = "storagesvc_outbox";
@@ -26,6 +31,10 @@ pub const NOTIFY_CHANNEL: &str = "storagesvc_outbox";
 ///
 /// An event without an `event_id` gets one here: the id is the AMQP `message_id` consumers
 /// de-duplicate on, so every published event must carry one.
+///
+/// The row keeps the trace context of the event's `create books` span, a child of the current
+/// span (the write's request), which the relay publishes with the event: every write carries
+/// its context without its handler having to remember it.
 pub async fn enqueue(
     tx: &mut Transaction<'_, Postgres>,
     event: &BookChanged,
@@ -41,22 +50,48 @@ pub async fn enqueue(
             (id, with_id.to_json())
         }
     };
+    let span = create_span(event.routing_key(), event_id);
+    let trace = TraceHeaders::of(&span);
     // One round trip: the insert and the notification. Referencing `inserted` makes the notify
     // depend on the insert having happened.
     sqlx::query(
         "WITH inserted AS ( \
-             INSERT INTO outbox (book_id, event_id, routing_key, payload) \
-             VALUES ($1, $2, $3, $4) RETURNING id) \
-         SELECT pg_notify($5, '') FROM inserted",
+             INSERT INTO outbox (book_id, event_id, routing_key, payload, traceparent, tracestate) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
+         SELECT pg_notify($7, '') FROM inserted",
     )
     .bind(event.book_id)
     .bind(event_id)
     .bind(event.routing_key())
     .bind(payload)
+    .bind(trace.traceparent)
+    .bind(trace.tracestate)
     .bind(NOTIFY_CHANNEL)
     .execute(&mut **tx)
+    .instrument(span)
     .await?;
     Ok(())
+}
+
+/// The span of creating an event, per the OpenTelemetry messaging conventions (`create books`,
+/// kind producer): a child of the write's span, and the parent the consumer's span continues
+/// from, since its context is what the row keeps and the relay publishes.
+fn create_span(routing_key: &str, event_id: Uuid) -> Span {
+    let span = tracing::info_span!(
+        "create_event",
+        otel.name = "create books",
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "create",
+        messaging.operation.name = "create",
+        messaging.destination.name = events::EXCHANGE,
+        messaging.rabbitmq.destination.routing_key = routing_key,
+        messaging.message.id = %event_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    trace_context::record_ids(&span);
+    span
 }
 
 /// How far the relay is behind: what `/healthz/ready` and the metrics report.
@@ -100,6 +135,10 @@ pub struct PendingEvent {
     pub payload: Vec<u8>,
     /// When the write's transaction started.
     pub created_at: DateTime<Utc>,
+    /// The write's W3C `traceparent`, if it had one.
+    pub traceparent: Option<String>,
+    /// The write's W3C `tracestate`, if it had one.
+    pub tracestate: Option<String>,
 }
 
 /// Claims up to `limit` of the oldest unsent rows for this transaction, in id order.
@@ -134,7 +173,8 @@ pub async fn claim(
     // the planner walk the (id) index across every book instead: 10x slower claims).
     sqlx::query_as(
         "WITH claimed AS ( \
-             SELECT id, book_id, event_id, routing_key, payload, created_at FROM outbox \
+             SELECT id, book_id, event_id, routing_key, payload, created_at, traceparent, \
+                    tracestate FROM outbox \
              WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED), \
          books AS ( \
              SELECT b.book_id, foreign_row.id AS first_foreign \
@@ -144,7 +184,8 @@ pub async fn claim(
                  WHERE o.book_id = b.book_id AND o.sent_at IS NULL \
                    AND o.id NOT IN (SELECT id FROM claimed) \
                  ORDER BY o.book_id, o.id LIMIT 1) foreign_row ON true) \
-         SELECT c.id, c.book_id, c.event_id, c.routing_key, c.payload, c.created_at \
+         SELECT c.id, c.book_id, c.event_id, c.routing_key, c.payload, c.created_at, \
+                c.traceparent, c.tracestate \
          FROM claimed c JOIN books USING (book_id) \
          WHERE books.first_foreign IS NULL OR c.id < books.first_foreign \
          ORDER BY c.id",

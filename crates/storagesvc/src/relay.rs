@@ -32,7 +32,10 @@ mod wake;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events::{BrokerNodes, ConfirmPublisher, EXCHANGE, Outgoing, PublishError, QUEUE, SessionEnd};
+use events::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use events::{
+    BrokerNodes, ConfirmPublisher, EXCHANGE, Outgoing, PublishError, QUEUE, SessionEnd, headers,
+};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -40,8 +43,9 @@ use tokio_util::sync::CancellationToken;
 use self::session::RelayClient;
 pub use self::status::RelayStatus;
 use crate::database::{self, bounded};
+use crate::metrics;
 use crate::outbox::{self, PendingEvent};
-use events::ReconnectBackoff;
+use events::{Outage, ReconnectBackoff};
 
 /// How often sent rows are pruned and the backlog gauges refreshed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
@@ -52,7 +56,7 @@ const PRUNE_BATCH: i64 = 5_000;
 ///
 /// `Debug` leaves out the URL: it carries the broker password.
 #[derive(Clone)]
-pub struct RelayConfig {
+pub struct RelaySettings {
     /// The broker's nodes (`AMQP_URL`); the relay owns its own connection to one of them.
     pub amqp_url: BrokerNodes,
     /// Most rows claimed and published per batch (one transaction).
@@ -74,9 +78,9 @@ pub struct RelayConfig {
     pub db_timeout: Duration,
 }
 
-impl std::fmt::Debug for RelayConfig {
+impl std::fmt::Debug for RelaySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RelayConfig")
+        f.debug_struct("RelaySettings")
             .field("amqp_url", &"[redacted]")
             .field("batch_size", &self.batch_size)
             .field("publish_window", &self.publish_window)
@@ -121,17 +125,20 @@ pub enum RelayError {
 /// Publishes outbox rows to RabbitMQ; see the module docs.
 pub struct OutboxRelay {
     pool: PgPool,
-    config: RelayConfig,
+    config: RelaySettings,
     status: RelayStatus,
+    /// The relay's and housekeeping's database failures, logged as one outage.
+    database: Outage,
 }
 
 impl OutboxRelay {
     /// A relay over `pool` (the service's pool; the NOTIFY listener opens its own connection).
-    pub fn new(pool: PgPool, config: RelayConfig) -> OutboxRelay {
+    pub fn new(pool: PgPool, config: RelaySettings) -> OutboxRelay {
         OutboxRelay {
             pool,
             config,
             status: RelayStatus::default(),
+            database: Outage::new("PostgreSQL, outbox relay"),
         }
     }
 
@@ -178,7 +185,7 @@ impl OutboxRelay {
             .await
         {
             bounded(step, tx.rollback()).await?;
-            record_batch(0, true, started.elapsed());
+            metrics::record_outbox_batch(0, true, started.elapsed());
             return Err(RelayError::Publish {
                 confirmed: 0,
                 source,
@@ -199,7 +206,7 @@ impl OutboxRelay {
             .collect();
         bounded(step, outbox::mark_sent(&mut tx, &sent)).await?;
         bounded(step, tx.commit()).await?;
-        record_batch(report.confirmed, report.error.is_some(), started.elapsed());
+        metrics::record_outbox_batch(report.confirmed, report.error.is_some(), started.elapsed());
         match report.error {
             None => Ok(RelayOutcome::Published(report.confirmed)),
             Some(source) => Err(RelayError::Publish {
@@ -318,12 +325,17 @@ impl OutboxRelay {
         while !shutdown.is_cancelled() {
             match self.relay_batch(publisher).await {
                 Ok(RelayOutcome::Published(_)) => {
+                    self.database.succeeded();
                     db_backoff.reset();
                     self.status.clear_error();
                 }
-                Ok(RelayOutcome::Idle) => return Ok(()),
+                Ok(RelayOutcome::Idle) => {
+                    self.database.succeeded();
+                    return Ok(());
+                }
                 Err(error @ RelayError::Database(_)) => {
-                    tracing::warn!(%error, "outbox relay: {error}; will retry");
+                    // Retried with backoff; logged as an outage, not once per retry.
+                    self.database.failed(&error);
                     self.status.record_error(&error);
                     if !db_backoff.pause(shutdown).await {
                         return Ok(());
@@ -336,24 +348,27 @@ impl OutboxRelay {
     }
 }
 
-/// The AMQP message for an outbox row: the stored bytes, unchanged.
+/// The AMQP message for an outbox row: the stored bytes, unchanged, with the write's trace
+/// context as the headers `traceparent` and `tracestate`.
 fn to_outgoing(row: &PendingEvent) -> Outgoing {
+    let mut headers = FieldTable::default();
+    let trace = [
+        (headers::TRACEPARENT, &row.traceparent),
+        (headers::TRACESTATE, &row.tracestate),
+    ];
+    for (name, value) in trace {
+        if let Some(value) = value {
+            let value = AMQPValue::LongString(LongString::from(value.as_str()));
+            headers.insert(ShortString::from(name), value);
+        }
+    }
     Outgoing {
         routing_key: row.routing_key.clone(),
         message_id: row.event_id.to_string(),
         body: row.payload.clone(),
-        headers: Default::default(),
+        headers,
         timestamp: u64::try_from(row.created_at.timestamp()).ok(),
     }
-}
-
-/// Exports one batch's outcome (a failed batch counts once, whatever its size).
-fn record_batch(confirmed: usize, failed: bool, took: Duration) {
-    metrics::counter!("storagesvc_outbox_published_total").increment(confirmed as u64);
-    if failed {
-        metrics::counter!("storagesvc_outbox_publish_failures_total").increment(1);
-    }
-    metrics::histogram!("storagesvc_outbox_batch_duration_seconds").record(took.as_secs_f64());
 }
 
 /// Why an idle relay woke up.
@@ -398,19 +413,23 @@ async fn housekeep(relay: Arc<OutboxRelay>, shutdown: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while shutdown.run_until_cancelled(tick.tick()).await.is_some() {
         if let Err(error) = relay.prune().await {
-            tracing::warn!(%error, "pruning the outbox failed");
+            relay
+                .database
+                .failed(&format_args!("pruning the outbox: {error}"));
         }
         let stats = database::with_connection(&relay.pool, relay.config.db_timeout, async |db| {
             outbox::stats(db).await
         });
         match stats.await {
             Ok(stats) => {
+                relay.database.succeeded();
                 relay.status.set_outbox_stats(stats);
-                metrics::gauge!("storagesvc_outbox_backlog").set(stats.backlog as f64);
-                let age = stats.oldest_age.unwrap_or_default().as_secs_f64();
-                metrics::gauge!("storagesvc_outbox_oldest_age_seconds").set(age);
+                let age = stats.oldest_age.unwrap_or_default();
+                metrics::record_outbox_stats(stats.backlog, age);
             }
-            Err(error) => tracing::warn!(%error, "reading outbox stats failed"),
+            Err(error) => relay
+                .database
+                .failed(&format_args!("reading outbox stats: {error}")),
         }
     }
 }

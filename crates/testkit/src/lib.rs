@@ -12,6 +12,10 @@
 //! - [`LoadBalancer`]: a private HAProxy in front of several replicas of a service,
 //!   health-checking their readiness route.
 //! - [`TcpProxy`]: a TCP forwarder that adds latency, cuts or refuses connections on demand.
+//! - [`eventually`]: the one loop that waits for a condition to come true.
+//! - [`OtlpReceiver`]: an OTLP/HTTP trace receiver that decodes the spans a service exports.
+//! - [`module_graph`]: a crate's top-level modules and the references between them, read from
+//!   its sources; each service's unit tests assert it has no cycles.
 //!
 //! # Use
 //! A test asks for a server shared by its whole test binary and isolates itself with a
@@ -32,24 +36,32 @@
 
 pub mod backend;
 mod containers;
+pub mod event_schema;
 pub mod exposition;
 mod load_balancer;
 mod local;
+pub mod log_capture;
+pub mod module_graph;
+mod otlp;
 mod postgres;
 mod probe;
 mod proxy;
 mod rabbitmq;
 mod rabbitmq_cluster;
 mod redis;
+pub mod schemathesis;
+mod wait;
 mod worker;
 
 pub use backend::{Backend, backend};
 pub use load_balancer::LoadBalancer;
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::Postgres;
 pub use proxy::{Direction, TcpProxy};
 pub use rabbitmq::RabbitMq;
 pub use rabbitmq_cluster::RabbitMqCluster;
 pub use redis::Redis;
+pub use wait::{POLL_INTERVAL, eventually};
 
 /// Installs a `tracing` subscriber that writes through the test harness's capture, but only
 /// when `TEST_LOG` is set, so ordinary test runs stay quiet. Safe to call from every test.

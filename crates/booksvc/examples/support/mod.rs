@@ -80,7 +80,8 @@ impl Wrk {
             .await
             .context("running wrk (scripts/bench-read.sh installs it)")?;
         anyhow::ensure!(output.status.success(), "wrk failed: {output:?}");
-        let round = parse_wrk(&String::from_utf8_lossy(&output.stdout))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let round = parse_wrk(&stdout)?;
         println!(
             "{label:<34} {:>9.0} req/s  p50 {:>9.3?}  p99 {:>9.3?}  errors {:<5} load {before} -> {}",
             round.per_sec,
@@ -89,8 +90,23 @@ impl Wrk {
             round.errors,
             loadavg()
         );
+        // What a script such as [`status_script`]'s prints about the answers.
+        for line in stdout.lines() {
+            if line.starts_with("status ") || line.starts_with("first error: ") {
+                println!("{:<34} {line}", "");
+            }
+        }
         Ok(round)
     }
+}
+
+/// A wrk script that counts answers per status and prints the first non-2xx one after the
+/// round (`statuses.lua`), so a round's errors say what they were. Its Lua `response` hook
+/// costs wrk some speed: compare rounds run with the same script.
+pub(crate) fn status_script() -> anyhow::Result<tempfile::NamedTempFile> {
+    let file = tempfile::Builder::new().suffix(".lua").tempfile()?;
+    std::fs::write(file.path(), include_str!("statuses.lua"))?;
+    Ok(file)
 }
 
 /// Requests/sec, the 50% and 99% latencies, and errors from `wrk --latency`'s report.

@@ -65,7 +65,7 @@ impl BoundedConnection {
                 RedisFailure::Timeout,
             ),
         };
-        metrics::counter!("booksvc_cache_errors_total", "op" => op).increment(1);
+        crate::metrics::record_cache_error(op);
         // Debug, not warn: during an outage this fires on every request; the caller and the
         // error counter report the outage once.
         tracing::debug!(op, %reason, "redis cache call failed");

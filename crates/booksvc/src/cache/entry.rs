@@ -4,7 +4,7 @@
 //! revisions and versions with a pattern match instead of decoding every body.
 
 use super::CacheError;
-use super::book::{Book, CachedBook};
+use crate::book::{Book, CachedBook};
 
 /// A decoded entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -61,7 +61,7 @@ impl InvalidationSettings {
             amqp_url,
             connection_name: "booksvc-invalidation".to_owned(),
             connect_timeout: Duration::from_secs(10),
-            reconnect_max: crate::consumer::DEFAULT_RECONNECT_MAX,
+            reconnect_max: events::session::DEFAULT_RECONNECT_MAX,
             watchdog_interval: Duration::from_secs(1),
         }
     }

@@ -54,8 +54,10 @@
 //!   the hash's `_since` field (`<run_id>:<ms>`) says from when, on which Redis server process,
 //!   the hash has kept every entry it was given. An event that occurred before
 //!   `max(_since, now - max_age) + 2 s` may be followed by a delete whose tombstone is gone
-//!   (past max age, a restart, a restore from an older snapshot): it is not written
+//!   (past max age, a restart, a restore from an older snapshot): an upsert is not written
 //!   ([`WriteOutcome::Unproven`]) and the consumer fills the entry from storagesvc instead.
+//!   A delete needs no proof (nothing follows a delete: ids are never reused) and is written
+//!   at once, so a fill that read the book before the delete cannot bring it back.
 //! - **Fill** (storagesvc, the source of truth): a read returns [`Seen`], the revision it
 //!   observed; the fill replaces any entry still at or below that revision, *whatever its
 //!   version*, so a forged event with a huge version cannot pin wrong data for ever. An entry
@@ -90,7 +92,8 @@
 //! # Use (the read path, without coalescing and metrics)
 //! ```no_run
 //! # use std::time::Duration;
-//! # use booksvc::cache::{Book, BookCache, CachedBook, Seen};
+//! # use booksvc::book::{Book, CachedBook};
+//! # use booksvc::cache::{BookCache, Seen};
 //! # async fn storagesvc_get(_id: i64) -> Result<Option<Book>, ()> { Ok(None) }
 //! async fn read(cache: &BookCache, id: i64, ttl: Duration) -> Option<CachedBook> {
 //!     // Redis down: carry on as a miss; the fill then applies only the version rule.
@@ -115,7 +118,6 @@
 //!
 //! Needs Redis >= 5 (scripts read `TIME` before writing, which needs effects replication).
 
-mod book;
 mod connection;
 mod entry;
 pub mod invalidation;
@@ -126,9 +128,10 @@ mod store;
 
 use std::time::Duration;
 
-pub use book::{Book, CachedBook};
+use crate::secret::Secret;
+
 pub use invalidation::{InvalidationSettings, Invalidator};
-pub use local::{LocalCache, LocalCacheConfig, LocalHit, LocalKey, LocalState, Ticket};
+pub use local::{LocalCache, LocalCacheSettings, LocalHit, LocalKey, LocalState, Ticket};
 pub use lookup::{Cached, Lookup, Seen};
 pub use page::BookPage;
 pub use store::BookCache;
@@ -142,9 +145,9 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How to reach Redis and how long to keep things.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheConfig {
-    /// `redis://host:port[/db]`.
-    pub url: String,
+pub struct CacheSettings {
+    /// `redis://[:password@]host:port[/db]`, wrapped until the client opens it.
+    pub url: Secret,
     /// Prepended to every key (see the module doc).
     pub prefix: String,
     /// Bound on each cache call, connecting included.
@@ -153,10 +156,10 @@ pub struct CacheConfig {
     pub max_age: Duration,
 }
 
-impl CacheConfig {
+impl CacheSettings {
     /// `url` with the documented defaults for everything else.
-    pub fn new(url: impl Into<String>) -> CacheConfig {
-        CacheConfig {
+    pub fn new(url: impl Into<Secret>) -> CacheSettings {
+        CacheSettings {
             url: url.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
             op_timeout: DEFAULT_OP_TIMEOUT,

@@ -1,7 +1,7 @@
 //! A page of the cached list, and the mark a page fill leaves: when it was filled and how far
 //! its range reaches (see "Pages" in the module docs).
 
-use super::book::Book;
+use crate::book::Book;
 
 /// Books of one page, ordered by id.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

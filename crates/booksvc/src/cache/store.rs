@@ -7,12 +7,12 @@ use chrono::Utc;
 use events::{BookChanged, EventType};
 use redis::Script;
 
-use super::book::{Book, CachedBook};
 use super::connection::BoundedConnection;
 use super::entry::{Entry, book_body, version_arg};
 use super::lookup::{Cached, Lookup, Seen};
 use super::page::{BookPage, PageMark};
-use super::{CacheConfig, CacheError, PageFillOutcome, WriteOutcome};
+use super::{CacheError, CacheSettings, PageFillOutcome, WriteOutcome};
+use crate::book::{Book, CachedBook};
 
 /// The cache over Redis. Cheap to clone: clones share one multiplexed connection.
 #[derive(Clone)]
@@ -66,14 +66,14 @@ impl BookCache {
     /// Builds the cache without touching Redis: the connection is made by the first call, so
     /// booksvc starts (and serves from storagesvc) while Redis is down. Fails only on a
     /// configuration that can never work. Must be called inside a Tokio runtime.
-    pub fn new(config: CacheConfig) -> Result<BookCache, CacheError> {
+    pub fn new(config: CacheSettings) -> Result<BookCache, CacheError> {
         if config.op_timeout.is_zero() || !(MIN_MAX_AGE..=MAX_MAX_AGE).contains(&config.max_age) {
             return Err(CacheError::Config(format!(
                 "op_timeout must be above zero and max_age within {MIN_MAX_AGE:?}..={MAX_MAX_AGE:?}"
             )));
         }
         let inner = Inner {
-            redis: BoundedConnection::new(&config.url, config.op_timeout)?,
+            redis: BoundedConnection::new(config.url.expose(), config.op_timeout)?,
             key: format!("{}books", config.prefix),
             index_key: format!("{}ids", config.prefix),
             mark_prefix: format!("{}page:", config.prefix),
@@ -241,9 +241,9 @@ impl BookCache {
                 async move { invocation.invoke_async(&mut conn).await }
             })
             .await?;
-        record_writes("fill", "applied", applied);
-        record_writes("fill", "ignored", ignored_stale);
-        record_writes("fill", "removed", removed);
+        crate::metrics::record_cache_writes("fill", "applied", applied);
+        crate::metrics::record_cache_writes("fill", "ignored", ignored_stale);
+        crate::metrics::record_cache_writes("fill", "removed", removed);
         Ok(PageFillOutcome {
             applied,
             ignored_stale,
@@ -252,9 +252,10 @@ impl BookCache {
     }
 
     /// Applies a book-changed event if it is newer than the entry and within what the cache
-    /// has proven (module docs, "A deleted book stays deleted"): an event that occurred
-    /// before the cache's horizon comes back [`WriteOutcome::Unproven`], unwritten. An event
-    /// without `occurred_at` is dated when it is applied and judged on its version alone.
+    /// has proven (module docs, "A deleted book stays deleted"): an upsert that occurred
+    /// before the cache's horizon comes back [`WriteOutcome::Unproven`], unwritten; a delete
+    /// needs no proof. An event without `occurred_at` is dated when it is applied and judged
+    /// on its version alone.
     pub async fn apply_event(&self, event: &BookChanged) -> Result<WriteOutcome, CacheError> {
         let occurred = event
             .occurred_at
@@ -356,7 +357,7 @@ impl BookCache {
             -2 => WriteOutcome::Unproven,
             _ => WriteOutcome::IgnoredStale,
         };
-        record_writes(write.writer, outcome_label(outcome), 1);
+        crate::metrics::record_cache_writes(write.writer, outcome_label(outcome), 1);
         Ok(outcome)
     }
 
@@ -368,7 +369,7 @@ impl BookCache {
         let entry = Entry::decode(raw);
         if entry.is_none() {
             // Not written by us (or by an older layout): a miss; the next write replaces it.
-            metrics::counter!("booksvc_cache_unreadable_total").increment(1);
+            crate::metrics::record_cache_unreadable();
             tracing::warn!(key = %self.inner.key, field = %id, "unreadable cache entry");
         }
         entry
@@ -494,12 +495,5 @@ fn outcome_label(outcome: WriteOutcome) -> &'static str {
         WriteOutcome::IgnoredStale => "ignored",
         WriteOutcome::Skipped => "skipped",
         WriteOutcome::Unproven => "unproven",
-    }
-}
-
-fn record_writes(writer: &'static str, outcome: &'static str, count: u64) {
-    if count > 0 {
-        metrics::counter!("booksvc_cache_writes_total", "writer" => writer, "outcome" => outcome)
-            .increment(count);
     }
 }

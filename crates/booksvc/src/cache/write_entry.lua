@@ -7,8 +7,8 @@
 -- ARGV[8] events: when the event occurred, in ms since the epoch; "" to trust the version
 --         alone (an event without occurred_at, or a writer with nothing to check against)
 -- Returns 1 written, 0 ignored (stale), -1 nothing to write (404 for a book never cached),
--- -2 unproven: the event is older than what the cache has proven (see `proven`), so a delete
--- that followed it may have left a tombstone the cache no longer has; not written.
+-- -2 unproven: the upsert event is older than what the cache has proven (see `proven`), so a
+-- delete that followed it may have left a tombstone the cache no longer has; not written.
 local key, index, id, writer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local seen, version, kind, body = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
 local max_age, occurred = tonumber(ARGV[7]), ARGV[8]
@@ -17,7 +17,13 @@ local cur = load(redis.call('HGET', key, id), now, max_age)
 
 if writer == 'event' then
   if cur ~= nil and not newer(version, cur.version) then return 0 end
-  if occurred ~= '' and not proven(key, now, max_age, tonumber(occurred)) then
+  -- A delete needs no proof: it is a book's last event (storagesvc never reuses an id), so no
+  -- tombstone can be missing after it. Written at once, its tombstone also stops a fill that
+  -- read the book before the delete (a rebuild's page, a read); settled by storagesvc's 404
+  -- instead, it would leave nothing for an uncached id, and that fill would bring it back.
+  -- `proven` runs for deletes too: any event starts the cache's memory.
+  local unproven = occurred ~= '' and not proven(key, now, max_age, tonumber(occurred))
+  if unproven and kind == 'b' then
     keep_alive(key, index, max_age)
     return -2
   end

@@ -33,23 +33,26 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use events::headers::{self, TRACEPARENT};
+use events::headers::{self, TRACEPARENT, TRACESTATE};
 use events::lapin::Channel;
 use events::lapin::message::Delivery;
 use events::lapin::options::{BasicAckOptions, BasicRejectOptions};
+use events::lapin::types::{AMQPValue, LongString};
 use events::{
-    BookChanged, ConfirmPublisher, DLQ_EXCHANGE, Outgoing, PublishError, RETRY_EXCHANGE, Topology,
+    BookChanged, ConfirmPublisher, DLQ_EXCHANGE, EXCHANGE, Outgoing, PublishError, RETRY_EXCHANGE,
+    Topology,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, field};
 
-use super::metrics::{self, DeadLetterReason};
+use super::DeadLetterReason;
 use super::routing::{NextStep, Received, RetryTiers, one_line};
 use super::session::SessionEnd;
 use super::sink::{EventSink, SinkError};
 use super::status::{ConsumerState, ConsumerStatus};
-use super::trace::TraceParent;
 use crate::cache::WriteOutcome;
+use crate::metrics::consumer as metrics;
+use crate::trace_context::TraceHeaders;
 
 /// What becomes of a delivery once processing has decided.
 #[derive(Debug)]
@@ -234,7 +237,7 @@ impl<S: EventSink> DeliveryHandler<'_, S> {
         match self.publish(DLQ_EXCHANGE, message).await? {
             Ok(()) => {
                 tracing::warn!(%error, attempts, reason = reason.as_str(), "message dead-lettered");
-                metrics::record_dead_lettered(reason);
+                metrics::record_dead_lettered(reason.as_str());
                 ack(delivery).await
             }
             Err(refusal) => {
@@ -246,7 +249,7 @@ impl<S: EventSink> DeliveryHandler<'_, S> {
                     "the DLQ refused the message: rejecting it (the broker dead-letters it \
                      without x-error, or drops it)"
                 );
-                metrics::record_rejected(reason);
+                metrics::record_rejected(reason.as_str());
                 reject(delivery).await
             }
         }
@@ -258,8 +261,9 @@ impl<S: EventSink> DeliveryHandler<'_, S> {
     async fn publish(
         &self,
         exchange: &str,
-        message: Outgoing,
+        mut message: Outgoing,
     ) -> Result<Result<(), PublishError>, SessionEnd> {
+        set_trace_headers(&mut message);
         let report = self
             .publisher
             .publish_in_order(exchange, &[message], 1, self.confirm_timeout)
@@ -304,25 +308,58 @@ async fn reject(delivery: &Delivery) -> Result<(), SessionEnd> {
     }
 }
 
-/// The span of one delivery; joins the producer's trace when a `traceparent` came along.
+/// The span of one delivery, per the OpenTelemetry messaging conventions (`process books`:
+/// the operation and the exchange the event was published to; kind consumer). It continues
+/// the trace of the write that produced the event, from the `traceparent` / `tracestate`
+/// headers the relay (or the attempt before, for a retry) set, or starts one; its ids go
+/// into every log line of the delivery.
 fn delivery_span(received: &Received<'_>, redelivered: bool) -> Span {
+    let routing_key = received.original_routing_key();
+    let message_id = received.properties.message_id().as_ref();
     let span = tracing::info_span!(
         "consume_event",
-        routing_key = %received.original_routing_key(),
+        otel.name = "process books",
+        otel.kind = "consumer",
+        otel.status_code = field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = EXCHANGE,
+        messaging.rabbitmq.destination.routing_key = %routing_key,
+        messaging.message.id = message_id.map(|id| id.as_str()),
+        "error.type" = field::Empty,
         attempt = received.failed_attempts().saturating_add(1),
         redelivered,
         trace_id = field::Empty,
-        parent_span_id = field::Empty,
+        span_id = field::Empty,
         event_id = field::Empty,
         book_id = field::Empty,
         version = field::Empty,
     );
     let headers = received.properties.headers().as_ref();
-    if let Some(parent) = headers::text(headers, TRACEPARENT).and_then(|h| TraceParent::parse(&h)) {
-        span.record("trace_id", parent.trace_id.as_str());
-        span.record("parent_span_id", parent.span_id.as_str());
-    }
+    TraceHeaders::read(|name| headers::text(headers, name)).continue_in(&span);
     span
+}
+
+/// Points a republished copy's trace context at this attempt's span, so the next attempt
+/// (or whoever reads the DLQ) continues the same trace below it. Without a context of our
+/// own (no OpenTelemetry layer), the copied original headers stay.
+fn set_trace_headers(message: &mut Outgoing) {
+    let trace = TraceHeaders::current();
+    let Some(traceparent) = trace.traceparent else {
+        return;
+    };
+    let mut headers = message.headers.inner().clone();
+    headers.insert(TRACEPARENT.into(), long_string(&traceparent));
+    match trace.tracestate {
+        Some(tracestate) => headers.insert(TRACESTATE.into(), long_string(&tracestate)),
+        None => headers.remove(TRACESTATE),
+    };
+    message.headers = headers.into();
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
 }
 
 fn record_event_fields(event: &BookChanged) {
@@ -346,5 +383,5 @@ fn record_outcome(event: &BookChanged, outcome: WriteOutcome) {
             .unwrap_or(Duration::ZERO);
         metrics::record_lag(lag);
     }
-    tracing::debug!(?outcome, "event handled");
+    tracing::info!(?outcome, "event handled");
 }

@@ -30,16 +30,16 @@
 //! - `session`: what one broker session opens, consumes, watches, drains and closes.
 //! - `handler`: one delivery: parse, apply, pause, retry or dead-letter, ack.
 //! - `routing`: retry tiers and the republished messages, as pure functions.
-//! - `trace`: W3C `traceparent` from AMQP headers.
-//! - [`metrics`], `status`: what the consumer reports.
+//! - `status`: what the consumer reports; its series are recorded through
+//!   [`crate::metrics::consumer`].
+//! - `dead_letter`: [`DeadLetterReason`].
 
+mod dead_letter;
 mod handler;
-pub mod metrics;
 pub(crate) mod routing;
 mod session;
 mod sink;
 mod status;
-mod trace;
 
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ use events::session::SessionSettings;
 use events::{BrokerNodes, DEFAULT_RETRY_DELAYS, Topology};
 use tokio_util::sync::CancellationToken;
 
-pub use metrics::DeadLetterReason;
+pub use dead_letter::DeadLetterReason;
 pub use sink::{CheckedCache, EventSink, SinkError};
 pub use status::{ConsumerState, ConsumerStatus};
 
@@ -57,8 +57,9 @@ use session::ConsumerClient;
 /// Default `CONSUMER_PREFETCH`: enough to keep the consumer busy across a broker round trip,
 /// few enough that a pause holds little.
 pub const DEFAULT_PREFETCH: u16 = 32;
-/// Default `CONSUMER_RECONNECT_MAX`: RabbitMQ takes 5–8 s to come back after a restart.
-pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Default `CONSUMER_RECONNECT_MAX`, the event sessions' own default (RabbitMQ takes 5–8 s to
+/// come back after a restart); the local layer's invalidation subscription uses it too.
+pub const DEFAULT_RECONNECT_MAX: Duration = events::session::DEFAULT_RECONNECT_MAX;
 
 /// How the consumer connects, retries and paces itself.
 ///
@@ -167,7 +168,7 @@ pub struct Consumer<S> {
 impl<S: EventSink> Consumer<S> {
     /// A consumer writing into `sink`. Nothing connects until [`Consumer::run`].
     pub fn new(settings: ConsumerSettings, sink: S) -> Consumer<S> {
-        metrics::register_tiers(&settings.retry_delays);
+        crate::metrics::consumer::register_tiers(&settings.retry_delays);
         Consumer {
             settings,
             sink,

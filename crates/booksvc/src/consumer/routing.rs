@@ -22,7 +22,7 @@ use events::lapin::BasicProperties;
 use events::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use events::{Outgoing, Topology};
 
-use super::metrics::DeadLetterReason;
+use super::DeadLetterReason;
 
 /// Longest `x-error` we write: enough for any parse or cache error, bounded for hostile input.
 const MAX_ERROR_LEN: usize = 500;

@@ -30,9 +30,9 @@ pub(crate) use events::SessionEnd;
 
 use super::ConsumerSettings;
 use super::handler::DeliveryHandler;
-use super::metrics;
 use super::sink::EventSink;
 use super::status::{ConsumerState, ConsumerStatus};
+use crate::metrics::consumer as metrics;
 
 /// Bound on each broker round trip the session makes itself (watchdog check, cancel).
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);

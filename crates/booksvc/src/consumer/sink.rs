@@ -57,11 +57,12 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The sink booksvc consumes through: the cache under the full rule, and storagesvc to settle
 /// the events the cache cannot vouch for (decision 0013: a deleted book stays deleted).
 ///
-/// An event older than what the cache has proven (older than its max age, or than the
+/// An upsert older than what the cache has proven (older than its max age, or than the
 /// cache's memory after a Redis restart or data loss) may be followed by a delete whose
-/// tombstone the cache no longer has. Such an event is never written; instead the entry is
-/// filled from storagesvc, the source of truth, the way a read fills it: the revision taken
-/// before asking, so an event applied meanwhile keeps its place. A 404 tombstones a known
+/// tombstone the cache no longer has (a delete itself needs no proof: the cache writes it).
+/// Such an event is never written; instead the entry is filled from storagesvc, the source
+/// of truth, the way a read fills it: the revision taken before asking, so an event applied
+/// meanwhile keeps its place. A 404 tombstones a known
 /// entry and caches nothing for an unknown id. When storagesvc cannot answer, nothing is
 /// written (the next read fills the entry) and the event counts as unproven.
 #[derive(Clone, Debug)]
@@ -102,7 +103,7 @@ impl EventSink for CheckedCache {
                     version = event.version,
                     "event older than what the cache has proven: filling from storagesvc instead"
                 );
-                super::metrics::record_checked();
+                crate::metrics::consumer::record_checked();
                 self.fill_from_storage(event.book_id).await
             }
             outcome => Ok(outcome),

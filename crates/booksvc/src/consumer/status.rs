@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use events::BrokerNode;
 
-use super::metrics;
+use crate::metrics::consumer as metrics;
 
 /// The consumer's state. Exported as the gauge `booksvc_consumer_state{state}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl ConsumerStatus {
             state: Arc::new(AtomicU8::new(ConsumerState::Reconnecting as u8)),
             node: Arc::default(),
         };
-        metrics::record_state(ConsumerState::Reconnecting);
+        metrics::record_state(ConsumerState::Reconnecting.as_str());
         status
     }
 
@@ -89,7 +89,7 @@ impl ConsumerStatus {
         let previous = self.state.swap(state as u8, Ordering::Relaxed);
         if previous != state as u8 {
             tracing::info!(state = state.as_str(), "consumer state changed");
-            metrics::record_state(state);
+            metrics::record_state(state.as_str());
         }
     }
 }
@@ -107,5 +107,11 @@ mod tests {
             status.set(state);
             assert_eq!(view.state(), state, "{}", state.as_str());
         }
+    }
+
+    #[test]
+    fn the_metric_labels_are_the_states() {
+        let names = ConsumerState::ALL.map(ConsumerState::as_str);
+        assert_eq!(names, crate::metrics::consumer::CONSUMER_STATES);
     }
 }

@@ -9,13 +9,26 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::service::FetchFailure;
 
 /// `Retry-After` when the breaker is not open (a blip, a hung storagesvc): soon, but not
 /// at once.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Every error answer: `{"error": "<what went wrong and what to do>"}`, plus
+/// `retry_after_seconds` on a 503.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A sentence for a human: what was wrong and, where it helps, what to do.
+    pub error: String,
+    /// 503 only: the same as `Retry-After`, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub retry_after_seconds: Option<u64>,
+}
 
 /// A failed request. Each variant's doc names its status.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +57,10 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     /// The one match deciding each variant's status, extra headers and extra body fields.
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.to_string() });
+        let mut body = ErrorBody {
+            error: self.to_string(),
+            retry_after_seconds: None,
+        };
         let mut headers = HeaderMap::new();
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -52,7 +68,7 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(why) => {
                 let seconds = retry_after_seconds(why);
-                body["retry_after_seconds"] = json!(seconds);
+                body.retry_after_seconds = Some(seconds);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -1,41 +1,47 @@
-//! The HTTP API: routes, shared state and the middleware stack.
+//! The HTTP API: routes, shared state, the middleware stack and every handler: the books
+//! (`books`), the probes ([`health`]), the Prometheus scrape (`scrape`) and the OpenAPI
+//! description (`openapi`).
 //!
 //! [`router`] is all of it, without a socket, so tests can drive it with `oneshot`.
 //! Middleware, outermost first: request id (taken from `x-request-id` when it is at most
 //! 128 characters of `[A-Za-z0-9._-]`, generated otherwise) →
-//! trace span carrying that id → id echoed on the response → HTTP metrics. Handlers only
-//! read, so there is no body to limit.
+//! trace span carrying that id and continuing the caller's W3C trace context → id echoed on
+//! the response → HTTP metrics. Handlers only read, so there is no body to limit.
 
 mod books;
 mod error;
 mod extract;
 mod headers;
+pub mod health;
+mod openapi;
 mod request_ids;
+mod scrape;
 
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderName, Request, Uri};
-use axum::routing::get;
+use axum::http::{HeaderName, Request, Response, Uri};
 use axum::{Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower::util::MapRequestLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
 use tracing::{Level, Span};
 
-pub use self::error::{ApiError, DEFAULT_RETRY_AFTER};
+pub use self::error::{ApiError, DEFAULT_RETRY_AFTER, ErrorBody};
 pub use self::extract::{BookId, Page, RequestId};
 pub use self::headers::{
     AGE, CACHE_STATUS, HitHeaders, X_CACHE, cache_headers, insert_cache_headers,
 };
+pub use self::health::ready_timeout;
+pub use self::openapi::{CacheStatus, NextLink, XCache, description};
 pub use self::request_ids::SequentialIds;
 use crate::client::REQUEST_ID_HEADER;
 use crate::consumer::ConsumerStatus;
 use crate::service::BookService;
-use crate::{health, metrics};
+use crate::{metrics, trace_context};
 
 /// What every handler can reach. Cheap to clone: each field is a handle.
 #[derive(Clone)]
@@ -52,34 +58,23 @@ pub struct AppState {
     pub consumer: Option<ConsumerStatus>,
 }
 
-/// The book handlers take only the read path: extracting the whole state would clone its
-/// every handle per request (a cancellation token's clone takes a lock).
-impl axum::extract::FromRef<AppState> for BookService {
-    fn from_ref(state: &AppState) -> BookService {
-        state.service.clone()
-    }
-}
-
-/// The route templates, as the `route` label of the HTTP metrics names them.
-const ROUTES: [&str; 6] = [
+/// The route templates, as the `route` label of the HTTP metrics names them (a test checks
+/// they are the description's paths).
+const ROUTES: [&str; 7] = [
     "/",
     "/books",
     "/books/{id}",
     "/healthz/live",
     "/healthz/ready",
     "/metrics",
+    "/openapi.json",
 ];
 
 /// Every route of the service, with its middleware.
 pub fn router(state: AppState) -> Router {
-    let [root, list, one, live, ready, scrape] = ROUTES;
-    Router::new()
-        .route(root, get(books::list_books))
-        .route(list, get(books::list_books))
-        .route(one, get(books::get_book))
-        .route(live, get(health::live))
-        .route(ready, get(health::ready))
-        .route(scrape, get(metrics::render))
+    let books = books::router(state.service.clone());
+    let (routes, _description) = openapi::routes(books).split_for_parts();
+    routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware_stack())
@@ -114,8 +109,9 @@ fn middleware_stack() -> impl tower::Layer<
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                // The read path logs its own failures once (stale served, nothing to serve).
+                .on_response(on_response)
+                // The read path logs its own failures: reads with nothing to serve as one
+                // outage (`events::outage`), the breaker its changes of state.
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
@@ -164,23 +160,25 @@ fn clipped(text: &str) -> &str {
     &text[..end]
 }
 
-/// One span per request; every log line inside it carries the request id.
-///
-/// At DEBUG, like tower-http's default: measured on the cache-hit path, an INFO span
-/// formatted by the JSON layer halved booksvc's req/s (`read_bench`). `RUST_LOG=info,
-/// booksvc=debug` turns request ids on for every line when they are needed.
+/// One span per request (see [`trace_context::http_server_span`]), at INFO: it continues the
+/// caller's trace, goes on to storagesvc with the call, and every log line inside it carries
+/// the request id, `trace_id` and `span_id`.
 fn request_span<B>(request: &Request<B>) -> Span {
     let request_id = request
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    tracing::debug_span!(
-        "request",
-        method = %request.method(),
-        path = clipped(request.uri().path()),
-        request_id,
-    )
+    trace_context::http_server_span(request, request_id, clipped(request.uri().path()))
+}
+
+/// Records the response's status on the request span; the response is logged at DEBUG only:
+/// a line per cache hit would cost more than the hit.
+fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
+    trace_context::record_http_status(span, response.status());
+    DefaultOnResponse::new()
+        .level(Level::DEBUG)
+        .on_response(response, latency, span);
 }
 
 async fn unknown_route(uri: Uri) -> ApiError {
@@ -205,19 +203,19 @@ mod tests {
 
     use super::*;
     use crate::breaker::{BreakerSettings, CircuitBreaker};
-    use crate::cache::{BookCache, CacheConfig};
+    use crate::cache::{BookCache, CacheSettings};
     use crate::client::StorageClient;
-    use crate::retry::RetryPolicy;
+    use crate::retry::RetrySettings;
     use crate::service::ReadPath;
 
     /// A state whose dependencies are nowhere: nothing here may need them.
     fn offline_state() -> AppState {
         let path = ReadPath {
-            cache: BookCache::new(CacheConfig::new("redis://127.0.0.1:1")).expect("lazy cache"),
+            cache: BookCache::new(CacheSettings::new("redis://127.0.0.1:1")).expect("lazy cache"),
             client: StorageClient::new("http://127.0.0.1:1", Duration::from_millis(50))
                 .expect("client"),
             breaker: CircuitBreaker::new(BreakerSettings::default()),
-            retry: RetryPolicy::default(),
+            retry: RetrySettings::default(),
             fresh_ttl: Duration::from_secs(5),
             budget: Duration::from_secs(1),
             redis_timeout: Duration::from_millis(50),

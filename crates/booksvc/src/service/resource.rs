@@ -4,7 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::cache::{Book, BookCache, BookPage, CacheError, Cached, CachedBook, Lookup, Seen};
+use crate::book::{Book, CachedBook};
+use crate::cache::{BookCache, BookPage, CacheError, Cached, Lookup, Seen};
 use crate::client::{ClientError, StorageClient};
 use crate::paging::PageQuery;
 

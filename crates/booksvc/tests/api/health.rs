@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::helpers::TestStack;
+use crate::helpers::{TestStack, header};
 
 #[tokio::test]
 async fn live_is_200_and_ready_reports_fresh_with_every_dependency() -> anyhow::Result<()> {
@@ -112,14 +112,23 @@ async fn readiness_turns_503_at_once_when_shutdown_starts() -> anyhow::Result<()
         .spawn()
         .await?;
     assert_eq!(stack.ready().await?.0, StatusCode::OK);
+    let before = stack.get_book(1).await?;
+    assert_eq!(
+        header(&before, "connection"),
+        None,
+        "keep-alive while serving"
+    );
 
     stack.begin_shutdown();
 
     let (status, body) = stack.ready().await?;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["status"], "not ready", "{body}");
-    // Still serving reads while load balancers notice.
-    assert_eq!(stack.get_book(1).await?.status(), StatusCode::OK);
+    // Still serving reads while load balancers notice, each answer closing its connection:
+    // no client is left with an idle connection for the graceful close to cut under a request.
+    let draining = stack.get_book(1).await?;
+    assert_eq!(draining.status(), StatusCode::OK);
+    assert_eq!(header(&draining, "connection").as_deref(), Some("close"));
     stack.stop().await
 }
 

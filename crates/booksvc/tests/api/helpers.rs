@@ -8,11 +8,13 @@
 //!
 //! storagesvc gets an AMQP URL nothing listens on: its outbox relay keeps retrying in the
 //! background, which the read path never notices (events are the consumer issue's business).
+//! A test that needs events asks for them ([`StackOptions::events`]): then storagesvc's relay
+//! publishes to a fresh vhost of the shared RabbitMQ and booksvc's real consumer applies them.
 
 use std::time::Duration;
 
 use booksvc::breaker::State as BreakerState;
-use booksvc::cache::{BookCache, CacheConfig};
+use booksvc::cache::{BookCache, CacheSettings};
 use booksvc::service::BookService;
 use e2e::in_process::{Booksvc, Storagesvc};
 use reqwest::{Response, StatusCode};
@@ -28,6 +30,7 @@ pub(crate) const WITHIN_BUDGET: Duration = Duration::from_secs(2);
 pub(crate) struct StackOptions {
     private_postgres: bool,
     private_redis: bool,
+    events: bool,
     redis_url: Option<String>,
     tweak: Box<dyn FnOnce(&mut booksvc::Settings) + Send>,
 }
@@ -42,6 +45,12 @@ impl StackOptions {
     /// A private Redis the test may stop and start again.
     pub(crate) fn private_redis(mut self) -> Self {
         self.private_redis = true;
+        self
+    }
+
+    /// Events flow: storagesvc publishes to a fresh vhost and booksvc's consumer applies them.
+    pub(crate) fn events(mut self) -> Self {
+        self.events = true;
         self
     }
 
@@ -75,6 +84,8 @@ pub(crate) struct TestStack {
     pub(crate) proxy: CountingProxy,
     /// The cache booksvc uses (same Redis and prefix), to inspect it or play the consumer.
     pub(crate) cache: BookCache,
+    /// The Redis booksvc uses.
+    pub(crate) redis_url: String,
     /// booksvc's read path, to look at its breaker.
     pub(crate) service: BookService,
     /// A plain HTTP client (10 s timeout so a hang fails the test instead of stalling it).
@@ -98,6 +109,7 @@ impl TestStack {
         StackOptions {
             private_postgres: false,
             private_redis: false,
+            events: false,
             redis_url: None,
             tweak: Box::new(|_| {}),
         }
@@ -122,28 +134,37 @@ impl TestStack {
             (None, Some(private)) => private.url(),
             (None, None) => testkit::Redis::shared().await?.url(),
         };
-        let storagesvc = Storagesvc::options()
+        let amqp_url = match options.events {
+            true => Some(testkit::RabbitMq::shared().await?.fresh_vhost().await?),
+            false => None,
+        };
+        let mut storagesvc = Storagesvc::options()
             .database_url(&database_url)
-            .settings(|settings| settings.shutdown_timeout = Duration::from_secs(2))
-            .spawn()
-            .await?;
+            .settings(|settings| settings.shutdown_timeout = Duration::from_secs(2));
+        if let Some(url) = &amqp_url {
+            storagesvc = storagesvc.amqp_url(url);
+        }
+        let storagesvc = storagesvc.spawn().await?;
         let proxy = CountingProxy::start(&storagesvc.address).await?;
-        // These tests are about the read path: booksvc's consumer stays off (no AMQP URL);
-        // the consumer has its own tests.
-        let booksvc = Booksvc::options(&proxy.address)
+        // Most of these tests are about the read path: booksvc's consumer stays off (no AMQP
+        // URL) unless the test asked for events; the consumer has its own tests.
+        let mut booksvc = Booksvc::options(&proxy.address)
             .redis_url(&redis_url)
-            .settings(options.tweak)
-            .spawn()
-            .await?;
-        let cache = BookCache::new(CacheConfig {
-            url: redis_url,
-            ..booksvc.settings.cache_config()
+            .settings(options.tweak);
+        if let Some(url) = &amqp_url {
+            booksvc = booksvc.consumer(url);
+        }
+        let booksvc = booksvc.spawn().await?;
+        let cache = BookCache::new(CacheSettings {
+            url: redis_url.clone().into(),
+            ..booksvc.settings.cache_settings()
         })?;
         Ok(TestStack {
             address: booksvc.address.clone(),
             storagesvc: storagesvc.address.clone(),
             proxy,
             cache,
+            redis_url,
             service: booksvc.service.clone(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -164,6 +185,11 @@ impl TestStack {
     /// `GET /books/{id}` on booksvc.
     pub(crate) async fn get_book(&self, id: i64) -> anyhow::Result<Response> {
         self.get(&format!("/books/{id}")).await
+    }
+
+    /// booksvc's key prefix in Redis (its `CACHE_PREFIX`).
+    pub(crate) fn cache_prefix(&self) -> &str {
+        &self.booksvc.settings.cache_prefix
     }
 
     /// booksvc's breaker state now.
@@ -243,20 +269,4 @@ pub(crate) async fn assert_json_error(response: Response, status: StatusCode, ca
     body
 }
 
-/// Retries `check` every 50 ms until it returns true or `within` has passed.
-pub(crate) async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub(crate) use testkit::eventually;

@@ -4,9 +4,12 @@
 //! received exactly one call for book 2". [`CountingProxy::hold`] makes it keep storagesvc's
 //! answers back (the request has reached storagesvc; its answer waits) until
 //! [`CountingProxy::release`]: a hung storagesvc, or a fill delayed on purpose to lose a race.
-//! If storagesvc cannot be reached at all the proxy answers 502, like any gateway.
+//! [`CountingProxy::answers`] counts storagesvc's answers as they come back, held or not: a
+//! test knows storagesvc has read what it asked for. If storagesvc cannot be reached at all
+//! the proxy answers 502, like any gateway.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -21,6 +24,8 @@ struct Shared {
     upstream: String,
     client: reqwest::Client,
     counts: Arc<Mutex<HashMap<String, u32>>>,
+    /// Answers storagesvc has given (counted before any hold).
+    answers: Arc<AtomicU32>,
     /// `true` while answers are held back.
     held: Arc<watch::Sender<bool>>,
 }
@@ -38,6 +43,7 @@ impl CountingProxy {
             upstream: upstream.to_owned(),
             client: reqwest::Client::new(),
             counts: Arc::default(),
+            answers: Arc::default(),
             held: Arc::new(watch::channel(false).0),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -61,6 +67,11 @@ impl CountingProxy {
             .filter(|(path, _)| path.starts_with("/books"))
             .map(|(_, count)| count)
             .sum()
+    }
+
+    /// Answers storagesvc has given so far, including those held back.
+    pub(crate) fn answers(&self) -> u32 {
+        self.shared.answers.load(Ordering::SeqCst)
     }
 
     /// From now on, storagesvc's answers wait until [`CountingProxy::release`].
@@ -99,6 +110,7 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
         Ok(answer) => relay(answer).await,
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     };
+    shared.answers.fetch_add(1, Ordering::SeqCst);
     let mut held = shared.held.subscribe();
     // An error means the proxy itself is going away: answer at once.
     let _ = held.wait_for(|held| !held).await;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use booksvc::cache::CachedBook;
+use booksvc::book::CachedBook;
 use chrono::Utc;
 use events::{BookChanged, BookData};
 use reqwest::StatusCode;

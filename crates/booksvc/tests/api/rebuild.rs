@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use booksvc::cache::{BookCache, CachedBook};
+use booksvc::book::CachedBook;
+use booksvc::cache::BookCache;
 use booksvc::client::StorageClient;
 use booksvc::rebuild::{Plan, RebuildReport, rebuild};
 use chrono::Utc;
@@ -34,7 +35,9 @@ fn client(stack: &TestStack) -> anyhow::Result<StorageClient> {
 }
 
 /// Every book storagesvc has: id → (version, title).
-async fn storagesvc_books(stack: &TestStack) -> anyhow::Result<BTreeMap<i64, (i64, String)>> {
+pub(crate) async fn storagesvc_books(
+    stack: &TestStack,
+) -> anyhow::Result<BTreeMap<i64, (i64, String)>> {
     let mut books = BTreeMap::new();
     let mut after = 0;
     loop {
@@ -53,7 +56,7 @@ async fn storagesvc_books(stack: &TestStack) -> anyhow::Result<BTreeMap<i64, (i6
 }
 
 /// What the cache holds for `id`: `Some((version, title))` for a book, `None` otherwise.
-async fn cached(cache: &BookCache, id: i64) -> anyhow::Result<Option<(i64, String)>> {
+pub(crate) async fn cached(cache: &BookCache, id: i64) -> anyhow::Result<Option<(i64, String)>> {
     Ok(match cache.get_book(id).await?.cached.map(|c| c.value) {
         Some(CachedBook::Live(book)) => Some((book.version, book.title)),
         _ => None,

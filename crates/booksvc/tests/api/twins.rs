@@ -4,9 +4,14 @@
 use std::path::{Path, PathBuf};
 
 /// Files each service keeps its own copy of, identical once the crate name is normalised.
-const TWINS: [&str; 4] = [
+const TWINS: [&str; 9] = [
+    "src/config/describe.rs",
+    "src/config/parse.rs",
     "src/paging.rs",
+    "src/secret.rs",
     "src/serve.rs",
+    "src/telemetry.rs",
+    "src/trace_context.rs",
     "src/metrics/requests.rs",
     "tests/metrics_memory.rs",
 ];

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use booksvc::cache::CachedBook;
+use booksvc::book::CachedBook;
 use events::headers::{self, X_ERROR, X_ORIGINAL_ROUTING_KEY, X_RETRY_COUNT};
 use events::lapin::options::BasicPublishOptions;
 use events::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use booksvc::cache::CachedBook;
+use booksvc::book::CachedBook;
 use booksvc::redrive::redrive_from_url;
 use e2e::in_process::{Booksvc, Storagesvc};
 use events::{BookChanged, DLQ, DLQ_EXCHANGE, QUEUE};

@@ -2,13 +2,13 @@
 //! publish and inspect queues, a fault-injecting sink, and storagesvc for end-to-end tests.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use booksvc::cache::{BookCache, CacheConfig, CachedBook, WriteOutcome};
+use booksvc::book::CachedBook;
+use booksvc::cache::{BookCache, CacheSettings, WriteOutcome};
 use booksvc::consumer::{
     Consumer, ConsumerSettings, ConsumerState, ConsumerStatus, EventSink, SinkError,
 };
@@ -242,9 +242,9 @@ pub(crate) async fn shared_cache() -> anyhow::Result<BookCache> {
 
 pub(crate) fn cache_on(redis_url: &str) -> anyhow::Result<BookCache> {
     let prefix = format!("test:{}:", uuid_like());
-    Ok(BookCache::new(CacheConfig {
+    Ok(BookCache::new(CacheSettings {
         prefix,
-        ..CacheConfig::new(redis_url)
+        ..CacheSettings::new(redis_url)
     })?)
 }
 
@@ -253,8 +253,8 @@ fn uuid_like() -> String {
 }
 
 /// Starts the cache's memory (decision 0013) and waits past its first 2 s, within which
-/// booksvc settles events by asking storagesvc: for tests whose booksvc has no storagesvc and
-/// must apply the events they publish.
+/// booksvc settles upserts by asking storagesvc: for tests whose booksvc has no storagesvc
+/// and must apply the events they publish.
 pub(crate) async fn start_cache_memory(cache: &BookCache) -> anyhow::Result<()> {
     cache
         .apply_event(&BookChanged::deleted(i64::MAX, 1, Utc::now()))
@@ -279,23 +279,7 @@ pub(crate) async fn cached_at(cache: &BookCache, id: i64, version: i64) -> bool 
     .await
 }
 
-/// Retries `check` every 25 ms until it holds or `within` has passed.
-pub(crate) async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+pub(crate) use testkit::eventually;
 
 pub(crate) fn data(id: i64, title: &str) -> BookData {
     BookData {

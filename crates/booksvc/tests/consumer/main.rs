@@ -17,4 +17,5 @@ mod nodes;
 mod outages;
 mod redrive;
 mod refusing_redis;
+mod trace_context;
 mod warming;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use booksvc::cache::CachedBook;
+use booksvc::book::CachedBook;
 use booksvc::consumer::ConsumerState;
 use e2e::in_process::{Booksvc, Storagesvc};
 use reqwest::StatusCode;

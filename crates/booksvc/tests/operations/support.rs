@@ -1,11 +1,9 @@
 //! Small helpers both tests use: the repository root, polling, and reading booksvc.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::time::Instant;
 
 use e2e::in_process::Booksvc;
 
@@ -17,23 +15,7 @@ pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Retries `check` every 100 ms until it returns true or `within` has passed.
-pub(crate) async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub(crate) use testkit::eventually;
 
 /// Waits until booksvc's readiness says its consumer is running: it has declared the
 /// topology, so a message published to `books` now reaches its queue.

@@ -34,6 +34,15 @@ fn figures_dir() -> &'static Path {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
 }
 
+/// Prints the scenario's figures and draws its timeline picture (`e2e::timeline`).
+fn publish(figures: &mut Figures, samples: &Samples) {
+    figures.print(figures_dir());
+    match e2e::timeline::draw(figures.scenario(), samples, figures_dir()) {
+        Ok(path) => eprintln!("timeline: {}", path.display()),
+        Err(error) => panic!("{}: {error:#}", figures.scenario()),
+    }
+}
+
 /// Adds `<prefix>_p50`, `<prefix>_max` and `<prefix>_n` for `samples`.
 fn latency_figures(figures: &mut Figures, prefix: &str, samples: &[&Sample]) {
     let (p50, max) = p50_max(samples);

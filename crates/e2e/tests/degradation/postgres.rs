@@ -6,7 +6,7 @@ use e2e::load::Kind;
 use e2e::system::{TOKEN, WITHIN_BUDGET};
 use e2e::{Figures, Load, Phase, eventually};
 
-use crate::{PHASE, RECOVERY, assert_reads_answered, figures_dir, latency_figures, options};
+use crate::{PHASE, RECOVERY, assert_reads_answered, latency_figures, options, publish};
 
 #[tokio::test]
 async fn postgres_stopped_reads_stale_writes_503_nothing_accepted_is_lost() {
@@ -107,5 +107,5 @@ async fn postgres_stopped_reads_stale_writes_503_nothing_accepted_is_lost() {
     latency_figures(&mut figures, "write_outage", &outage_writes);
     latency_figures(&mut figures, "read_after", &samples.of(Kind::Read, "after"));
     figures.millis("recovery", recovery);
-    figures.print(figures_dir());
+    publish(&mut figures, &samples);
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use e2e::load::{Kind, Sample};
 use e2e::{Figures, Load, Phase, System, eventually};
 
-use crate::{PHASE, RECOVERY, figures_dir, latency_figures, options};
+use crate::{PHASE, RECOVERY, latency_figures, options, publish};
 
 /// Concurrent readers, over `BOOKS` books: several readers per key at any moment.
 const READERS: usize = 32;
@@ -130,7 +130,7 @@ async fn postgres_killed_under_concurrent_readers_nobody_with_an_entry_waits_for
         .add("half_open_cycles", cycles)
         .millis("outage", outage);
     latency_figures(&mut figures, "read_after", &samples.of(Kind::Read, "after"));
-    figures.print(figures_dir());
+    publish(&mut figures, &samples);
 }
 
 /// Watches booksvc's breaker until it has turned half-open `wanted` times (each time a

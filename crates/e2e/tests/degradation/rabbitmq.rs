@@ -7,7 +7,7 @@ use e2e::{Figures, Load, Phase};
 
 use crate::{
     PHASE, accepted_writes, assert_every_event_published, assert_writes_accepted, cache_catches_up,
-    figures_dir, latency_figures, options,
+    latency_figures, options, publish,
 };
 
 #[tokio::test]
@@ -73,5 +73,5 @@ async fn rabbitmq_stop_app_and_restart_refuse_no_write_and_lose_no_event() {
         );
     }
     figures.millis("cache_caught_up_after_end", caught_up);
-    figures.print(figures_dir());
+    publish(&mut figures, &samples);
 }

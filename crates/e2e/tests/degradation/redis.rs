@@ -7,7 +7,7 @@ use e2e::{Figures, Load, Phase};
 
 use crate::{
     PHASE, accepted_writes, assert_reads_answered, assert_writes_accepted, cache_catches_up,
-    figures_dir, latency_figures, options,
+    latency_figures, options, publish,
 };
 
 #[tokio::test]
@@ -74,5 +74,5 @@ async fn redis_stopped_no_5xx_no_dead_letters_events_applied_after() {
         )
         .add("writes", writes.len())
         .millis("cache_caught_up_after_end", caught_up);
-    figures.print(figures_dir());
+    publish(&mut figures, &samples);
 }

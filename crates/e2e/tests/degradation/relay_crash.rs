@@ -5,8 +5,7 @@ use e2e::system::TOKEN;
 use e2e::{Figures, Load, Phase};
 
 use crate::{
-    PHASE, accepted_writes, assert_cache_catches_up, assert_every_event_published, figures_dir,
-    options,
+    PHASE, accepted_writes, assert_cache_catches_up, assert_every_event_published, options, publish,
 };
 
 #[tokio::test]
@@ -62,5 +61,5 @@ async fn storagesvc_killed_with_unsent_outbox_rows_sends_them_after_restart() {
         .add("writes_accepted", accepted.len())
         .add("writes_cut_off_by_the_kill", cut_off)
         .millis("cache_caught_up_after_restart", caught_up);
-    figures.print(figures_dir());
+    publish(&mut figures, &samples);
 }

@@ -9,7 +9,7 @@ use e2e::{Figures, Load, Phase, Sample, Samples, eventually};
 
 use crate::{
     PHASE, RECOVERY, accepted_writes, assert_cache_catches_up, assert_every_event_published,
-    figures_dir, latency_figures, options,
+    latency_figures, options, publish,
 };
 
 /// Longest a service may take from SIGTERM to exit (drain delay 1 s + shutdown timeout 5 s).
@@ -95,7 +95,7 @@ async fn sigterm_to_storagesvc_under_load_fails_no_accepted_request_and_loses_no
         &samples.of(Kind::Write, "draining"),
     );
     latency_figures(&mut figures, "read_down", &samples.of(Kind::Read, "down"));
-    figures.print(figures_dir());
+    publish(&mut figures, &samples);
 }
 
 #[tokio::test]
@@ -161,5 +161,5 @@ async fn sigterm_to_booksvc_under_load_fails_no_accepted_request_and_loses_no_ev
         "read_draining",
         &samples.of(Kind::Read, "draining"),
     );
-    figures.print(figures_dir());
+    publish(&mut figures, &samples);
 }

@@ -9,8 +9,8 @@ use e2e::{Figures, Load, Phase, Samples, System, eventually};
 use testkit::Direction;
 
 use crate::{
-    PHASE, RECOVERY, assert_any_reads_answered, assert_reads_answered, figures_dir,
-    latency_figures, options,
+    PHASE, RECOVERY, assert_any_reads_answered, assert_reads_answered, latency_figures, options,
+    publish,
 };
 
 /// A system with warm cache entries for a few books, and readers on them.
@@ -102,7 +102,7 @@ async fn storagesvc_killed_reads_stay_stale_within_budget_breaker_opens_and_reco
         .millis("breaker_open_after", opened)
         .millis("restart", restart_took)
         .millis("recovery_after_restart", recovered);
-    figures.print(figures_dir());
+    publish(&mut figures, &samples);
 }
 
 #[tokio::test]
@@ -146,5 +146,5 @@ async fn storagesvc_slow_reads_stay_stale_within_budget_breaker_opens_and_recove
     figures
         .millis("breaker_open_after", opened)
         .millis("recovery", recovered);
-    figures.print(figures_dir());
+    publish(&mut figures, &samples);
 }

@@ -6,7 +6,7 @@ use e2e::{Figures, Load, Phase, eventually};
 
 use crate::{
     PHASE, RECOVERY, accepted_writes, assert_cache_catches_up, assert_every_event_published,
-    assert_reads_answered, figures_dir, latency_figures, options,
+    assert_reads_answered, latency_figures, options, publish,
 };
 
 /// PostgreSQL stopped and RabbitMQ unreachable (both services partitioned from it by the
@@ -67,7 +67,7 @@ async fn postgres_and_rabbitmq_down_reads_stale_writes_503_no_event_lost() {
     );
     latency_figures(&mut figures, "write_outage", &outage_writes);
     figures.millis("cache_caught_up_after_end", caught_up);
-    figures.print(figures_dir());
+    publish(&mut figures, &samples);
 }
 
 /// Redis stopped and storagesvc killed: nothing can answer a book, so booksvc says so with a
@@ -128,5 +128,5 @@ async fn redis_and_storagesvc_down_answers_503_with_retry_after_then_recovers() 
     let mut figures = Figures::new("redis-and-storagesvc-down");
     latency_figures(&mut figures, "read_outage", &outage_reads);
     latency_figures(&mut figures, "read_after", &samples.of(Kind::Read, "after"));
-    figures.print(figures_dir());
+    publish(&mut figures, &samples);
 }

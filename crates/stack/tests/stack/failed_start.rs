@@ -43,3 +43,46 @@ fn ctl_without_a_stack_says_so() {
         "{out}"
     );
 }
+
+/// A machine without Redis: `redis-server` is not on the `PATH` the stack gets (a copy of the
+/// machine's, less that one program). The start stops what it started and exits 1, its last
+/// line naming what is missing and how to install it.
+#[test]
+fn a_missing_server_fails_the_start_with_one_line_naming_it() {
+    let bin = tempfile::tempdir().unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let link = bin.path().join(entry.file_name());
+            if entry.file_name() != "redis-server" && !link.exists() {
+                std::os::unix::fs::symlink(entry.path(), link).unwrap();
+            }
+        }
+    }
+    let (booksvc_port, storagesvc_port) = free_ports();
+    let mut command = Command::new(STACK);
+    let output = stack_env(&mut command)
+        .env("PATH", bin.path())
+        .args(["--booksvc-port", &booksvc_port.to_string()])
+        .args(["--storagesvc-port", &storagesvc_port.to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let failures: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("stack: failed") || line.starts_with("stack: details"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{stderr}");
+    assert_eq!(stderr.lines().last(), Some(failures[0]), "{stderr}");
+    assert!(
+        failures[0].starts_with("stack: failed to start: cannot start Redis")
+            && failures[0].contains("apt-get install redis-server"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("stack: up"), "{stdout}");
+}

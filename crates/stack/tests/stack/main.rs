@@ -7,3 +7,4 @@ mod outage;
 mod readme;
 mod support;
 mod terminal;
+mod walkthrough;

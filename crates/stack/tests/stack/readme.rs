@@ -2,9 +2,8 @@
 //! file, cargo package, test target, example and stack option they name exist. A rename that
 //! forgets the docs fails here, not on a reader's machine.
 //!
-//! What the walkthroughs *show* (headers, readiness bodies) is checked by the runs that do what
-//! they say: `outage.rs` and `terminal.rs` for `docs/stack.md`, `scripts/compose-smoke.sh` for
-//! the compose walkthrough.
+//! What the walkthroughs *show* (headers, readiness bodies) is checked by running them:
+//! `walkthrough.rs`, for `docs/stack.md`'s and the README's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -132,6 +131,54 @@ fn every_file_the_readme_and_the_docs_name_exists() {
         missing.is_empty(),
         "named but absent:\n{}",
         missing.join("\n")
+    );
+}
+
+/// Every file name in the repository (as git tracks it), e.g. `api.md`, `README.md`.
+fn tracked_file_names() -> Vec<String> {
+    let out = Command::new("git")
+        .args(["ls-files"])
+        .current_dir(root())
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git ls-files failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|path| path.rsplit('/').next().map(str::to_owned))
+        .collect()
+}
+
+/// A clone is all a reader has: no document may name a markdown file that is not in it
+/// (`DESIGN.md`, `../shared/…`), nor a path that climbs out of it.
+#[test]
+fn no_document_names_anything_outside_the_repository() {
+    let names = tracked_file_names();
+    let mut outside = vec![];
+    for (doc, text) in documents() {
+        for word in text.split(|c: char| c.is_whitespace() || "`()[]\"',;|<>".contains(c)) {
+            let word = word.trim_end_matches([':', '.', '→']);
+            let file = word.split('#').next().unwrap_or(word);
+            let named_md = file.ends_with(".md") && !file.contains(['*', '<', '{', '$']);
+            let missing_md = named_md
+                && !names
+                    .iter()
+                    .any(|n| Some(n.as_str()) == file.rsplit('/').next());
+            let climbs_out = word.contains("../") && {
+                let base = doc.parent().expect("a document is in a directory");
+                let depth = base
+                    .strip_prefix(root())
+                    .map_or(0, |rel| rel.components().count());
+                word.matches("../").count() > depth
+            };
+            if missing_md || climbs_out || word.starts_with("/work/") {
+                outside.push(format!("{}: {word}", doc.display()));
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "named, but not in the repository:\n{}",
+        outside.join("\n")
     );
 }
 

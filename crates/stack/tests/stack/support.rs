@@ -77,10 +77,29 @@ pub(crate) struct RunningStack {
 
 impl RunningStack {
     pub(crate) fn start() -> Self {
+        Self::start_with(|command| {
+            stack_env(command);
+        })
+    }
+
+    /// The stack as a reader of the docs starts it: the documented defaults (entries fresh
+    /// for 5 s, the dev write token), only the servers forced to local processes.
+    pub(crate) fn start_as_documented() -> Self {
+        Self::start_with(|command| {
+            command
+                .env("TESTKIT_BACKEND", "local")
+                .env_remove("CACHE_FRESH_TTL")
+                .env_remove("STORAGESVC_WRITE_TOKEN")
+                .env_remove("LOG_FORMAT");
+        })
+    }
+
+    fn start_with(environment: impl FnOnce(&mut Command)) -> Self {
         let (booksvc_port, storagesvc_port) = free_ports();
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(STACK);
-        stack_env(&mut command)
+        environment(&mut command);
+        command
             .args(["--booksvc-port", &booksvc_port.to_string()])
             .args(["--storagesvc-port", &storagesvc_port.to_string()])
             .stdin(Stdio::null())

@@ -27,7 +27,7 @@ use crate::{database, outbox};
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Books per page (default 100)"),
         ("after" = Option<i64>, Query, minimum = 0, description = "The last id of the previous page (default 0: the first page)"),
-        ("x-request-timeout" = Option<u64>, Header, description = "How long the caller will wait, in milliseconds; the database work is bounded by it"),
+        ("x-request-timeout" = Option<String>, Header, nullable = false, description = "How long the caller will wait, in whole milliseconds; the database work is bounded by it and stops when it runs out (a 503). A value that is not a whole number is ignored: the service's own bounds apply"),
     ),
     responses(
         (status = 200, description = "One page of books ordered by id", body = Vec<Book>,
@@ -58,7 +58,7 @@ pub(super) async fn list_books(
     get,
     path = "/books/{id}",
     tag = "books",
-    params(("id" = i64, Path, minimum = 1, description = "The book id"), ("x-request-timeout" = Option<u64>, Header, description = "How long the caller will wait, in milliseconds; the database work is bounded by it")),
+    params(("id" = i64, Path, minimum = 1, description = "The book id"), ("x-request-timeout" = Option<String>, Header, nullable = false, description = "How long the caller will wait, in whole milliseconds; the database work is bounded by it and stops when it runs out (a 503). A value that is not a whole number is ignored: the service's own bounds apply")),
     responses(
         (status = 200, description = "The book", body = Book, headers(("ETag" = String, description = "The version, quoted: `\"3\"`"))),
         (status = 400, description = "The id is not a positive integer", body = ErrorBody),
@@ -83,7 +83,7 @@ pub(super) async fn get_book(
     post,
     path = "/books",
     tag = "books",
-    params(("x-request-timeout" = Option<u64>, Header, description = "How long the caller will wait, in milliseconds; the database work is bounded by it")),
+    params(("x-request-timeout" = Option<String>, Header, nullable = false, description = "How long the caller will wait, in whole milliseconds; the database work is bounded by it and stops when it runs out (a 503). A value that is not a whole number is ignored: the service's own bounds apply")),
     request_body(content = BookFields, content_type = "application/json"),
     security(("write_token" = [])),
     responses(
@@ -127,7 +127,7 @@ pub(super) async fn create_book(
     put,
     path = "/books/{id}",
     tag = "books",
-    params(("id" = i64, Path, minimum = 1, description = "The book id"), ("If-Match" = Option<String>, Header, description = "`\"<version>\"` (quoted) or `*`: write only if the stored version is that one"), ("x-request-timeout" = Option<u64>, Header, description = "How long the caller will wait, in milliseconds; the database work is bounded by it")),
+    params(("id" = i64, Path, minimum = 1, description = "The book id"), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^"0*[1-9][0-9]{0,17}"$|^\*$"#, description = "`\"<version>\"` (quoted, as `ETag` gives it) or `*`: write only if the stored version is that one"), ("x-request-timeout" = Option<String>, Header, nullable = false, description = "How long the caller will wait, in whole milliseconds; the database work is bounded by it and stops when it runs out (a 503). A value that is not a whole number is ignored: the service's own bounds apply")),
     request_body(content = BookFields, content_type = "application/json"),
     security(("write_token" = [])),
     responses(
@@ -171,7 +171,7 @@ pub(super) async fn update_book(
     delete,
     path = "/books/{id}",
     tag = "books",
-    params(("id" = i64, Path, minimum = 1, description = "The book id"), ("If-Match" = Option<String>, Header, description = "`\"<version>\"` (quoted) or `*`: write only if the stored version is that one"), ("x-request-timeout" = Option<u64>, Header, description = "How long the caller will wait, in milliseconds; the database work is bounded by it")),
+    params(("id" = i64, Path, minimum = 1, description = "The book id"), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^"0*[1-9][0-9]{0,17}"$|^\*$"#, description = "`\"<version>\"` (quoted, as `ETag` gives it) or `*`: write only if the stored version is that one"), ("x-request-timeout" = Option<String>, Header, nullable = false, description = "How long the caller will wait, in whole milliseconds; the database work is bounded by it and stops when it runs out (a 503). A value that is not a whole number is ignored: the service's own bounds apply")),
     security(("write_token" = [])),
     responses(
         (status = 204, description = "Deleted; its event is in the outbox"),

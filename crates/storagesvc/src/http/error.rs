@@ -1,8 +1,11 @@
 //! `ApiError`: every way a request can fail, and the one place that turns it into a response.
 //!
 //! Clients get a status and a JSON body `{"error": "<human message>", ...}`. Causes they
-//! should not see (database errors) are logged here, once, with their chain, inside the
-//! request's span so the log line carries the request id.
+//! should not see are logged inside the request's span, so the log line carries the request
+//! id: a 500's cause here, once, with its chain; a 503's database failure by the router, as
+//! part of an outage (a start, a summary a minute, an end; see [`events::outage`]).
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -65,6 +68,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "error": self.to_string() });
         let mut headers = HeaderMap::new();
+        let mut failure = None;
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => {
@@ -86,7 +90,9 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "answering 503: database unavailable");
+                // Logged by the router as part of an outage (`log_database_outage`), not
+                // once per request.
+                failure = Some(DatabaseFailure(cause.to_string().into()));
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),
@@ -101,9 +107,18 @@ impl IntoResponse for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        (status, headers, Json(body)).into_response()
+        let mut response = (status, headers, Json(body)).into_response();
+        if let Some(failure) = failure {
+            response.extensions_mut().insert(failure);
+        }
+        response
     }
 }
+
+/// On a 503's response: the database failure behind it, for the outage log (the router's
+/// `log_database_outage` takes it; clients never see it).
+#[derive(Debug, Clone)]
+pub(super) struct DatabaseFailure(pub(super) Arc<str>);
 
 /// The one mapping from database errors to API errors.
 ///

@@ -1,37 +1,47 @@
-//! The HTTP API: routes, shared state and the middleware stack.
+//! The HTTP API: routes, shared state, the middleware stack and every handler: the books
+//! (`books`), the probes ([`health`]), the Prometheus scrape (`scrape`) and the OpenAPI
+//! description (`openapi`).
 //!
 //! [`router`] is all of it, without a socket, so tests can drive it with `oneshot`.
 //! Middleware, outermost first: request id (taken from `x-request-id` when it is at most
 //! 128 characters of `[A-Za-z0-9._-]`, generated otherwise) →
-//! trace span carrying that id → id echoed on the response → HTTP metrics → body limit.
+//! trace span carrying that id and continuing the caller's W3C trace context → id echoed on
+//! the response → HTTP metrics → the database outage log → body limit.
 
 mod books;
 mod error;
 mod extract;
+pub mod health;
 mod openapi;
+mod scrape;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::State;
 use axum::http::{HeaderName, Request, Uri};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::{Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::{Level, Span};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 pub use self::error::ApiError;
+use self::error::DatabaseFailure;
 pub use self::extract::{
     BookId, Budget, IfMatch, JsonBody, Page, REQUEST_TIMEOUT_HEADER, WriteAccess,
 };
 pub use self::openapi::{ErrorBody, description};
 use crate::config::Secret;
 use crate::relay::RelayStatus;
-use crate::{health, metrics};
+use crate::{metrics, trace_context};
+use events::Outage;
 
 /// The header carrying the request id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -80,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
+            Arc::new(Outage::new("PostgreSQL, requests")),
+            log_database_outage,
+        ))
+        .layer(middleware::from_fn_with_state(
             metrics::http_metrics(&ROUTES),
             metrics::track_http,
         ))
@@ -87,7 +101,7 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                .on_response(on_response)
                 // ApiError logs the cause of a 5xx once, with its chain; a second, cause-less
                 // error line per failure would only be noise.
                 .on_failure(()),
@@ -134,19 +148,47 @@ fn clipped(text: &str) -> &str {
     &text[..end]
 }
 
-/// One span per request; every log line inside it (errors included) carries the request id.
+/// One span per request (see [`trace_context::http_server_span`]): it continues the caller's
+/// trace, and every log line inside it (errors included) carries the request id, `trace_id`
+/// and `span_id`.
 fn request_span<B>(request: &Request<B>) -> Span {
     let request_id = request
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = clipped(request.uri().path()),
-        request_id,
-    )
+    trace_context::http_server_span(request, request_id, clipped(request.uri().path()))
+}
+
+/// Records the answer's status on the request span and logs it: at info, but a 503 at debug:
+/// during an outage every request is one, and the outage is logged as a whole
+/// (`log_database_outage`).
+fn on_response<B>(response: &axum::http::Response<B>, latency: Duration, span: &Span) {
+    trace_context::record_http_status(span, response.status());
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_millis();
+    if response.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        tracing::debug!(status, latency_ms, "answered");
+    } else {
+        tracing::info!(status, latency_ms, "answered");
+    }
+}
+
+/// Logs the database failures behind 503s as one outage rather than a line each (see
+/// [`events::outage`]). A 2xx on a books route ends it: only a database answer gives one.
+async fn log_database_outage(
+    State(outage): State<Arc<Outage>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    let books_route = request.uri().path().starts_with("/books");
+    let response = next.run(request).await;
+    if let Some(DatabaseFailure(cause)) = response.extensions().get() {
+        outage.failed(cause);
+    } else if books_route && response.status().is_success() {
+        outage.succeeded();
+    }
+    response
 }
 
 async fn unknown_route(uri: Uri) -> ApiError {

@@ -15,8 +15,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, books};
-use crate::{health, metrics};
+use super::{AppState, books, health, scrape};
 
 /// Every documented route with its handler; [`super::router`] adds the middleware.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -29,7 +28,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
-        .routes(routes!(metrics::render))
+        .routes(routes!(scrape::render))
         .routes(routes!(openapi_json))
 }
 

@@ -54,7 +54,7 @@ impl RelayStatus {
     pub(super) fn set_connected(&self, node: Option<&BrokerNode>) {
         let connected = node.is_some();
         *lock(&self.inner.node) = node.map(|node| node.address().to_owned());
-        metrics::gauge!("storagesvc_relay_broker_connected").set(if connected { 1.0 } else { 0.0 });
+        crate::metrics::record_broker_connected(connected);
         if connected {
             self.clear_error();
         }

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::NOTIFY_CHANNEL;
-use events::ReconnectBackoff;
+use events::{Outage, ReconnectBackoff};
 
 /// How long connecting the listener may take before it counts as a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,17 +31,20 @@ pub(super) async fn listen_for_commits(
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_lazy_with((*pool.connect_options()).clone());
     let mut backoff = ReconnectBackoff::new(reconnect_max);
+    // Reconnect attempts are logged as one outage, not once each.
+    let outage = Outage::new("PostgreSQL, outbox listener");
     loop {
         match shutdown.run_until_cancelled(listen(&listener_pool)).await {
             None => return,
             Some(Ok(mut listener)) => {
+                outage.succeeded();
                 backoff.reset();
                 wake.notify_one();
                 if let Err(error) = forward(&mut listener, &wake, &shutdown).await {
-                    tracing::warn!(%error, "outbox listener lost PostgreSQL; reconnecting");
+                    outage.failed(&format_args!("listener lost PostgreSQL: {error}"));
                 }
             }
-            Some(Err(error)) => tracing::warn!(%error, "outbox listener cannot connect; retrying"),
+            Some(Err(error)) => outage.failed(&format_args!("cannot connect: {error}")),
         }
         if !backoff.pause(&shutdown).await {
             return;

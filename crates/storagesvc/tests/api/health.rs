@@ -264,10 +264,20 @@ async fn readiness_turns_503_at_once_on_shutdown_while_requests_are_still_served
         (body["status"].as_str(), body["reason"].as_str()),
         (Some("not ready"), Some("shutting down"))
     );
+    let draining = app.list_books().await?;
     assert_eq!(
-        app.list_books().await?.status(),
+        draining.status(),
         StatusCode::OK,
         "still serving while draining"
+    );
+    // Each answer closes its connection: no client is left with an idle connection for the
+    // graceful close to cut under a request.
+    assert_eq!(
+        draining
+            .headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
+        Some("close")
     );
     let started = Instant::now();
     app.stop().await?;

@@ -228,20 +228,4 @@ pub(crate) async fn assert_json_error(response: Response, case: &str) -> Value {
     body
 }
 
-/// Retries `check` every 100 ms until it returns true or `within` has passed.
-pub(crate) async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub(crate) use testkit::eventually;

@@ -8,7 +8,7 @@ use sqlx::postgres::PgListener;
 use storagesvc::outbox::{self, NOTIFY_CHANNEL, OutboxStats};
 use storagesvc::relay::OutboxRelay;
 
-use crate::relay::support::{book_event, enqueue_each, migrated_database, relay_config};
+use crate::relay::support::{book_event, enqueue_each, migrated_database, relay_settings};
 
 async fn stored_payloads(pool: &PgPool) -> anyhow::Result<Vec<(uuid::Uuid, String, Vec<u8>)>> {
     Ok(
@@ -46,6 +46,7 @@ async fn enqueue_gives_an_event_without_an_id_one_and_puts_it_in_the_body() -> a
 
     let rows = stored_payloads(&pool).await?;
     let (event_id, _, payload) = &rows[0];
+    testkit::event_schema::validate(payload)?;
     let published = BookChanged::parse(payload)?;
     assert_eq!(published.event_id, Some(*event_id));
     Ok(())
@@ -118,7 +119,7 @@ async fn stats_reports_the_backlog_and_the_age_of_its_oldest_event() -> anyhow::
 #[tokio::test]
 async fn pruning_deletes_sent_rows_past_retention_and_never_unsent_ones() -> anyhow::Result<()> {
     let pool = migrated_database().await?;
-    let relay = OutboxRelay::new(pool.clone(), relay_config("amqp://unused"));
+    let relay = OutboxRelay::new(pool.clone(), relay_settings("amqp://unused"));
     let events: Vec<BookChanged> = (1..=6).map(|book| book_event(book, 1)).collect();
     enqueue_each(&pool, &events).await?;
     // Books 1-2: sent long ago. Books 3-4: sent just now. Books 5-6: unsent and very old.
@@ -150,9 +151,9 @@ async fn pruning_deletes_sent_rows_past_retention_and_never_unsent_ones() -> any
 #[tokio::test]
 async fn pruning_with_zero_retention_deletes_every_sent_row() -> anyhow::Result<()> {
     let pool = migrated_database().await?;
-    let config = storagesvc::relay::RelayConfig {
+    let config = storagesvc::relay::RelaySettings {
         retention: Duration::ZERO,
-        ..relay_config("amqp://unused")
+        ..relay_settings("amqp://unused")
     };
     let relay = OutboxRelay::new(pool.clone(), config);
     enqueue_each(&pool, &[book_event(1, 1), book_event(2, 1)]).await?;

@@ -6,13 +6,14 @@ pub(crate) mod support;
 
 use std::time::Duration;
 
-use storagesvc::relay::{OutboxRelay, RelayConfig, RelayOutcome, RelayStatus};
+use events::headers;
+use storagesvc::relay::{OutboxRelay, RelayOutcome, RelaySettings, RelayStatus};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::support::{
     QueueReader, assert_all_arrived, assert_per_book_order, book_event, enqueue_each,
-    interleaved_events, migrated_database, open_publisher, relay_config, relay_until_idle,
+    interleaved_events, migrated_database, open_publisher, relay_settings, relay_until_idle,
     unsent_rows,
 };
 
@@ -27,7 +28,7 @@ struct RunningRelay {
 }
 
 impl RunningRelay {
-    fn spawn(pool: &sqlx::PgPool, config: RelayConfig) -> Self {
+    fn spawn(pool: &sqlx::PgPool, config: RelaySettings) -> Self {
         let shutdown = CancellationToken::new();
         let relay = OutboxRelay::new(pool.clone(), config);
         let status = relay.status();
@@ -57,7 +58,7 @@ async fn events_reach_the_queue_with_body_routing_key_message_id_and_persistence
     let amqp_url = fresh_vhost().await?;
     let mut reader = QueueReader::connect(&amqp_url).await?;
     let (_connection, publisher) = open_publisher(&amqp_url).await?;
-    let relay = OutboxRelay::new(pool.clone(), relay_config(&amqp_url));
+    let relay = OutboxRelay::new(pool.clone(), relay_settings(&amqp_url));
     let written = vec![book_event(1, 1), book_event(1, 2)];
     enqueue_each(&pool, &written).await?;
 
@@ -79,16 +80,58 @@ async fn events_reach_the_queue_with_body_routing_key_message_id_and_persistence
 }
 
 #[tokio::test]
+async fn a_rows_trace_context_is_published_as_the_traceparent_and_tracestate_headers()
+-> anyhow::Result<()> {
+    let pool = migrated_database().await?;
+    let amqp_url = fresh_vhost().await?;
+    let mut reader = QueueReader::connect(&amqp_url).await?;
+    let (_connection, publisher) = open_publisher(&amqp_url).await?;
+    let relay = OutboxRelay::new(pool.clone(), relay_settings(&amqp_url));
+    let (traced, untraced) = (book_event(1, 1), book_event(2, 1));
+    enqueue_each(&pool, &[traced.clone(), untraced]).await?;
+    // What a write inside a traced request stores (the binary's tests cover that part).
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    sqlx::query(
+        "UPDATE outbox SET traceparent = $1, tracestate = 'vendor=abc' WHERE event_id = $2",
+    )
+    .bind(traceparent)
+    .bind(traced.event_id)
+    .execute(&pool)
+    .await?;
+
+    relay_until_idle(&relay, &publisher).await?;
+
+    let received = reader.take(2, ARRIVAL).await?;
+    let header = |index: usize, name: &str| headers::text(received[index].headers.as_ref(), name);
+    assert_eq!(received[0].event, traced);
+    assert_eq!(
+        header(0, headers::TRACEPARENT).as_deref(),
+        Some(traceparent)
+    );
+    assert_eq!(
+        header(0, headers::TRACESTATE).as_deref(),
+        Some("vendor=abc")
+    );
+    assert_eq!(
+        header(1, headers::TRACEPARENT),
+        None,
+        "no context, no header"
+    );
+    assert_eq!(header(1, headers::TRACESTATE), None);
+    Ok(())
+}
+
+#[tokio::test]
 async fn each_books_versions_arrive_in_order_across_batches() -> anyhow::Result<()> {
     let pool = migrated_database().await?;
     let amqp_url = fresh_vhost().await?;
     let mut reader = QueueReader::connect(&amqp_url).await?;
     let (_connection, publisher) = open_publisher(&amqp_url).await?;
     // Small batches and window so the 500 events cross many batch boundaries.
-    let config = RelayConfig {
+    let config = RelaySettings {
         batch_size: 37,
         publish_window: 8,
-        ..relay_config(&amqp_url)
+        ..relay_settings(&amqp_url)
     };
     let relay = OutboxRelay::new(pool.clone(), config);
     enqueue_each(&pool, &interleaved_events(5, 100)).await?;
@@ -106,10 +149,10 @@ async fn several_relays_publish_every_event_once_in_per_book_order() -> anyhow::
     let pool = migrated_database().await?;
     let amqp_url = fresh_vhost().await?;
     let mut reader = QueueReader::connect(&amqp_url).await?;
-    let config = RelayConfig {
+    let config = RelaySettings {
         batch_size: 16,
         publish_window: 4,
-        ..relay_config(&amqp_url)
+        ..relay_settings(&amqp_url)
     };
     let relays: Vec<RunningRelay> = (0..3)
         .map(|_| RunningRelay::spawn(&pool, config.clone()))
@@ -141,9 +184,9 @@ async fn rows_written_while_no_relay_runs_go_out_when_one_starts() -> anyhow::Re
     let mut reader = QueueReader::connect(&amqp_url).await?;
     // As after a crash: committed events, nobody to publish them, no NOTIFY to come.
     enqueue_each(&pool, &interleaved_events(3, 10)).await?;
-    let config = RelayConfig {
+    let config = RelaySettings {
         poll_interval: Duration::from_secs(3600),
-        ..relay_config(&amqp_url)
+        ..relay_settings(&amqp_url)
     };
 
     let relay = RunningRelay::spawn(&pool, config);
@@ -160,9 +203,9 @@ async fn a_commit_wakes_an_idle_relay_without_waiting_for_the_poll() -> anyhow::
     let pool = migrated_database().await?;
     let amqp_url = fresh_vhost().await?;
     let mut reader = QueueReader::connect(&amqp_url).await?;
-    let config = RelayConfig {
+    let config = RelaySettings {
         poll_interval: Duration::from_secs(3600),
-        ..relay_config(&amqp_url)
+        ..relay_settings(&amqp_url)
     };
     let relay = RunningRelay::spawn(&pool, config);
     // Let it connect, drain the empty outbox and go to sleep on the hour-long poll.
@@ -186,10 +229,10 @@ async fn a_relay_killed_mid_batch_loses_nothing() -> anyhow::Result<()> {
     let amqp_url = fresh_vhost().await?;
     let mut reader = QueueReader::connect(&amqp_url).await?;
     enqueue_each(&pool, &interleaved_events(10, 300)).await?;
-    let config = RelayConfig {
+    let config = RelaySettings {
         batch_size: 500,
         publish_window: 4,
-        ..relay_config(&amqp_url)
+        ..relay_settings(&amqp_url)
     };
 
     // Kill the first relay as soon as it has published something, mid-drain.
@@ -216,7 +259,7 @@ async fn a_relay_killed_mid_batch_loses_nothing() -> anyhow::Result<()> {
 async fn shutdown_stops_the_relay_promptly_and_reports_it_disconnected() -> anyhow::Result<()> {
     let pool = migrated_database().await?;
     let amqp_url = fresh_vhost().await?;
-    let relay = OutboxRelay::new(pool.clone(), relay_config(&amqp_url));
+    let relay = OutboxRelay::new(pool.clone(), relay_settings(&amqp_url));
     let status = relay.status();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));
@@ -276,7 +319,7 @@ async fn events_stay_in_the_outbox_while_only_an_invalidation_queue_is_bound() -
             FieldTable::default(),
         )
         .await?;
-    let relay = OutboxRelay::new(pool.clone(), relay_config(&amqp_url));
+    let relay = OutboxRelay::new(pool.clone(), relay_settings(&amqp_url));
     let event = book_event(1, 1);
     enqueue_each(&pool, std::slice::from_ref(&event)).await?;
 

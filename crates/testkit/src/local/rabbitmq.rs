@@ -28,8 +28,9 @@ pub(super) const BIN_DIR: &str = "/usr/lib/rabbitmq/bin";
 pub(crate) const ROOT_VAR: &str = "TESTKIT_RABBITMQ_ROOT";
 pub(super) const INSTALL_HINT: &str =
     "apt-get install rabbitmq-server (or: apt-get install postgresql redis-server rabbitmq-server)";
-/// It takes 5-8 s here; a loaded CI machine may need several times that.
-pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// It takes 5-8 s here; a loaded CI machine may need several times that (a third cluster
+/// node, booting beside two others and a test build, once took over 60 s).
+pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(120);
 pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 pub(super) const START_ATTEMPTS: usize = 3;

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::StatusCode;
-use storagesvc::relay::RelayConfig;
+use storagesvc::relay::RelaySettings;
 
 use super::support::{
     QueueReader, Received, assert_all_arrived, database_at, enqueue_each, interleaved_events,
-    migrated_database, relay_config, unsent_rows,
+    migrated_database, relay_settings, unsent_rows,
 };
 use super::{RunningRelay, wait_until};
 use crate::helpers::{TestApp, book_body};
@@ -50,7 +50,7 @@ async fn events_written_while_the_broker_app_is_stopped_arrive_when_it_returns()
     let amqp_url = rabbit.amqp_url();
     // Declare the queue first so events published before and after the outage land in it.
     drop(QueueReader::connect(&amqp_url).await?);
-    let relay = RunningRelay::spawn(&pool, relay_config(&amqp_url));
+    let relay = RunningRelay::spawn(&pool, relay_settings(&amqp_url));
     let status = relay.status.clone();
     wait_until(|| status.broker_connected(), "the relay to connect").await?;
 
@@ -83,7 +83,7 @@ async fn events_survive_a_full_broker_restart_in_the_middle_of_writes() -> anyho
     let rabbit = testkit::RabbitMq::start().await?;
     let amqp_url = rabbit.amqp_url();
     drop(QueueReader::connect(&amqp_url).await?);
-    let relay = RunningRelay::spawn(&pool, relay_config(&amqp_url));
+    let relay = RunningRelay::spawn(&pool, relay_settings(&amqp_url));
     let status = relay.status.clone();
     wait_until(|| status.broker_connected(), "the relay to connect").await?;
     // Some events go out before the restart; they must survive it in the durable queue.
@@ -109,9 +109,9 @@ async fn the_relay_rides_out_a_database_restart_and_publishes_what_follows() -> 
     let pool = database_at(&postgres.fresh_database().await?).await?;
     let amqp_url = testkit::RabbitMq::shared().await?.fresh_vhost().await?;
     let mut reader = QueueReader::connect(&amqp_url).await?;
-    let config = RelayConfig {
+    let config = RelaySettings {
         poll_interval: Duration::from_secs(3600),
-        ..relay_config(&amqp_url)
+        ..relay_settings(&amqp_url)
     };
     let relay = RunningRelay::spawn(&pool, config);
     let status = relay.status.clone();
@@ -202,7 +202,7 @@ async fn when_its_node_stops_the_relay_moves_to_another_and_carries_on() -> anyh
     for url in &urls {
         drop(QueueReader::connect(url).await?);
     }
-    let relay = RunningRelay::spawn(&pool, relay_config(&urls.join(",")));
+    let relay = RunningRelay::spawn(&pool, relay_settings(&urls.join(",")));
     let status = relay.status.clone();
     wait_until(|| status.node().is_some(), "the relay to connect").await?;
     let in_use = index_of(&urls, &status.node().context("connected")?);
@@ -243,9 +243,9 @@ async fn shutdown_is_bounded_while_the_broker_does_not_answer() -> anyhow::Resul
     let url = broker.fresh_vhost().await?;
     let upstream = format!("127.0.0.1:{}", broker.port());
     let proxy = testkit::TcpProxy::start(&upstream).await?;
-    let config = RelayConfig {
+    let config = RelaySettings {
         confirm_timeout: Duration::from_millis(500),
-        ..relay_config(&url.replace(&upstream, &proxy.address().to_string()))
+        ..relay_settings(&url.replace(&upstream, &proxy.address().to_string()))
     };
     let relay = RunningRelay::spawn(&pool, config);
     let status = relay.status.clone();

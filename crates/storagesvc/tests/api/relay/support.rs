@@ -13,7 +13,7 @@ use lapin::types::FieldTable;
 use lapin::{Connection, Consumer};
 use sqlx::PgPool;
 use storagesvc::outbox;
-use storagesvc::relay::{OutboxRelay, RelayConfig, RelayOutcome};
+use storagesvc::relay::{OutboxRelay, RelayOutcome, RelaySettings};
 
 /// A fresh database on the shared test server, with storagesvc's migrations applied.
 pub(crate) async fn migrated_database() -> anyhow::Result<PgPool> {
@@ -34,8 +34,8 @@ pub(crate) async fn database_at(url: &str) -> anyhow::Result<PgPool> {
 }
 
 /// A relay configuration for tests: quick reconnects, a short safety-net poll.
-pub(crate) fn relay_config(amqp_url: &str) -> RelayConfig {
-    RelayConfig {
+pub(crate) fn relay_settings(amqp_url: &str) -> RelaySettings {
+    RelaySettings {
         amqp_url: amqp_url.parse().expect("a test broker URL parses"),
         batch_size: 256,
         publish_window: 64,
@@ -118,6 +118,8 @@ pub(crate) struct Received {
     pub(crate) routing_key: String,
     pub(crate) message_id: Option<String>,
     pub(crate) delivery_mode: Option<u8>,
+    /// The application headers (the write's trace context, when it had one).
+    pub(crate) headers: Option<FieldTable>,
 }
 
 /// Reads book-changed events from the durable queue booksvc consumes.
@@ -170,6 +172,7 @@ impl QueueReader {
                 );
             };
             let delivery = delivery.context("consuming")?;
+            testkit::event_schema::validate(&delivery.data)?;
             let event = BookChanged::parse(&delivery.data).context("parsing a published body")?;
             received.push(Received {
                 event,
@@ -180,6 +183,7 @@ impl QueueReader {
                     .as_ref()
                     .map(|id| id.to_string()),
                 delivery_mode: *delivery.properties.delivery_mode(),
+                headers: delivery.properties.headers().clone(),
             });
         }
         Ok(received)

@@ -21,8 +21,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use super::AppState;
 use crate::database;
-use crate::http::AppState;
 
 /// An outbox whose oldest unsent event is older than this is reported as `lagging`.
 pub const OUTBOX_LAG_THRESHOLD: Duration = Duration::from_secs(30);

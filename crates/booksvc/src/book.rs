@@ -1,13 +1,16 @@
-//! What the cache holds for one book id: the book in storagesvc's JSON shape, or a tombstone.
+//! The domain types: [`Book`], in storagesvc's JSON shape, and [`CachedBook`], what the cache
+//! holds for one book id (the book, or a tombstone). The storagesvc client, the cache and the
+//! consumer all speak them, so they belong to none of those modules.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// A book in storagesvc's JSON shape (DESIGN.md): what `GET /books/{id}` answers, and what
+/// A book in storagesvc's JSON shape: what storagesvc's `GET /books/{id}` answers, and what
 /// booksvc serves unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Book {
     /// Assigned by storagesvc; never reused.
+    #[schema(minimum = 1)]
     pub id: i64,
     /// Title.
     pub title: String,
@@ -16,6 +19,7 @@ pub struct Book {
     /// Description.
     pub desc: String,
     /// 1 on creation, +1 per update; orders writes.
+    #[schema(minimum = 1)]
     pub version: i64,
     /// When storagesvc's last write statement ran (RFC 3339 in JSON). For an entry written
     /// by an event, the event's `occurred_at`, or when the event was applied if it carried

@@ -1,4 +1,4 @@
-//! The consumer's Prometheus series.
+//! The event consumer's Prometheus series (and `redrive-dlq`'s).
 //!
 //! | series | labels | meaning |
 //! |---|---|---|
@@ -8,9 +8,9 @@
 //! | `booksvc_consumer_checked_total` | | events older than what the cache has proven, settled by asking storagesvc instead (decision 0013) |
 //! | `booksvc_consumer_unproven_total` | | of those, events storagesvc could not settle: nothing written |
 //! | `booksvc_consumer_retried_total` | `tier` (the delay, e.g. `10s`) | sent to a retry queue |
-//! | `booksvc_consumer_dead_lettered_total` | `reason` | sent to the DLQ ([`DeadLetterReason`]) |
+//! | `booksvc_consumer_dead_lettered_total` | `reason` | sent to the DLQ (one of [`DEAD_LETTER_REASONS`]) |
 //! | `booksvc_consumer_rejected_total` | `reason` | the DLQ refused the dead letter: rejected without requeue |
-//! | `booksvc_consumer_state` | `state` | 1 for the current [`ConsumerState`], 0 for the others |
+//! | `booksvc_consumer_state` | `state` | 1 for the current one of [`CONSUMER_STATES`], 0 for the others |
 //! | `booksvc_consumer_reconnects_total` | | broker sessions that ended other than by shutdown |
 //! | `booksvc_consumer_event_lag_seconds` (histogram) | | now − `occurred_at` when handled |
 //! | `booksvc_redrive_messages_total` | | DLQ messages moved back by `redrive-dlq` |
@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use events::Topology;
 
-use super::status::ConsumerState;
-
 /// Name of the lag histogram (its buckets are set where the recorder is installed).
 pub const EVENT_LAG: &str = "booksvc_consumer_event_lag_seconds";
 /// Lag buckets (seconds): from the warm path's milliseconds to retries minutes late.
@@ -28,38 +26,11 @@ pub const EVENT_LAG_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0, 3600.0,
 ];
 
-/// Why a message went to the DLQ (the `reason` label and the start of `x-error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadLetterReason {
-    /// Not an event: not JSON, wrong schema, unknown type.
-    Poison,
-    /// The cache refused it for good (e.g. invalid data).
-    Unprocessable,
-    /// Transient failures on every allowed attempt.
-    Exhausted,
-    /// A transient failure whose retry queue refused the message.
-    RetryRefused,
-}
-
-impl DeadLetterReason {
-    /// Every reason, for registering the series at start-up.
-    pub const ALL: [DeadLetterReason; 4] = [
-        DeadLetterReason::Poison,
-        DeadLetterReason::Unprocessable,
-        DeadLetterReason::Exhausted,
-        DeadLetterReason::RetryRefused,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeadLetterReason::Poison => "poison",
-            DeadLetterReason::Unprocessable => "unprocessable",
-            DeadLetterReason::Exhausted => "exhausted",
-            DeadLetterReason::RetryRefused => "retry_refused",
-        }
-    }
-}
+/// Why a message went to the DLQ (`reason` label), as `consumer::DeadLetterReason` names it.
+pub const DEAD_LETTER_REASONS: [&str; 4] =
+    ["poison", "unprocessable", "exhausted", "retry_refused"];
+/// The consumer's states (`state` label), as `consumer::ConsumerState` names them.
+pub const CONSUMER_STATES: [&str; 4] = ["reconnecting", "running", "paused", "stopped"];
 
 /// The `# HELP` lines of the consumer's families.
 pub(crate) fn describe() {
@@ -126,13 +97,12 @@ pub(crate) fn register() {
     let _ = metrics::counter!("booksvc_consumer_reconnects_total");
     let _ = metrics::counter!("booksvc_redrive_messages_total");
     let _ = metrics::histogram!(EVENT_LAG);
-    for reason in DeadLetterReason::ALL {
-        let _ =
-            metrics::counter!("booksvc_consumer_dead_lettered_total", "reason" => reason.as_str());
-        let _ = metrics::counter!("booksvc_consumer_rejected_total", "reason" => reason.as_str());
+    for reason in DEAD_LETTER_REASONS {
+        let _ = metrics::counter!("booksvc_consumer_dead_lettered_total", "reason" => reason);
+        let _ = metrics::counter!("booksvc_consumer_rejected_total", "reason" => reason);
     }
-    for state in ConsumerState::ALL {
-        let _ = metrics::gauge!("booksvc_consumer_state", "state" => state.as_str());
+    for state in CONSUMER_STATES {
+        let _ = metrics::gauge!("booksvc_consumer_state", "state" => state);
     }
 }
 
@@ -167,13 +137,12 @@ pub(crate) fn record_retried(tier: String) {
     metrics::counter!("booksvc_consumer_retried_total", "tier" => tier).increment(1);
 }
 
-pub(crate) fn record_dead_lettered(reason: DeadLetterReason) {
-    metrics::counter!("booksvc_consumer_dead_lettered_total", "reason" => reason.as_str())
-        .increment(1);
+pub(crate) fn record_dead_lettered(reason: &'static str) {
+    metrics::counter!("booksvc_consumer_dead_lettered_total", "reason" => reason).increment(1);
 }
 
-pub(crate) fn record_rejected(reason: DeadLetterReason) {
-    metrics::counter!("booksvc_consumer_rejected_total", "reason" => reason.as_str()).increment(1);
+pub(crate) fn record_rejected(reason: &'static str) {
+    metrics::counter!("booksvc_consumer_rejected_total", "reason" => reason).increment(1);
 }
 
 pub(crate) fn record_reconnect() {
@@ -188,10 +157,7 @@ pub(crate) fn record_redriven(count: u64) {
     metrics::counter!("booksvc_redrive_messages_total").increment(count);
 }
 
-/// Sets the state gauge: 1 for `current`, 0 for every other state.
-pub(crate) fn record_state(current: ConsumerState) {
-    for state in ConsumerState::ALL {
-        let value = if state == current { 1.0 } else { 0.0 };
-        metrics::gauge!("booksvc_consumer_state", "state" => state.as_str()).set(value);
-    }
+/// Sets the state gauge: 1 for `current` (one of [`CONSUMER_STATES`]), 0 for every other state.
+pub(crate) fn record_state(current: &str) {
+    super::record_state("booksvc_consumer_state", &CONSUMER_STATES, current);
 }
