@@ -124,7 +124,7 @@ fn cases() -> Vec<Case> {
 
 /// Sends `case`; returns its failures (empty: the row passed).
 async fn check(stack: &TestStack, case: Case) -> anyhow::Result<Vec<String>> {
-    let calls_before = stack.proxy.book_calls();
+    let calls_before = stack.proxy().book_calls();
     let url = format!("{}{}", stack.address, case.path);
     let mut request = stack.client.request(case.method.clone(), url);
     for (name, value) in &case.headers {
@@ -143,7 +143,7 @@ async fn check(stack: &TestStack, case: Case) -> anyhow::Result<Vec<String>> {
         .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
     let body: Value = serde_json::from_str(&response.text().await?).unwrap_or(Value::Null);
     let error = body.get("error").and_then(Value::as_str);
-    let asked_storagesvc = stack.proxy.book_calls() != calls_before;
+    let asked_storagesvc = stack.proxy().book_calls() != calls_before;
 
     let mut failures = vec![];
     let (want, want_error) = match case.expect {

@@ -137,7 +137,7 @@ async fn readiness_turns_503_at_once_when_shutdown_starts() -> anyhow::Result<()
 #[tokio::test]
 async fn a_burst_of_readiness_calls_asks_storagesvc_only_a_few_times() -> anyhow::Result<()> {
     let stack = TestStack::spawn().await?;
-    let before = stack.proxy.calls("/healthz/ready");
+    let before = stack.proxy().calls("/healthz/ready");
 
     let burst = (0..50).map(|_| stack.ready());
     for answer in futures::future::join_all(burst).await {
@@ -146,7 +146,7 @@ async fn a_burst_of_readiness_calls_asks_storagesvc_only_a_few_times() -> anyhow
         assert_eq!(body["dependencies"]["storagesvc"]["status"], "up", "{body}");
     }
 
-    let asked = stack.proxy.calls("/healthz/ready") - before;
+    let asked = stack.proxy().calls("/healthz/ready") - before;
     assert!(
         asked <= 3,
         "50 readiness calls asked storagesvc {asked} times"

@@ -87,9 +87,9 @@ fn any_id_segment_is_a_json_400_or_a_read_never_a_5xx() -> anyhow::Result<()> {
         ..Config::default()
     };
     let result = TestRunner::new(config).run(&segment(), |segment| {
-        let calls_before = stack.proxy.book_calls();
+        let calls_before = stack.proxy().book_calls();
         let (status, body) = runtime.block_on(get(&router, &segment))?;
-        let asked_storagesvc = stack.proxy.book_calls() != calls_before;
+        let asked_storagesvc = stack.proxy().book_calls() != calls_before;
         prop_assert!(!status.is_server_error(), "{status}: {body}");
         match expected_id(&segment) {
             None => {

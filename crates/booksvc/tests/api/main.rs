@@ -21,4 +21,5 @@ mod reads;
 mod rebuild;
 mod rebuild_with_events;
 mod slow_clients;
+mod standin;
 mod twins;

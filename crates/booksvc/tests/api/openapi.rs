@@ -67,7 +67,7 @@ async fn serves_the_generated_description_and_real_answers_match_it() -> anyhow:
 
     // storagesvc hung: the cached book comes back stale once its freshness is over; an
     // uncached book and an unknown range are 503s.
-    stack.proxy.hold();
+    stack.proxy().hold();
     let stale = eventually(Duration::from_secs(10), || async {
         let response = stack.get(&one).await;
         response.is_ok_and(|r| header(&r, "x-cache").as_deref() == Some("stale"))
@@ -77,7 +77,7 @@ async fn serves_the_generated_description_and_real_answers_match_it() -> anyhow:
     for path in [one.as_str(), "/books/424242", "/books?after=424242"] {
         check(&stack, &served, path, &mut mismatches).await?;
     }
-    stack.proxy.release();
+    stack.proxy().release();
 
     // Shutting down: readiness is a 503 with the same body.
     stack.begin_shutdown();

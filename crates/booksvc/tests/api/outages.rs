@@ -76,7 +76,7 @@ async fn serves_stale_copies_while_postgres_is_down_and_the_probe_closes_the_bre
     assert!(opened, "the breaker never opened");
 
     // While open, storagesvc gets no calls at all: the stale copies come straight from Redis.
-    let calls_when_open = stack.proxy.book_calls();
+    let calls_when_open = stack.proxy().book_calls();
     for path in ["/books/1", "/books/2", "/books", "/"] {
         let response = timed_get(&stack, path).await?;
         let status = assert_stale(&response, path);
@@ -91,7 +91,7 @@ async fn serves_stale_copies_while_postgres_is_down_and_the_probe_closes_the_bre
     )
     .await;
     assert_eq!(
-        stack.proxy.book_calls(),
+        stack.proxy().book_calls(),
         calls_when_open,
         "the breaker stopped the calls"
     );
@@ -108,12 +108,12 @@ async fn serves_stale_copies_while_postgres_is_down_and_the_probe_closes_the_bre
         stack.breaker()
     );
     assert_eq!(
-        stack.proxy.book_calls(),
+        stack.proxy().book_calls(),
         calls_when_open,
         "no cache miss was needed"
     );
     assert!(
-        stack.proxy.calls("/healthz/ready") >= 1,
+        stack.proxy().calls("/healthz/ready") >= 1,
         "the probe asked storagesvc"
     );
 
@@ -192,7 +192,7 @@ async fn a_hung_storagesvc_costs_a_client_at_most_the_budget() -> anyhow::Result
         .await?;
     assert_eq!(stack.get_book(1).await?.status(), StatusCode::OK);
 
-    stack.proxy.hold(); // storagesvc's answers never arrive
+    stack.proxy().hold(); // storagesvc's answers never arrive
 
     let cached = timed_get(&stack, "/books/1").await?;
     let status = assert_stale(&cached, "cached book, storagesvc hung");
@@ -203,7 +203,7 @@ async fn a_hung_storagesvc_costs_a_client_at_most_the_budget() -> anyhow::Result
         "a 503 says when to retry"
     );
     assert_json_error(uncached, StatusCode::SERVICE_UNAVAILABLE, "uncached, hung").await;
-    stack.proxy.release();
+    stack.proxy().release();
     stack.stop().await
 }
 

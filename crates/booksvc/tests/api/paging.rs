@@ -100,13 +100,17 @@ async fn pages_follow_their_links_and_are_hits_the_second_time() -> anyhow::Resu
         [3, 3, 1]
     );
     assert!(first.iter().all(|p| p.x_cache == "miss"), "{first:?}");
-    assert_eq!(stack.proxy.calls("/books"), 3, "one storagesvc call a page");
+    assert_eq!(
+        stack.proxy().calls("/books"),
+        3,
+        "one storagesvc call a page"
+    );
 
     let again = walk(&stack, "/books?limit=3").await?;
     assert_eq!(ids(&again), ids(&first));
     assert!(again.iter().all(|p| p.x_cache == "hit"), "{again:?}");
     assert_eq!(
-        stack.proxy.calls("/books"),
+        stack.proxy().calls("/books"),
         3,
         "hits did not ask storagesvc"
     );
@@ -153,7 +157,11 @@ async fn bad_page_values_are_400_with_a_json_error_and_never_reach_storagesvc() 
             assert!(message.contains(name), "{path}: {message}");
         }
     }
-    assert_eq!(stack.proxy.book_calls(), 0, "refused before the read path");
+    assert_eq!(
+        stack.proxy().book_calls(),
+        0,
+        "refused before the read path"
+    );
     stack.stop().await
 }
 
@@ -197,7 +205,7 @@ async fn an_applied_event_shows_in_the_next_page() -> anyhow::Result<()> {
     let after_delete = page(&stack, "/books?limit=10").await?;
     assert_eq!(after_delete.ids, [1, created]);
     assert_eq!(after_delete.x_cache, "hit");
-    assert_eq!(stack.proxy.calls("/books"), 1, "events, not storagesvc");
+    assert_eq!(stack.proxy().calls("/books"), 1, "events, not storagesvc");
     stack.stop().await
 }
 
