@@ -26,7 +26,6 @@ use e2e::in_process::{Booksvc, Storagesvc};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
-pub(crate) use crate::proxy::CountingProxy;
 pub(crate) use crate::standin::{Answer, Standin};
 
 /// The generous bound for "answered within the budget": twice the default `REQUEST_BUDGET`
@@ -36,7 +35,6 @@ pub(crate) const WITHIN_BUDGET: Duration = Duration::from_secs(2);
 /// Which servers a stack gets, and how booksvc is configured.
 pub(crate) struct StackOptions {
     standin: bool,
-    private_postgres: bool,
     private_redis: bool,
     events: bool,
     redis_url: Option<String>,
@@ -47,12 +45,6 @@ impl StackOptions {
     /// booksvc reads from the stand-in ([`Standin`]) instead of the real storagesvc.
     pub(crate) fn standin(mut self) -> Self {
         self.standin = true;
-        self
-    }
-
-    /// A private PostgreSQL the test may stop and start again.
-    pub(crate) fn private_postgres(mut self) -> Self {
-        self.private_postgres = true;
         self
     }
 
@@ -90,40 +82,27 @@ impl StackOptions {
 
 /// What booksvc reads from.
 enum Upstream {
-    /// The real storagesvc, behind a proxy that counts and holds.
-    Storagesvc {
-        app: Storagesvc,
-        proxy: CountingProxy,
-    },
+    Storagesvc(Storagesvc),
     Standin(Standin),
 }
 
 impl Upstream {
-    /// The real storagesvc on a fresh database; booksvc talks to it through a proxy.
-    async fn storagesvc(database_url: &str, amqp_url: Option<&String>) -> anyhow::Result<Upstream> {
+    /// The real storagesvc on a fresh database of the shared PostgreSQL.
+    async fn storagesvc(amqp_url: Option<&String>) -> anyhow::Result<Upstream> {
+        let database_url = testkit::Postgres::shared().await?.fresh_database().await?;
         let mut storagesvc = Storagesvc::options()
-            .database_url(database_url)
+            .database_url(&database_url)
             .settings(|settings| settings.shutdown_timeout = Duration::from_secs(2));
         if let Some(url) = amqp_url {
             storagesvc = storagesvc.amqp_url(url);
         }
-        let app = storagesvc.spawn().await?;
-        let proxy = CountingProxy::start(&app.address).await?;
-        Ok(Upstream::Storagesvc { app, proxy })
+        Ok(Upstream::Storagesvc(storagesvc.spawn().await?))
     }
 
-    /// The URL booksvc reads from.
-    fn read_url(&self) -> &str {
-        match self {
-            Upstream::Storagesvc { proxy, .. } => &proxy.address,
-            Upstream::Standin(standin) => &standin.address,
-        }
-    }
-
-    /// The server itself, for writes and direct reads.
+    /// `http://127.0.0.1:<port>`: what booksvc reads from.
     fn address(&self) -> &str {
         match self {
-            Upstream::Storagesvc { app, .. } => &app.address,
+            Upstream::Storagesvc(app) => &app.address,
             Upstream::Standin(standin) => &standin.address,
         }
     }
@@ -133,7 +112,8 @@ impl Upstream {
 pub(crate) struct TestStack {
     /// booksvc, `http://127.0.0.1:<port>`.
     pub(crate) address: String,
-    /// What booksvc reads from (storagesvc itself, bypassing the proxy; or the stand-in).
+    /// What booksvc reads from: the real storagesvc (for writes and direct reads too) or the
+    /// stand-in.
     pub(crate) storagesvc: String,
     /// The cache booksvc uses (same Redis and prefix), to inspect it or play the consumer.
     pub(crate) cache: BookCache,
@@ -147,8 +127,7 @@ pub(crate) struct TestStack {
     // before `stop` must not leave them running) before it stops any private server.
     booksvc: Booksvc,
     upstream: Upstream,
-    /// Set when the test asked for a private server.
-    pub(crate) postgres: Option<testkit::Postgres>,
+    /// Set when the test asked for a private Redis.
     pub(crate) redis: Option<testkit::Redis>,
 }
 
@@ -166,7 +145,6 @@ impl TestStack {
     pub(crate) fn options() -> StackOptions {
         StackOptions {
             standin: false,
-            private_postgres: false,
             private_redis: false,
             events: false,
             redis_url: None,
@@ -177,13 +155,9 @@ impl TestStack {
     async fn start(options: StackOptions) -> anyhow::Result<TestStack> {
         testkit::init_test_logging();
         anyhow::ensure!(
-            !(options.standin && (options.events || options.private_postgres)),
-            "events and PostgreSQL belong to the real storagesvc, not the stand-in"
+            !(options.standin && options.events),
+            "events come from the real storagesvc's outbox, not from the stand-in"
         );
-        let postgres = match options.private_postgres {
-            true => Some(testkit::Postgres::start().await?),
-            false => None,
-        };
         let redis = match options.private_redis {
             true => Some(testkit::Redis::start().await?),
             false => None,
@@ -197,19 +171,13 @@ impl TestStack {
             true => Some(testkit::RabbitMq::shared().await?.fresh_vhost().await?),
             false => None,
         };
-        let upstream = match (options.standin, &postgres) {
-            (true, _) => Upstream::Standin(Standin::start().await?),
-            (false, Some(private)) => {
-                Upstream::storagesvc(&private.fresh_database().await?, amqp_url.as_ref()).await?
-            }
-            (false, None) => {
-                let database_url = testkit::Postgres::shared().await?.fresh_database().await?;
-                Upstream::storagesvc(&database_url, amqp_url.as_ref()).await?
-            }
+        let upstream = match options.standin {
+            true => Upstream::Standin(Standin::start().await?),
+            false => Upstream::storagesvc(amqp_url.as_ref()).await?,
         };
         // Most of these tests are about the read path: booksvc's consumer stays off (no AMQP
         // URL) unless the test asked for events; the consumer has its own tests.
-        let mut booksvc = Booksvc::options(upstream.read_url())
+        let mut booksvc = Booksvc::options(upstream.address())
             .redis_url(&redis_url)
             .settings(options.tweak);
         if let Some(url) = &amqp_url {
@@ -231,7 +199,6 @@ impl TestStack {
                 .build()?,
             booksvc,
             upstream,
-            postgres,
             redis,
         })
     }
@@ -241,15 +208,7 @@ impl TestStack {
     pub(crate) fn standin(&self) -> &Standin {
         match &self.upstream {
             Upstream::Standin(standin) => standin,
-            Upstream::Storagesvc { .. } => panic!("the stack was spawned without standin()"),
-        }
-    }
-
-    /// The proxy in front of the real storagesvc (panics if the stack has the stand-in).
-    pub(crate) fn proxy(&self) -> &CountingProxy {
-        match &self.upstream {
-            Upstream::Storagesvc { proxy, .. } => proxy,
-            Upstream::Standin(_) => panic!("the stack was spawned with standin()"),
+            Upstream::Storagesvc(_) => panic!("the stack was spawned without standin()"),
         }
     }
 
@@ -283,7 +242,7 @@ impl TestStack {
     /// Creates a book in storagesvc (or the stand-in); returns its id.
     pub(crate) async fn create_book(&self, title: &str) -> anyhow::Result<i64> {
         match &self.upstream {
-            Upstream::Storagesvc { app, .. } => app.create(title).await,
+            Upstream::Storagesvc(app) => app.create(title).await,
             Upstream::Standin(standin) => Ok(standin.create(title)),
         }
     }
@@ -291,7 +250,7 @@ impl TestStack {
     /// Renames a book in storagesvc or the stand-in (its version grows by one).
     pub(crate) async fn rename_book(&self, id: i64, title: &str) -> anyhow::Result<Value> {
         match &self.upstream {
-            Upstream::Storagesvc { app, .. } => app.update(id, title).await,
+            Upstream::Storagesvc(app) => app.update(id, title).await,
             Upstream::Standin(standin) => standin.rename(id, title),
         }
     }
@@ -299,16 +258,9 @@ impl TestStack {
     /// Deletes a book in storagesvc or the stand-in.
     pub(crate) async fn delete_book(&self, id: i64) -> anyhow::Result<()> {
         match &self.upstream {
-            Upstream::Storagesvc { app, .. } => app.delete(id).await,
+            Upstream::Storagesvc(app) => app.delete(id).await,
             Upstream::Standin(standin) => standin.delete(id),
         }
-    }
-
-    /// The private PostgreSQL (panics if the test did not ask for one: a test bug).
-    pub(crate) fn private_postgres(&self) -> &testkit::Postgres {
-        self.postgres
-            .as_ref()
-            .expect("the stack was spawned with private_postgres()")
     }
 
     /// The private Redis (panics if the test did not ask for one: a test bug).

@@ -356,3 +356,25 @@ async fn attempts_slower_than_their_timeout_are_retried_with_backoff_within_the_
     );
     stack.stop().await
 }
+
+/// A 404 is an answer, whoever gives it: a storagesvc that has none of the routes (a wrong
+/// `STORAGESVC_URL` path) is not an outage, so the breaker stays closed and nothing is retried.
+#[tokio::test]
+async fn a_storagesvc_answering_404_to_everything_never_opens_the_breaker() -> anyhow::Result<()> {
+    let stack = TestStack::options()
+        .standin()
+        .booksvc(|s| s.breaker_consecutive_failures = 2)
+        .spawn()
+        .await?;
+    stack.standin().answer(Answer::NotFound);
+
+    for read in 0..4 {
+        let response = timed_get(&stack, "/books/1").await?;
+        let case = format!("read {read} of a seeded book");
+        assert_json_error(response, StatusCode::NOT_FOUND, &case).await;
+    }
+
+    assert_eq!(stack.breaker(), BreakerState::Closed, "404s are answers");
+    assert_eq!(stack.standin().calls("/books/1"), 4, "each read asked once");
+    stack.stop().await
+}
