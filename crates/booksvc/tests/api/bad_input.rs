@@ -1,6 +1,6 @@
 //! The bad-input sweep over booksvc's HTTP API (issue #6): one row per kind of bad input, each
 //! with the exact status and the `error` it must answer. Rejected input must never reach
-//! storagesvc (the proxy counts calls) nor move the breaker; ignored input (stray headers, a
+//! storagesvc (the stand-in counts calls) nor move the breaker; ignored input (stray headers, a
 //! body on a read) must not change the answer. All rows run; every failing row is reported.
 
 use booksvc::breaker::State as BreakerState;
@@ -124,7 +124,7 @@ fn cases() -> Vec<Case> {
 
 /// Sends `case`; returns its failures (empty: the row passed).
 async fn check(stack: &TestStack, case: Case) -> anyhow::Result<Vec<String>> {
-    let calls_before = stack.proxy.book_calls();
+    let calls_before = stack.standin().book_calls();
     let url = format!("{}{}", stack.address, case.path);
     let mut request = stack.client.request(case.method.clone(), url);
     for (name, value) in &case.headers {
@@ -143,7 +143,7 @@ async fn check(stack: &TestStack, case: Case) -> anyhow::Result<Vec<String>> {
         .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
     let body: Value = serde_json::from_str(&response.text().await?).unwrap_or(Value::Null);
     let error = body.get("error").and_then(Value::as_str);
-    let asked_storagesvc = stack.proxy.book_calls() != calls_before;
+    let asked_storagesvc = stack.standin().book_calls() != calls_before;
 
     let mut failures = vec![];
     let (want, want_error) = match case.expect {
@@ -178,7 +178,7 @@ async fn check(stack: &TestStack, case: Case) -> anyhow::Result<Vec<String>> {
 #[tokio::test]
 async fn every_kind_of_bad_input_gets_its_status_and_json_error_and_never_reaches_storagesvc()
 -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
     let cases = cases();
     let rows = cases.len();
     let mut report = vec![];
@@ -209,7 +209,7 @@ async fn every_kind_of_bad_input_gets_its_status_and_json_error_and_never_reache
 /// plain one, but a long or odd one is replaced by a fresh id.
 #[tokio::test]
 async fn an_overlong_or_odd_request_id_is_replaced_by_a_fresh_one() -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
     let long = "a".repeat(1000);
     let cases = [
         ("abc-123_x.Y", true),

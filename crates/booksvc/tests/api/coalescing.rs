@@ -1,4 +1,5 @@
-//! Concurrent misses for one key make one storagesvc call.
+//! Concurrent misses for one key make one storagesvc call: the stand-in holds the first
+//! call's answer while the others arrive, and counts the calls.
 
 use std::time::Duration;
 
@@ -11,18 +12,18 @@ const READERS: usize = 20;
 
 #[tokio::test]
 async fn concurrent_misses_for_one_key_make_one_storagesvc_call() -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
     // Hold storagesvc's answer so every reader arrives while the first call is in flight.
-    stack.proxy.hold();
+    stack.standin().hold();
 
     let readers = join_all((0..READERS).map(|_| stack.get_book(2)));
     let released = async {
         let arrived = eventually(Duration::from_secs(5), || async {
-            stack.proxy.calls("/books/2") >= 1
+            stack.standin().calls("/books/2") >= 1
         })
         .await;
         tokio::time::sleep(Duration::from_millis(200)).await; // the others join meanwhile
-        stack.proxy.release();
+        stack.standin().release();
         arrived
     };
     let (responses, arrived) = tokio::join!(readers, released);
@@ -37,7 +38,7 @@ async fn concurrent_misses_for_one_key_make_one_storagesvc_call() -> anyhow::Res
             usize::from(header(&response, "cache-status").is_some_and(|s| s.contains("collapsed")));
     }
     assert_eq!(
-        stack.proxy.calls("/books/2"),
+        stack.standin().calls("/books/2"),
         1,
         "{READERS} concurrent misses, one call"
     );
@@ -51,8 +52,8 @@ async fn concurrent_misses_for_one_key_make_one_storagesvc_call() -> anyhow::Res
 
 #[tokio::test]
 async fn a_leader_whose_client_left_does_not_fail_its_followers() -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
-    stack.proxy.hold();
+    let stack = TestStack::spawn_standin().await?;
+    stack.standin().hold();
 
     // The leader's client gives up after 100 ms, while storagesvc's answer is held.
     let leader = stack
@@ -64,7 +65,7 @@ async fn a_leader_whose_client_left_does_not_fail_its_followers() -> anyhow::Res
     let followers = join_all((0..5).map(|_| stack.get_book(1)));
     let release = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        stack.proxy.release();
+        stack.standin().release();
     };
     let (responses, ()) = tokio::join!(followers, release);
 
@@ -76,7 +77,7 @@ async fn a_leader_whose_client_left_does_not_fail_its_followers() -> anyhow::Res
         );
     }
     assert_eq!(
-        stack.proxy.calls("/books/1"),
+        stack.standin().calls("/books/1"),
         1,
         "the followers joined the leader's call"
     );

@@ -8,7 +8,7 @@ use crate::helpers::{TestStack, header};
 
 #[tokio::test]
 async fn live_is_200_and_ready_reports_fresh_with_every_dependency() -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
 
     assert_eq!(stack.get("/healthz/live").await?.status(), StatusCode::OK);
     let (status, body) = stack.ready().await?;
@@ -28,7 +28,7 @@ async fn live_is_200_and_ready_reports_fresh_with_every_dependency() -> anyhow::
 /// `tests/metrics_values.rs` (a binary of its own: the recorder is global to the process).
 #[tokio::test]
 async fn metrics_count_requests_and_cache_results() -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
     stack.get_book(1).await?;
     stack.get_book(1).await?;
 
@@ -56,7 +56,7 @@ async fn metrics_count_requests_and_cache_results() -> anyhow::Result<()> {
 #[tokio::test]
 async fn every_family_has_help_and_alerted_series_exist_from_start_up() -> anyhow::Result<()> {
     use testkit::exposition::{families_of_type, families_without_help, has_series};
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
 
     let text = stack.get("/metrics").await?.text().await?;
 
@@ -108,6 +108,7 @@ async fn every_family_has_help_and_alerted_series_exist_from_start_up() -> anyho
 #[tokio::test]
 async fn readiness_turns_503_at_once_when_shutdown_starts() -> anyhow::Result<()> {
     let stack = TestStack::options()
+        .standin()
         .booksvc(|s| s.shutdown_drain_delay = Duration::from_secs(2))
         .spawn()
         .await?;
@@ -136,8 +137,8 @@ async fn readiness_turns_503_at_once_when_shutdown_starts() -> anyhow::Result<()
 /// become a burst of calls to storagesvc (each of which takes a PostgreSQL connection there).
 #[tokio::test]
 async fn a_burst_of_readiness_calls_asks_storagesvc_only_a_few_times() -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
-    let before = stack.proxy.calls("/healthz/ready");
+    let stack = TestStack::spawn_standin().await?;
+    let before = stack.standin().calls("/healthz/ready");
 
     let burst = (0..50).map(|_| stack.ready());
     for answer in futures::future::join_all(burst).await {
@@ -146,7 +147,7 @@ async fn a_burst_of_readiness_calls_asks_storagesvc_only_a_few_times() -> anyhow
         assert_eq!(body["dependencies"]["storagesvc"]["status"], "up", "{body}");
     }
 
-    let asked = stack.proxy.calls("/healthz/ready") - before;
+    let asked = stack.standin().calls("/healthz/ready") - before;
     assert!(
         asked <= 3,
         "50 readiness calls asked storagesvc {asked} times"

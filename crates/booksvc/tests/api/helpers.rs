@@ -1,10 +1,16 @@
-//! The harness: `TestStack::spawn()` = real PostgreSQL + storagesvc + Redis + booksvc.
+//! The harness: `TestStack::spawn()` = booksvc + Redis + what booksvc reads from.
 //!
-//! storagesvc and booksvc run in this process, from the end-to-end harness
-//! ([`e2e::in_process`]); PostgreSQL and Redis are real servers from `testkit` (shared by the
-//! test binary unless a test asks for private ones it may stop). Between booksvc and
-//! storagesvc sits a [`CountingProxy`], so a test can count the calls that reached storagesvc
-//! and hold storagesvc's answers back to make races and hangs happen on purpose.
+//! booksvc runs in this process, from the end-to-end harness ([`e2e::in_process`]); Redis is
+//! a real server from `testkit` (shared by the test binary unless a test asks for a private
+//! one it may stop). What booksvc reads from is one of two:
+//!
+//! - the stand-in ([`StackOptions::standin`], [`crate::standin`]): a small HTTP server in
+//!   this process that serves storagesvc's read contract from books in memory, and answers
+//!   as the test scripts it (normally, 404, 503, 500, never, late), counting calls and holding
+//!   answers back on demand. The tests of booksvc's own behaviour against a failing or slow
+//!   storagesvc use it: they fail only for booksvc's reasons;
+//! - the real storagesvc (the default), in this process too, on real PostgreSQL, for what
+//!   depends on the two agreeing: the same bytes, rebuilding from its list, its events.
 //!
 //! storagesvc gets an AMQP URL nothing listens on: its outbox relay keeps retrying in the
 //! background, which the read path never notices (events are the consumer issue's business).
@@ -20,7 +26,7 @@ use e2e::in_process::{Booksvc, Storagesvc};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
-pub(crate) use crate::proxy::CountingProxy;
+pub(crate) use crate::standin::{Answer, Standin};
 
 /// The generous bound for "answered within the budget": twice the default `REQUEST_BUDGET`
 /// (1 s), never a tight timing assert.
@@ -28,7 +34,7 @@ pub(crate) const WITHIN_BUDGET: Duration = Duration::from_secs(2);
 
 /// Which servers a stack gets, and how booksvc is configured.
 pub(crate) struct StackOptions {
-    private_postgres: bool,
+    standin: bool,
     private_redis: bool,
     events: bool,
     redis_url: Option<String>,
@@ -36,9 +42,9 @@ pub(crate) struct StackOptions {
 }
 
 impl StackOptions {
-    /// A private PostgreSQL the test may stop and start again.
-    pub(crate) fn private_postgres(mut self) -> Self {
-        self.private_postgres = true;
+    /// booksvc reads from the stand-in ([`Standin`]) instead of the real storagesvc.
+    pub(crate) fn standin(mut self) -> Self {
+        self.standin = true;
         self
     }
 
@@ -74,14 +80,41 @@ impl StackOptions {
     }
 }
 
+/// What booksvc reads from.
+enum Upstream {
+    Storagesvc(Storagesvc),
+    Standin(Standin),
+}
+
+impl Upstream {
+    /// The real storagesvc on a fresh database of the shared PostgreSQL.
+    async fn storagesvc(amqp_url: Option<&String>) -> anyhow::Result<Upstream> {
+        let database_url = testkit::Postgres::shared().await?.fresh_database().await?;
+        let mut storagesvc = Storagesvc::options()
+            .database_url(&database_url)
+            .settings(|settings| settings.shutdown_timeout = Duration::from_secs(2));
+        if let Some(url) = amqp_url {
+            storagesvc = storagesvc.amqp_url(url);
+        }
+        Ok(Upstream::Storagesvc(storagesvc.spawn().await?))
+    }
+
+    /// `http://127.0.0.1:<port>`: what booksvc reads from.
+    fn address(&self) -> &str {
+        match self {
+            Upstream::Storagesvc(app) => &app.address,
+            Upstream::Standin(standin) => &standin.address,
+        }
+    }
+}
+
 /// A running stack and what a test needs to drive it and look behind it.
 pub(crate) struct TestStack {
     /// booksvc, `http://127.0.0.1:<port>`.
     pub(crate) address: String,
-    /// storagesvc itself (bypassing the proxy), for writes.
+    /// What booksvc reads from: the real storagesvc (for writes and direct reads too) or the
+    /// stand-in.
     pub(crate) storagesvc: String,
-    /// Counts (and can hold) what booksvc sends to storagesvc.
-    pub(crate) proxy: CountingProxy,
     /// The cache booksvc uses (same Redis and prefix), to inspect it or play the consumer.
     pub(crate) cache: BookCache,
     /// The Redis booksvc uses.
@@ -93,9 +126,8 @@ pub(crate) struct TestStack {
     // The services come before the servers: dropping a stack stops them (a test that fails
     // before `stop` must not leave them running) before it stops any private server.
     booksvc: Booksvc,
-    storagesvc_app: Storagesvc,
-    /// Set when the test asked for a private server.
-    pub(crate) postgres: Option<testkit::Postgres>,
+    upstream: Upstream,
+    /// Set when the test asked for a private Redis.
     pub(crate) redis: Option<testkit::Redis>,
 }
 
@@ -105,9 +137,14 @@ impl TestStack {
         TestStack::options().spawn().await
     }
 
+    /// booksvc in front of the stand-in, with default settings.
+    pub(crate) async fn spawn_standin() -> anyhow::Result<TestStack> {
+        TestStack::options().standin().spawn().await
+    }
+
     pub(crate) fn options() -> StackOptions {
         StackOptions {
-            private_postgres: false,
+            standin: false,
             private_redis: false,
             events: false,
             redis_url: None,
@@ -117,17 +154,13 @@ impl TestStack {
 
     async fn start(options: StackOptions) -> anyhow::Result<TestStack> {
         testkit::init_test_logging();
-        let postgres = match options.private_postgres {
-            true => Some(testkit::Postgres::start().await?),
-            false => None,
-        };
+        anyhow::ensure!(
+            !(options.standin && options.events),
+            "events come from the real storagesvc's outbox, not from the stand-in"
+        );
         let redis = match options.private_redis {
             true => Some(testkit::Redis::start().await?),
             false => None,
-        };
-        let database_url = match &postgres {
-            Some(private) => private.fresh_database().await?,
-            None => testkit::Postgres::shared().await?.fresh_database().await?,
         };
         let redis_url = match (&options.redis_url, &redis) {
             (Some(url), _) => url.clone(),
@@ -138,17 +171,13 @@ impl TestStack {
             true => Some(testkit::RabbitMq::shared().await?.fresh_vhost().await?),
             false => None,
         };
-        let mut storagesvc = Storagesvc::options()
-            .database_url(&database_url)
-            .settings(|settings| settings.shutdown_timeout = Duration::from_secs(2));
-        if let Some(url) = &amqp_url {
-            storagesvc = storagesvc.amqp_url(url);
-        }
-        let storagesvc = storagesvc.spawn().await?;
-        let proxy = CountingProxy::start(&storagesvc.address).await?;
+        let upstream = match options.standin {
+            true => Upstream::Standin(Standin::start().await?),
+            false => Upstream::storagesvc(amqp_url.as_ref()).await?,
+        };
         // Most of these tests are about the read path: booksvc's consumer stays off (no AMQP
         // URL) unless the test asked for events; the consumer has its own tests.
-        let mut booksvc = Booksvc::options(&proxy.address)
+        let mut booksvc = Booksvc::options(upstream.address())
             .redis_url(&redis_url)
             .settings(options.tweak);
         if let Some(url) = &amqp_url {
@@ -161,8 +190,7 @@ impl TestStack {
         })?;
         Ok(TestStack {
             address: booksvc.address.clone(),
-            storagesvc: storagesvc.address.clone(),
-            proxy,
+            storagesvc: upstream.address().to_owned(),
             cache,
             redis_url,
             service: booksvc.service.clone(),
@@ -170,10 +198,18 @@ impl TestStack {
                 .timeout(Duration::from_secs(10))
                 .build()?,
             booksvc,
-            storagesvc_app: storagesvc,
-            postgres,
+            upstream,
             redis,
         })
+    }
+
+    /// The stand-in booksvc reads from (panics if the stack has the real storagesvc: a test
+    /// bug).
+    pub(crate) fn standin(&self) -> &Standin {
+        match &self.upstream {
+            Upstream::Standin(standin) => standin,
+            Upstream::Storagesvc(_) => panic!("the stack was spawned without standin()"),
+        }
     }
 
     /// `GET <path>` on booksvc.
@@ -203,26 +239,28 @@ impl TestStack {
         Ok((response.status(), response.json().await?))
     }
 
-    /// Creates a book in storagesvc; returns its id.
+    /// Creates a book in storagesvc (or the stand-in); returns its id.
     pub(crate) async fn create_book(&self, title: &str) -> anyhow::Result<i64> {
-        self.storagesvc_app.create(title).await
+        match &self.upstream {
+            Upstream::Storagesvc(app) => app.create(title).await,
+            Upstream::Standin(standin) => Ok(standin.create(title)),
+        }
     }
 
-    /// Renames a book in storagesvc (its version grows by one).
+    /// Renames a book in storagesvc or the stand-in (its version grows by one).
     pub(crate) async fn rename_book(&self, id: i64, title: &str) -> anyhow::Result<Value> {
-        self.storagesvc_app.update(id, title).await
+        match &self.upstream {
+            Upstream::Storagesvc(app) => app.update(id, title).await,
+            Upstream::Standin(standin) => standin.rename(id, title),
+        }
     }
 
-    /// Deletes a book in storagesvc.
+    /// Deletes a book in storagesvc or the stand-in.
     pub(crate) async fn delete_book(&self, id: i64) -> anyhow::Result<()> {
-        self.storagesvc_app.delete(id).await
-    }
-
-    /// The private PostgreSQL (panics if the test did not ask for one: a test bug).
-    pub(crate) fn private_postgres(&self) -> &testkit::Postgres {
-        self.postgres
-            .as_ref()
-            .expect("the stack was spawned with private_postgres()")
+        match &self.upstream {
+            Upstream::Storagesvc(app) => app.delete(id).await,
+            Upstream::Standin(standin) => standin.delete(id),
+        }
     }
 
     /// The private Redis (panics if the test did not ask for one: a test bug).

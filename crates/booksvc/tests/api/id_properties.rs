@@ -1,6 +1,6 @@
 //! Property tests of the book id in the path, in-process: arbitrary bytes and strings as the
-//! `{id}` segment, sent with `oneshot` through booksvc's real router and read path (real
-//! storagesvc, PostgreSQL and Redis behind it), never a socket to booksvc. Whatever the segment:
+//! `{id}` segment, sent with `oneshot` through booksvc's real router and read path (the
+//! stand-in storagesvc and real Redis behind it), never a socket to booksvc. Whatever the segment:
 //! never a panic, never a 5xx, always JSON; a non-id is 400 and never reaches storagesvc; a
 //! positive decimal id is read (200 for the seeded books, 404 for the rest).
 
@@ -79,7 +79,7 @@ async fn get(router: &axum::Router, segment: &[u8]) -> Result<(StatusCode, Value
 #[test]
 fn any_id_segment_is_a_json_400_or_a_read_never_a_5xx() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let stack = runtime.block_on(TestStack::spawn())?;
+    let stack = runtime.block_on(TestStack::spawn_standin())?;
     let router = in_process_router(&stack);
     let config = Config {
         cases: 400,
@@ -87,9 +87,9 @@ fn any_id_segment_is_a_json_400_or_a_read_never_a_5xx() -> anyhow::Result<()> {
         ..Config::default()
     };
     let result = TestRunner::new(config).run(&segment(), |segment| {
-        let calls_before = stack.proxy.book_calls();
+        let calls_before = stack.standin().book_calls();
         let (status, body) = runtime.block_on(get(&router, &segment))?;
-        let asked_storagesvc = stack.proxy.book_calls() != calls_before;
+        let asked_storagesvc = stack.standin().book_calls() != calls_before;
         prop_assert!(!status.is_server_error(), "{status}: {body}");
         match expected_id(&segment) {
             None => {

@@ -1,6 +1,8 @@
-//! booksvc's integration tests: one binary, the real booksvc in front of the real storagesvc,
-//! PostgreSQL and Redis from `testkit` (private, never the machine's shared servers).
-//! Failures are caused for real: servers stopped, answers held back, Redis that never answers.
+//! booksvc's integration tests: one binary, the real booksvc with Redis from `testkit`
+//! (private, never the machine's shared servers), in front of either a stand-in storagesvc
+//! whose answers a test scripts (booksvc's own behaviour: breaker, retries, budget, patience,
+//! coalescing, races, stale answers) or the real storagesvc on PostgreSQL (what depends on the
+//! two agreeing). Redis failures are real: servers stopped, a Redis that never answers.
 
 mod bad_input;
 mod cli;
@@ -21,4 +23,5 @@ mod reads;
 mod rebuild;
 mod rebuild_with_events;
 mod slow_clients;
+mod standin;
 mod twins;

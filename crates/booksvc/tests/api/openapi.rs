@@ -1,8 +1,9 @@
 //! `GET /openapi.json` against the running service: it serves the generated description, and
 //! real answers (hits, misses, stale copies, refusals, 503s with storagesvc hung, readiness
 //! while shutting down) have a status the description lists for their route, with the
-//! content type, body and headers it describes; and schemathesis's property-based checks with
-//! storagesvc up.
+//! content type, body and headers it describes (booksvc in front of the stand-in storagesvc,
+//! hung on demand); and schemathesis's property-based checks with the real storagesvc up, so
+//! what storagesvc really sends is checked against booksvc's description too.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestStack, eventually, header};
+use crate::helpers::{Answer, TestStack, eventually, header};
 
 /// The headers booksvc sets that a description must name wherever they appear.
 const OWN_HEADERS: [&str; 6] = [
@@ -28,6 +29,7 @@ async fn serves_the_generated_description_and_real_answers_match_it() -> anyhow:
     // entry is stale, so all three sources are met without waiting long. The drain delay keeps
     // booksvc serving a while once shutdown starts, for the last readiness checks.
     let stack = TestStack::options()
+        .standin()
         .booksvc(|s| {
             s.cache_fresh_ttl = Duration::from_secs(1);
             s.shutdown_drain_delay = Duration::from_secs(3);
@@ -67,7 +69,7 @@ async fn serves_the_generated_description_and_real_answers_match_it() -> anyhow:
 
     // storagesvc hung: the cached book comes back stale once its freshness is over; an
     // uncached book and an unknown range are 503s.
-    stack.proxy.hold();
+    stack.standin().answer(Answer::Hang);
     let stale = eventually(Duration::from_secs(10), || async {
         let response = stack.get(&one).await;
         response.is_ok_and(|r| header(&r, "x-cache").as_deref() == Some("stale"))
@@ -77,7 +79,7 @@ async fn serves_the_generated_description_and_real_answers_match_it() -> anyhow:
     for path in [one.as_str(), "/books/424242", "/books?after=424242"] {
         check(&stack, &served, path, &mut mismatches).await?;
     }
-    stack.proxy.release();
+    stack.standin().answer(Answer::Normal);
 
     // Shutting down: readiness is a 503 with the same body.
     stack.begin_shutdown();

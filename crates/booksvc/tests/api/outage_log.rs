@@ -1,9 +1,10 @@
-//! What booksvc writes to the log, at the default level, while storagesvc cannot answer and
-//! readers ask for books nothing cached: one outage (a start and an end) and the breaker's
-//! changes of state, not a line per 503.
+//! What booksvc writes to the log, at the default level, while storagesvc cannot answer (the
+//! stand-in answers storagesvc's 503) and readers ask for books nothing cached: one outage (a
+//! start and an end) and the breaker's changes of state, not a line per 503.
 //!
 //! The log is captured as JSON lines through booksvc's own filter; the test's runtime runs
-//! on one thread, so the capture sees both services' tasks.
+//! on one thread, so the capture sees booksvc's tasks. storagesvc's own outage lines are
+//! storagesvc's tests' business.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use testkit::log_capture::{LogCapture, field, outage_lines};
 
-use crate::helpers::{TestStack, eventually};
+use crate::helpers::{Answer, TestStack, eventually};
 
 /// Concurrent readers during the outage, and reads each (every one of a book never read).
 const READERS: i64 = 16;
@@ -42,11 +43,11 @@ async fn reads_with_nothing_to_serve_are_logged_as_one_outage_not_a_line_each() 
 {
     let (captured, _log) = LogCapture::install(booksvc::telemetry::env_filter("info")?);
     let stack = TestStack::options()
-        .private_postgres()
+        .standin()
         .booksvc(|settings| settings.breaker_timeout = Duration::from_secs(1))
         .spawn()
         .await?;
-    stack.private_postgres().stop().await?;
+    stack.standin().answer(Answer::Unavailable);
 
     let before = captured.lines().len();
     let unavailable = read_uncached(&stack).await?;
@@ -54,7 +55,7 @@ async fn reads_with_nothing_to_serve_are_logged_as_one_outage_not_a_line_each() 
     let reads = usize::try_from(READERS * READS_EACH)?;
     assert_eq!(unavailable, reads, "nothing cached, storagesvc failing");
 
-    stack.private_postgres().start_again().await?;
+    stack.standin().answer(Answer::Normal);
     let answered = eventually(Duration::from_secs(30), || async {
         stack
             .get_book(1)
@@ -64,7 +65,7 @@ async fn reads_with_nothing_to_serve_are_logged_as_one_outage_not_a_line_each() 
     assert!(answered.await, "reads never recovered");
     let lines = captured.lines();
 
-    // Both services' lines: booksvc's outage and breaker, storagesvc's outages.
+    // booksvc's lines: its outage and its breaker.
     eprintln!(
         "{unavailable} answers 503, {} log lines meanwhile",
         during.len()
@@ -85,7 +86,7 @@ async fn reads_with_nothing_to_serve_are_logged_as_one_outage_not_a_line_each() 
         "{failures} counted, {unavailable} answered 503"
     );
     // Nothing of ours warns outside an outage's lines or the breaker's; a library may warn
-    // once about a slow reconnect (sqlx's slow acquire), never per request.
+    // once (a reconnect), never per request.
     let mut library_warnings = vec![];
     for line in &lines {
         let level = line["level"].as_str().unwrap_or_default();

@@ -1,7 +1,8 @@
-//! Paged lists through booksvc against the real storagesvc, PostgreSQL and Redis: pages follow
-//! their `Link`s and are cache hits the second time, bad values are refused before any call,
-//! an applied event shows in the next page, and with storagesvc down pages of known books are
-//! served stale.
+//! Paged lists through booksvc: pages follow their `Link`s and are cache hits the second time,
+//! bad values are refused before any call, an applied event shows in the next page, and with
+//! storagesvc down pages of known books are served stale (all against the stand-in
+//! storagesvc, which counts calls and answers 503 on demand); and a page is the same bytes as
+//! the real storagesvc's, over its PostgreSQL.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use events::{BookChanged, BookData};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{TestStack, WITHIN_BUDGET, assert_json_error, header};
+use crate::helpers::{Answer, TestStack, WITHIN_BUDGET, assert_json_error, header};
 
 /// A page as a client sees it.
 #[derive(Debug)]
@@ -88,7 +89,7 @@ fn upsert(id: i64, version: i64, title: &str) -> BookChanged {
 
 #[tokio::test]
 async fn pages_follow_their_links_and_are_hits_the_second_time() -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
     for n in 3..=7 {
         stack.create_book(&format!("Book {n}")).await?;
     }
@@ -100,18 +101,39 @@ async fn pages_follow_their_links_and_are_hits_the_second_time() -> anyhow::Resu
         [3, 3, 1]
     );
     assert!(first.iter().all(|p| p.x_cache == "miss"), "{first:?}");
-    assert_eq!(stack.proxy.calls("/books"), 3, "one storagesvc call a page");
+    assert_eq!(
+        stack.standin().calls("/books"),
+        3,
+        "one storagesvc call a page"
+    );
 
     let again = walk(&stack, "/books?limit=3").await?;
     assert_eq!(ids(&again), ids(&first));
     assert!(again.iter().all(|p| p.x_cache == "hit"), "{again:?}");
     assert_eq!(
-        stack.proxy.calls("/books"),
+        stack.standin().calls("/books"),
         3,
         "hits did not ask storagesvc"
     );
 
-    // The same bytes as storagesvc's own page, and `GET /` is the first default page.
+    // `GET /` is the first default page.
+    let root = page(&stack, "/").await?;
+    assert_eq!((root.ids.len(), root.next), (7, None));
+    stack.stop().await
+}
+
+/// The contract with the real storagesvc: its pages over PostgreSQL link the same way through
+/// booksvc, and booksvc serves a page as the same bytes storagesvc sends.
+#[tokio::test]
+async fn a_page_is_the_same_bytes_as_the_real_storagesvcs_page() -> anyhow::Result<()> {
+    let stack = TestStack::spawn().await?;
+    for n in 3..=7 {
+        stack.create_book(&format!("Book {n}")).await?;
+    }
+
+    let pages = walk(&stack, "/books?limit=3").await?;
+    assert_eq!(ids(&pages), (1..=7).collect::<Vec<_>>(), "in id order");
+
     let direct = stack
         .client
         .get(format!("{}/books?limit=3&after=3", stack.storagesvc))
@@ -121,15 +143,13 @@ async fn pages_follow_their_links_and_are_hits_the_second_time() -> anyhow::Resu
         .await?;
     let ours = stack.get("/books?limit=3&after=3").await?.text().await?;
     assert_eq!(ours, direct);
-    let root = page(&stack, "/").await?;
-    assert_eq!((root.ids.len(), root.next), (7, None));
     stack.stop().await
 }
 
 #[tokio::test]
 async fn bad_page_values_are_400_with_a_json_error_and_never_reach_storagesvc() -> anyhow::Result<()>
 {
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
     let queries = [
         "limit=0",
         "limit=1001",
@@ -153,13 +173,18 @@ async fn bad_page_values_are_400_with_a_json_error_and_never_reach_storagesvc() 
             assert!(message.contains(name), "{path}: {message}");
         }
     }
-    assert_eq!(stack.proxy.book_calls(), 0, "refused before the read path");
+    assert_eq!(
+        stack.standin().book_calls(),
+        0,
+        "refused before the read path"
+    );
     stack.stop().await
 }
 
 #[tokio::test]
 async fn an_applied_event_shows_in_the_next_page() -> anyhow::Result<()> {
     let stack = TestStack::options()
+        .standin()
         .booksvc(|s| s.cache_fresh_ttl = Duration::from_secs(3600))
         .spawn()
         .await?;
@@ -197,14 +222,14 @@ async fn an_applied_event_shows_in_the_next_page() -> anyhow::Result<()> {
     let after_delete = page(&stack, "/books?limit=10").await?;
     assert_eq!(after_delete.ids, [1, created]);
     assert_eq!(after_delete.x_cache, "hit");
-    assert_eq!(stack.proxy.calls("/books"), 1, "events, not storagesvc");
+    assert_eq!(stack.standin().calls("/books"), 1, "events, not storagesvc");
     stack.stop().await
 }
 
 #[tokio::test]
 async fn with_storagesvc_down_pages_of_known_books_are_served_stale() -> anyhow::Result<()> {
     let stack = TestStack::options()
-        .private_postgres()
+        .standin()
         .booksvc(|s| {
             s.cache_fresh_ttl = Duration::ZERO; // every read asks storagesvc first
             s.breaker_consecutive_failures = 2;
@@ -217,7 +242,7 @@ async fn with_storagesvc_down_pages_of_known_books_are_served_stale() -> anyhow:
     let warm = walk(&stack, "/books?limit=2").await?;
     assert_eq!(ids(&warm), [1, 2, 3, 4, 5]);
 
-    stack.private_postgres().stop().await?;
+    stack.standin().answer(Answer::Unavailable);
 
     // Known pages: stale 200s with their age, the same books, the same links, from the
     // first walk (the flights' failures are still being counted) until the breaker opens.

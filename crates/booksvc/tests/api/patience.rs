@@ -1,8 +1,8 @@
 //! How long a read waits for storagesvc when it has an entry to fall back on: at most
 //! `STALE_SOFT_TIMEOUT` while storagesvc is merely slow, not at all while the breaker's trial
 //! call is in flight. The call goes on in the background and refills the cache; a read with
-//! nothing cached still waits, within `REQUEST_BUDGET`. storagesvc is made slow for real: the
-//! proxy in front of it holds its answers back.
+//! nothing cached still waits, within `REQUEST_BUDGET`. storagesvc is made slow on purpose: the
+//! stand-in holds its answers back.
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,7 @@ struct Read {
 async fn a_slow_storagesvc_costs_a_reader_with_an_entry_only_the_soft_timeout() -> anyhow::Result<()>
 {
     let stack = TestStack::options()
+        .standin()
         .booksvc(|s| s.cache_fresh_ttl = Duration::ZERO) // every read asks storagesvc first
         .spawn()
         .await?;
@@ -60,7 +61,7 @@ async fn a_slow_storagesvc_costs_a_reader_with_an_entry_only_the_soft_timeout() 
     let renamed = stack.rename_book(1, "Renamed while cached").await?;
 
     // Act: storagesvc turns slow (its answers are held back).
-    stack.proxy.hold();
+    stack.standin().hold();
     let stale = read(&stack, 1).await?;
     let uncached = tokio::spawn({
         let url = format!("{}/books/2", stack.address);
@@ -76,7 +77,7 @@ async fn a_slow_storagesvc_costs_a_reader_with_an_entry_only_the_soft_timeout() 
         }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stack.proxy.release();
+    stack.standin().release();
 
     // The reader with an entry got it at once, said why, and did not wait for the call.
     assert_eq!(stale.status, StatusCode::OK, "{stale:?}");
@@ -113,7 +114,7 @@ async fn a_slow_storagesvc_costs_a_reader_with_an_entry_only_the_soft_timeout() 
         renamed["version"]
     );
     assert_eq!(
-        stack.proxy.calls("/books/1"),
+        stack.standin().calls("/books/1"),
         2,
         "the warm read and one call"
     );
@@ -126,6 +127,7 @@ async fn readers_with_an_entry_never_wait_for_the_half_open_trial() -> anyhow::R
     const READERS: usize = 16;
     const OPEN_FOR: Duration = Duration::from_secs(2);
     let stack = TestStack::options()
+        .standin()
         .booksvc(|s| {
             s.cache_fresh_ttl = Duration::ZERO;
             s.breaker_consecutive_failures = 1;
@@ -148,7 +150,7 @@ async fn readers_with_an_entry_never_wait_for_the_half_open_trial() -> anyhow::R
     // attempt's timeout ends just inside the budget; on a loaded machine an attempt that
     // starts late is cut by the budget instead, which is not storagesvc's failure and does
     // not count: read until one attempt times out.
-    stack.proxy.hold();
+    stack.standin().hold();
     let mut opened = false;
     for _ in 0..10 {
         let tripping = read(&stack, 1).await?;
@@ -184,7 +186,7 @@ async fn readers_with_an_entry_never_wait_for_the_half_open_trial() -> anyhow::R
     })
     .await;
     let trials = trial_candidates(&stack) - calls_before;
-    stack.proxy.release(); // the trial's answer arrives
+    stack.standin().release(); // the trial's answer arrives
 
     let mut during_trial = 0;
     for read in reads {
@@ -212,7 +214,7 @@ async fn readers_with_an_entry_never_wait_for_the_half_open_trial() -> anyhow::R
 /// Calls that can be the breaker's trial: a read of book 1, or the active probe's readiness
 /// check (whichever takes the half-open slot first).
 fn trial_candidates(stack: &TestStack) -> u32 {
-    stack.proxy.calls("/books/1") + stack.proxy.calls("/healthz/ready")
+    stack.standin().calls("/books/1") + stack.standin().calls("/healthz/ready")
 }
 
 /// The soft timeout counts from the flight's start. When storagesvc has just gone slow or
@@ -224,6 +226,7 @@ async fn a_reader_joining_a_late_flight_does_not_wait_the_soft_timeout_again() -
 {
     let soft = Duration::from_secs(2);
     let stack = TestStack::options()
+        .standin()
         .booksvc(move |s| {
             s.cache_fresh_ttl = Duration::ZERO; // every read asks storagesvc first
             s.stale_soft_timeout = soft;
@@ -239,10 +242,10 @@ async fn a_reader_joining_a_late_flight_does_not_wait_the_soft_timeout_again() -
         (StatusCode::OK, "miss")
     );
 
-    stack.proxy.hold();
+    stack.standin().hold();
     let first = read(&stack, 1).await?;
     let second = read(&stack, 1).await?;
-    stack.proxy.release();
+    stack.standin().release();
 
     for read in [&first, &second] {
         assert_eq!(

@@ -1,16 +1,17 @@
-//! A counting reverse proxy between booksvc and storagesvc.
+//! A reverse proxy that holds a real storagesvc's answers back, for the one test that needs
+//! the real storagesvc slow: `rebuild_with_events`, where the rebuild's first page must reach
+//! the cache only after real events for its books have (decision 0013). Those events come
+//! from the real storagesvc's outbox, so the stand-in ([`crate::standin`], which holds its own
+//! answers the same way) cannot take its place.
 //!
-//! It forwards every request as is and counts them by path, so a test can say "storagesvc
-//! received exactly one call for book 2". [`CountingProxy::hold`] makes it keep storagesvc's
-//! answers back (the request has reached storagesvc; its answer waits) until
-//! [`CountingProxy::release`]: a hung storagesvc, or a fill delayed on purpose to lose a race.
-//! [`CountingProxy::answers`] counts storagesvc's answers as they come back, held or not: a
-//! test knows storagesvc has read what it asked for. If storagesvc cannot be reached at all
-//! the proxy answers 502, like any gateway.
+//! It forwards every request as is. [`HoldingProxy::hold`] makes it keep storagesvc's answers
+//! back (the request has reached storagesvc; its answer waits) until
+//! [`HoldingProxy::release`]. [`HoldingProxy::answers`] counts storagesvc's answers as they
+//! come back, held or not: a test knows storagesvc has read what it asked for. If storagesvc
+//! cannot be reached at all the proxy answers 502, like any gateway.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
@@ -23,7 +24,6 @@ use tokio::sync::watch;
 struct Shared {
     upstream: String,
     client: reqwest::Client,
-    counts: Arc<Mutex<HashMap<String, u32>>>,
     /// Answers storagesvc has given (counted before any hold).
     answers: Arc<AtomicU32>,
     /// `true` while answers are held back.
@@ -31,18 +31,17 @@ struct Shared {
 }
 
 /// The proxy's handle; the server stops when the test's runtime ends.
-pub(crate) struct CountingProxy {
-    /// `http://127.0.0.1:<port>`: give it to booksvc as `STORAGESVC_URL`.
+pub(crate) struct HoldingProxy {
+    /// `http://127.0.0.1:<port>`: give it as `STORAGESVC_URL`.
     pub(crate) address: String,
     shared: Shared,
 }
 
-impl CountingProxy {
-    pub(crate) async fn start(upstream: &str) -> anyhow::Result<CountingProxy> {
+impl HoldingProxy {
+    pub(crate) async fn start(upstream: &str) -> anyhow::Result<HoldingProxy> {
         let shared = Shared {
             upstream: upstream.to_owned(),
             client: reqwest::Client::new(),
-            counts: Arc::default(),
             answers: Arc::default(),
             held: Arc::new(watch::channel(false).0),
         };
@@ -50,23 +49,7 @@ impl CountingProxy {
         let address = format!("http://{}", listener.local_addr()?);
         let router = Router::new().fallback(forward).with_state(shared.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
-        Ok(CountingProxy { address, shared })
-    }
-
-    /// Requests received for `path` (e.g. `/books/2`) so far.
-    pub(crate) fn calls(&self, path: &str) -> u32 {
-        let counts = self.shared.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.get(path).copied().unwrap_or(0)
-    }
-
-    /// Requests received for book reads and the list (what the breaker guards).
-    pub(crate) fn book_calls(&self) -> u32 {
-        let counts = self.shared.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts
-            .iter()
-            .filter(|(path, _)| path.starts_with("/books"))
-            .map(|(_, count)| count)
-            .sum()
+        Ok(HoldingProxy { address, shared })
     }
 
     /// Answers storagesvc has given so far, including those held back.
@@ -74,7 +57,7 @@ impl CountingProxy {
         self.shared.answers.load(Ordering::SeqCst)
     }
 
-    /// From now on, storagesvc's answers wait until [`CountingProxy::release`].
+    /// From now on, storagesvc's answers wait until [`HoldingProxy::release`].
     pub(crate) fn hold(&self) {
         self.shared.held.send_replace(true);
     }
@@ -86,17 +69,10 @@ impl CountingProxy {
 }
 
 async fn forward(State(shared): State<Shared>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    *shared
-        .counts
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(path.clone())
-        .or_default() += 1;
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or(path, |pq| pq.as_str().to_owned());
+    let path_and_query = request.uri().path_and_query().map_or_else(
+        || request.uri().path().to_owned(),
+        |pq| pq.as_str().to_owned(),
+    );
     let upstream = shared
         .client
         .request(

@@ -1,6 +1,6 @@
 //! Who wins in the cache, through the real read path: a fill that raced a newer write (an
-//! event applied while storagesvc's answer was on its way) does not overwrite it; a fill after
-//! a forged high-version entry does replace it.
+//! event applied while the stand-in storagesvc's held answer was on its way) does not
+//! overwrite it; a fill after a forged high-version entry does replace it.
 
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ async fn cached(stack: &TestStack, id: i64) -> anyhow::Result<(i64, String)> {
 #[tokio::test]
 async fn a_fill_that_raced_a_newer_write_does_not_overwrite_it() -> anyhow::Result<()> {
     let stack = TestStack::options()
+        .standin()
         .booksvc(|s| {
             s.cache_fresh_ttl = Duration::ZERO;
             // The read waits for its held call (no soft timeout within the budget), so the
@@ -45,7 +46,7 @@ async fn a_fill_that_raced_a_newer_write_does_not_overwrite_it() -> anyhow::Resu
     assert_eq!(stack.get_book(id).await?.status(), StatusCode::OK);
 
     // A read asks storagesvc, which answers version 1; the answer is held on its way back…
-    stack.proxy.hold();
+    stack.standin().hold();
     let read = tokio::spawn({
         let client = stack.client.clone();
         let url = format!("{}/books/{id}", stack.address);
@@ -54,7 +55,7 @@ async fn a_fill_that_raced_a_newer_write_does_not_overwrite_it() -> anyhow::Resu
     let path = format!("/books/{id}");
     assert!(
         eventually(Duration::from_secs(5), || async {
-            stack.proxy.calls(&path) >= 2
+            stack.standin().calls(&path) >= 2
         })
         .await
     );
@@ -63,7 +64,7 @@ async fn a_fill_that_raced_a_newer_write_does_not_overwrite_it() -> anyhow::Resu
     let version = updated["version"].as_i64().unwrap_or_default();
     let event = BookChanged::updated(event_data(id, "Renamed"), version, Utc::now());
     stack.cache.apply_event_on_version(&event).await?;
-    stack.proxy.release();
+    stack.standin().release();
 
     let response = read.await??;
     assert_eq!(header(&response, "x-cache").as_deref(), Some("miss"));
@@ -83,6 +84,7 @@ async fn a_fill_that_raced_a_newer_write_does_not_overwrite_it() -> anyhow::Resu
 #[tokio::test]
 async fn a_fill_replaces_a_forged_high_version_entry() -> anyhow::Result<()> {
     let stack = TestStack::options()
+        .standin()
         .booksvc(|s| s.cache_fresh_ttl = Duration::ZERO)
         .spawn()
         .await?;

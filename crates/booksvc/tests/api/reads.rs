@@ -1,4 +1,5 @@
-//! The happy path and bad input: misses then hits, cache headers, 404s, 400s, 405s.
+//! The happy path and bad input: misses then hits, cache headers, 404s, 400s, 405s, with the
+//! stand-in storagesvc counting what reached it.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use crate::helpers::{TestStack, assert_json_error, header};
 
 #[tokio::test]
 async fn a_first_read_is_a_miss_from_storagesvc_and_the_next_a_fresh_hit() -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
 
     let first = stack.get_book(1).await?;
     assert_eq!(first.status(), StatusCode::OK);
@@ -35,7 +36,7 @@ async fn a_first_read_is_a_miss_from_storagesvc_and_the_next_a_fresh_hit() -> an
     );
 
     assert_eq!(
-        stack.proxy.calls("/books/1"),
+        stack.standin().calls("/books/1"),
         1,
         "the hit did not ask storagesvc"
     );
@@ -44,7 +45,7 @@ async fn a_first_read_is_a_miss_from_storagesvc_and_the_next_a_fresh_hit() -> an
 
 #[tokio::test]
 async fn the_list_is_served_on_books_and_on_root() -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
 
     for (path, x_cache) in [("/books", "miss"), ("/", "hit"), ("/books", "hit")] {
         let response = stack.get(path).await?;
@@ -58,13 +59,14 @@ async fn the_list_is_served_on_books_and_on_root() -> anyhow::Result<()> {
         let titles: Vec<_> = books.iter().map(|b| b["title"].as_str()).collect();
         assert_eq!(titles, [Some("One book"), Some("Second book")], "{path}");
     }
-    assert_eq!(stack.proxy.calls("/books"), 1);
+    assert_eq!(stack.standin().calls("/books"), 1);
     stack.stop().await
 }
 
 #[tokio::test]
 async fn an_unknown_book_is_a_404_that_never_trips_the_breaker() -> anyhow::Result<()> {
     let stack = TestStack::options()
+        .standin()
         .booksvc(|s| s.breaker_consecutive_failures = 2)
         .spawn()
         .await?;
@@ -86,7 +88,7 @@ async fn an_unknown_book_is_a_404_that_never_trips_the_breaker() -> anyhow::Resu
         "404 is an answer, not a failure"
     );
     assert_eq!(
-        stack.proxy.calls("/books/424242"),
+        stack.standin().calls("/books/424242"),
         6,
         "404s are not retried"
     );
@@ -98,6 +100,7 @@ async fn an_unknown_book_is_a_404_that_never_trips_the_breaker() -> anyhow::Resu
 async fn a_deleted_book_becomes_a_cached_404() -> anyhow::Result<()> {
     let ttl = Duration::from_millis(300);
     let stack = TestStack::options()
+        .standin()
         .booksvc(move |s| s.cache_fresh_ttl = ttl)
         .spawn()
         .await?;
@@ -118,13 +121,13 @@ async fn a_deleted_book_becomes_a_cached_404() -> anyhow::Result<()> {
         "a cached tombstone"
     );
     assert_json_error(cached, StatusCode::NOT_FOUND, "tombstone").await;
-    assert_eq!(stack.proxy.calls(&format!("/books/{id}")), 2);
+    assert_eq!(stack.standin().calls(&format!("/books/{id}")), 2);
     stack.stop().await
 }
 
 #[tokio::test]
 async fn bad_ids_are_400_json_and_never_reach_storagesvc() -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
 
     for id in [
         "abc",
@@ -140,13 +143,13 @@ async fn bad_ids_are_400_json_and_never_reach_storagesvc() -> anyhow::Result<()>
         let response = stack.get(&format!("/books/{id}")).await?;
         assert_json_error(response, StatusCode::BAD_REQUEST, &format!("id {id:?}")).await;
     }
-    assert_eq!(stack.proxy.book_calls(), 0);
+    assert_eq!(stack.standin().book_calls(), 0);
     stack.stop().await
 }
 
 #[tokio::test]
 async fn unknown_routes_are_404_json_and_writes_are_405_json() -> anyhow::Result<()> {
-    let stack = TestStack::spawn().await?;
+    let stack = TestStack::spawn_standin().await?;
 
     let unknown = stack.get("/nope").await?;
     assert_json_error(unknown, StatusCode::NOT_FOUND, "unknown route").await;

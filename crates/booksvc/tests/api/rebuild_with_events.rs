@@ -20,7 +20,8 @@ use booksvc::book::CachedBook;
 use reqwest::StatusCode;
 use tokio::process::Command;
 
-use crate::helpers::{CountingProxy, TestStack, eventually};
+use crate::helpers::{TestStack, eventually};
+use crate::proxy::HoldingProxy;
 use crate::rebuild::{cached, storagesvc_books};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_booksvc");
@@ -57,7 +58,7 @@ async fn the_rebuild_command_while_events_flow_keeps_every_version_and_no_delete
     let catalogue: Vec<i64> = storagesvc_books(&stack).await?.into_keys().collect();
 
     // The rebuild starts; storagesvc's answer to its first page is held back.
-    let proxy = CountingProxy::start(&stack.storagesvc).await?;
+    let proxy = HoldingProxy::start(&stack.storagesvc).await?;
     proxy.hold();
     let rebuild = rebuild_command(&stack, &proxy.address).spawn()?;
     assert!(
