@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
-use tracing::{Instrument, Span, field};
+use tracing::{Instrument, Span};
 
 use crate::book::Book;
 use crate::paging::PageQuery;
@@ -226,10 +226,7 @@ impl StorageClient {
         let answer = request.send().instrument(span.clone()).await;
         match &answer {
             Ok(response) => trace_context::record_http_status(&span, response.status()),
-            Err(_) => {
-                span.record("otel.status_code", "error");
-                span.record("error.type", "transport");
-            }
+            Err(_) => trace_context::record_error(&span, "transport".to_owned()),
         }
         answer.map_err(transport_error)
     }
@@ -246,15 +243,10 @@ fn client_span(url: &Url) -> Span {
         "storagesvc_call",
         otel.name = "GET",
         otel.kind = "client",
-        otel.status_code = field::Empty,
         http.request.method = "GET",
         server.address = url.host_str().unwrap_or_default(),
         server.port = url.port_or_known_default(),
         url.full = shown.as_str(),
-        http.response.status_code = field::Empty,
-        "error.type" = field::Empty,
-        trace_id = field::Empty,
-        span_id = field::Empty,
     );
     // Lines logged inside the call carry its ids like the request's lines do.
     trace_context::record_ids(&span);

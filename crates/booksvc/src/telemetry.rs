@@ -5,8 +5,9 @@
 //! Two layers see every span, each with its own filter: the log layer with `RUST_LOG`, the
 //! OpenTelemetry layer with `SPAN_FILTER` (ours at info), so `RUST_LOG=warn` still
 //! propagates trace context and `RUST_LOG=debug` does not turn every debug span into an
-//! exported one. How spans continue a caller's trace and carry their ids into the log lines
-//! is [`crate::trace_context`].
+//! exported one. How spans continue a caller's trace is [`crate::trace_context`].
+//!
+//! The JSON lines themselves (fields, trace ids) are [`crate::log_format`].
 //!
 //! Export: only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
 //! is set, over http/protobuf, batched on the SDK's own thread; the standard `OTEL_*`
@@ -22,6 +23,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::log_format;
 
 /// The service's name in exported spans unless `OTEL_SERVICE_NAME` (or `service.name` in
 /// `OTEL_RESOURCE_ATTRIBUTES`) names it otherwise.
@@ -58,13 +60,13 @@ pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<Telemetry> {
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(SERVICE_NAME))
         .with_tracked_inactivity(false)
+        // Nothing here reads OpenTelemetry's current context (the context is taken from the
+        // span, `trace_context`): attaching it on every poll of a request would cost for naught.
+        .with_context_activation(false)
         .with_filter(span_filter());
     let filter = env_filter(filter)?;
     let logs = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
+        LogFormat::Json => log_format::json_lines(std::io::stdout)
             .with_filter(filter)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()

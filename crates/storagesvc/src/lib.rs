@@ -15,6 +15,7 @@
 //! - [`serve`]: the HTTP server loop: header-read timeout and a connection cap.
 //! - [`metrics`]: every Prometheus series, its name and labels, and the recorder.
 //! - [`telemetry`]: logging set-up, and span export over OTLP when configured.
+//! - [`log_format`]: the JSON log lines: span fields, and trace ids at the top level.
 //! - [`trace_context`]: W3C trace context: request and event spans that continue a caller's
 //!   trace, their ids in every log line, the context handed on.
 //! - [`secret`]: [`secret::Secret`], a configured value kept out of logs until used.
@@ -32,6 +33,7 @@ pub mod books;
 pub mod config;
 pub mod database;
 pub mod http;
+pub mod log_format;
 pub mod metrics;
 pub mod outbox;
 pub mod paging;

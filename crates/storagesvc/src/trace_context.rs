@@ -4,22 +4,25 @@
 //! messages).
 //!
 //! The format is W3C Trace Context (`traceparent`, `tracestate`) through OpenTelemetry's
-//! propagator; the ids are the OpenTelemetry layer's ([`crate::telemetry`]). A span's ids are
-//! recorded as its `trace_id` and `span_id` fields ([`record_ids`]), so each JSON log line
-//! inside it carries them under `span`. Without the OpenTelemetry layer (a test that
-//! installed no subscriber) spans have no context, and nothing here fails.
+//! propagator; the ids are the OpenTelemetry layer's, kept with the span ([`record_ids`]) so
+//! the JSON log lines inside it carry them ([`crate::log_format`]). Without the OpenTelemetry
+//! layer (a test that installed no subscriber) spans have no context, and nothing here fails.
+//!
+//! What is known only once a span runs (the response's status, an error) goes to the
+//! OpenTelemetry span directly ([`OpenTelemetrySpanExt::set_attribute`]), not through
+//! `Span::record`: the JSON log layer re-serialises a span's fields on every `record`.
 
 use std::collections::HashMap;
 
 use axum::extract::MatchedPath;
 use axum::http::{HeaderMap, Method, Request, StatusCode, Version};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanId, Status, TraceContextExt, TraceId};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
-use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::registry::{LookupSpan, Registry};
 
 /// Longest `tracestate` kept and passed on. W3C asks vendors to pass on at least 512
 /// characters; a longer one is dropped rather than stored with every outbox row.
@@ -49,31 +52,32 @@ pub fn http_server_span<B>(request: &Request<B>, request_id: &str, path: &str) -
         "request",
         otel.name = name.as_str(),
         otel.kind = "server",
-        otel.status_code = Empty,
         http.request.method = method.unwrap_or("_OTHER"),
         http.request.method_original = original,
         http.route = route,
         url.path = path,
         url.scheme = "http",
         network.protocol.version = protocol_version(request.version()),
-        http.response.status_code = Empty,
-        "error.type" = Empty,
         request_id,
-        trace_id = Empty,
-        span_id = Empty,
     );
     continue_trace(&span, request.headers());
     span
 }
 
-/// Records the response's status on a span made by [`http_server_span`]; a 5xx marks the
-/// span as failed (a 4xx is the client's error, not the server's, per the conventions).
+/// Sets the response's status on an HTTP span (server or client); a 5xx marks the span as
+/// failed (a 4xx is the client's error, not the server's, per the conventions).
 pub fn record_http_status(span: &Span, status: StatusCode) {
-    span.record("http.response.status_code", i64::from(status.as_u16()));
+    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
-        span.record("otel.status_code", "error");
-        span.record("error.type", status.as_str());
+        record_error(span, status.as_str().to_owned());
     }
+}
+
+/// Marks `span` as failed with the conventions' `error.type` (a status code, or a class of
+/// error such as `transport`).
+pub fn record_error(span: &Span, error_type: String) {
+    span.set_status(Status::error(""));
+    span.set_attribute("error.type", error_type);
 }
 
 /// The method as the conventions spell it, if it is one of the methods they know.
@@ -107,7 +111,7 @@ fn protocol_version(version: Version) -> &'static str {
 }
 
 /// Makes `span` continue the W3C trace context in `headers` (`traceparent`, `tracestate`),
-/// or start a trace when there is none or it is malformed, and records its ids.
+/// or start a trace when there is none or it is malformed.
 ///
 /// Without the OpenTelemetry layer (a test that installed no subscriber) nothing happens.
 pub fn continue_trace(span: &Span, headers: &HeaderMap) {
@@ -117,16 +121,37 @@ pub fn continue_trace(span: &Span, headers: &HeaderMap) {
     record_ids(span);
 }
 
-/// Records the span's OpenTelemetry ids as its `trace_id` and `span_id` fields (declared
-/// `Empty` by the span), so the log lines inside it carry them.
+/// A span's OpenTelemetry ids, kept with it in the registry for the log lines inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanIds {
+    /// The W3C trace id.
+    pub trace_id: TraceId,
+    /// The span's own id.
+    pub span_id: SpanId,
+}
+
+/// Keeps the span's OpenTelemetry ids with it ([`SpanIds`]), so every JSON log line inside it
+/// carries them. Starts the OpenTelemetry span (its ids exist from then on); call it once the
+/// parent is set.
 pub fn record_ids(span: &Span) {
     let context = span.context();
     let otel_span = context.span();
     let ids = otel_span.span_context();
-    if ids.is_valid() {
-        span.record("trace_id", tracing::field::display(ids.trace_id()));
-        span.record("span_id", tracing::field::display(ids.span_id()));
+    if !ids.is_valid() {
+        return;
     }
+    let ids = SpanIds {
+        trace_id: ids.trace_id(),
+        span_id: ids.span_id(),
+    };
+    span.with_subscriber(|(id, dispatch)| {
+        let span = dispatch
+            .downcast_ref::<Registry>()
+            .and_then(|registry| registry.span(id));
+        if let Some(span) = span {
+            span.extensions_mut().replace(ids);
+        }
+    });
 }
 
 /// The W3C headers of a trace context.
@@ -167,8 +192,8 @@ impl TraceHeaders {
         }
     }
 
-    /// Makes `span` continue this context (or start a trace when it is empty or malformed)
-    /// and records its ids, like [`continue_trace`] does from HTTP headers.
+    /// Makes `span` continue this context (or start a trace when it is empty or malformed),
+    /// like [`continue_trace`] does from HTTP headers.
     pub fn continue_in(&self, span: &Span) {
         let carrier: HashMap<String, String> = [
             ("traceparent", self.traceparent.as_ref()),
@@ -218,7 +243,7 @@ mod tests {
     #[test]
     fn a_span_continues_an_incoming_trace_with_its_own_span_id_and_the_tracestate() {
         tracing::subscriber::with_default(traced(), || {
-            let span = tracing::info_span!("request", trace_id = tracing::field::Empty);
+            let span = tracing::info_span!("request");
             let incoming = headers(&[("traceparent", PARENT), ("tracestate", "vendor=abc")]);
             continue_trace(&span, &incoming);
 

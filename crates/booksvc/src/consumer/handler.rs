@@ -330,8 +330,6 @@ fn delivery_span(received: &Received<'_>, redelivered: bool) -> Span {
         "error.type" = field::Empty,
         attempt = received.failed_attempts().saturating_add(1),
         redelivered,
-        trace_id = field::Empty,
-        span_id = field::Empty,
         event_id = field::Empty,
         book_id = field::Empty,
         version = field::Empty,

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 /// Files each service keeps its own copy of, identical once the crate name is normalised.
-const TWINS: [&str; 9] = [
+const TWINS: [&str; 10] = [
     "src/config/describe.rs",
     "src/config/parse.rs",
+    "src/log_format.rs",
     "src/paging.rs",
     "src/secret.rs",
     "src/serve.rs",

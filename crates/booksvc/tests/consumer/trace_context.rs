@@ -91,13 +91,7 @@ fn spawn_traced(
     let provider = SdkTracerProvider::builder().build();
     let writer = lines.clone();
     let subscriber = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_current_span(true)
-                .with_span_list(false)
-                .with_writer(move || writer.clone()),
-        )
+        .with(booksvc::log_format::json_lines(move || writer.clone()))
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
     let shutdown = CancellationToken::new();
     let consumer = Consumer::new(consumer_settings(&broker.url), sink);
@@ -156,11 +150,11 @@ async fn applying_an_event_continues_the_writes_trace_and_logs_it_at_info() -> a
     );
     assert_eq!(seen[0].tracestate.as_deref(), Some("vendor=abc"));
     let logged = lines.parsed().into_iter().find(|line| {
-        line["fields"]["message"] == "event handled" && line["span"]["trace_id"] == PARENT_TRACE_ID
+        line["fields"]["message"] == "event handled" && line["trace_id"] == PARENT_TRACE_ID
     });
     let line = logged.unwrap_or_else(|| panic!("no line of the trace: {:?}", lines.parsed()));
     assert_eq!(line["level"], "INFO");
-    assert_eq!(line["span"]["span_id"], span_id.as_str(), "{line}");
+    assert_eq!(line["span_id"], span_id.as_str(), "{line}");
     assert_eq!(line["span"]["book_id"], 31, "{line}");
 
     shutdown.cancel();
