@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use axum::extract::MatchedPath;
 use axum::http::{HeaderMap, Method, Request, StatusCode, Version};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanId, Status, TraceContextExt, TraceId};
+use opentelemetry::trace::{SpanContext, SpanId, Status, TraceContextExt, TraceId};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
@@ -192,17 +192,28 @@ impl TraceHeaders {
         }
     }
 
-    /// Makes `span` continue this context (or start a trace when it is empty or malformed),
-    /// like [`continue_trace`] does from HTTP headers.
-    pub fn continue_in(&self, span: &Span) {
-        let carrier: HashMap<String, String> = [
+    /// The span context these headers name, if they name a valid one (e.g. to link a span to
+    /// the span that created a message).
+    pub fn span_context(&self) -> Option<SpanContext> {
+        let context = TraceContextPropagator::new().extract(&self.carrier());
+        let span_context = context.span().span_context().clone();
+        span_context.is_valid().then_some(span_context)
+    }
+
+    fn carrier(&self) -> HashMap<String, String> {
+        [
             ("traceparent", self.traceparent.as_ref()),
             ("tracestate", self.tracestate.as_ref()),
         ]
         .into_iter()
         .filter_map(|(name, value)| Some((name.to_owned(), value?.clone())))
-        .collect();
-        let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+        .collect()
+    }
+
+    /// Makes `span` continue this context (or start a trace when it is empty or malformed),
+    /// like [`continue_trace`] does from HTTP headers.
+    pub fn continue_in(&self, span: &Span) {
+        let _ = span.set_parent(TraceContextPropagator::new().extract(&self.carrier()));
         record_ids(span);
     }
 }

@@ -39,12 +39,15 @@ use events::{
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use self::session::RelayClient;
 pub use self::status::RelayStatus;
 use crate::database::{self, bounded};
 use crate::metrics;
 use crate::outbox::{self, PendingEvent};
+use crate::trace_context::{self, TraceHeaders};
 use events::{Outage, ReconnectBackoff};
 
 /// How often sent rows are pruned and the backlog gauges refreshed.
@@ -192,6 +195,7 @@ impl OutboxRelay {
             });
         }
         let messages: Vec<Outgoing> = pending.iter().map(to_outgoing).collect();
+        let span = send_span(&pending);
         let report = publisher
             .publish_in_order(
                 EXCHANGE,
@@ -199,7 +203,11 @@ impl OutboxRelay {
                 self.config.publish_window,
                 self.config.confirm_timeout,
             )
+            .instrument(span.clone())
             .await;
+        if report.error.is_some() {
+            trace_context::record_error(&span, "publish".to_owned());
+        }
         let sent: Vec<i64> = pending[..report.confirmed]
             .iter()
             .map(|row| row.id)
@@ -346,6 +354,33 @@ impl OutboxRelay {
         }
         Ok(())
     }
+}
+
+/// The span of sending one batch, per the OpenTelemetry messaging conventions (`send books`,
+/// kind producer). A batch holds events of many writes, so the span is a trace of its own
+/// that links to each event's `create books` span, the context the message carries.
+fn send_span(batch: &[PendingEvent]) -> Span {
+    let span = tracing::info_span!(
+        "send_events",
+        otel.name = "send books",
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = EXCHANGE,
+        // As an i64: the OpenTelemetry layer exports a u64 as a string.
+        messaging.batch.message_count = i64::try_from(batch.len()).unwrap_or(i64::MAX),
+    );
+    for row in batch {
+        let created = TraceHeaders {
+            traceparent: row.traceparent.clone(),
+            tracestate: row.tracestate.clone(),
+        };
+        if let Some(context) = created.span_context() {
+            span.add_link(context);
+        }
+    }
+    span
 }
 
 /// The AMQP message for an outbox row: the stored bytes, unchanged, with the write's trace

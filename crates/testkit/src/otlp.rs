@@ -40,6 +40,8 @@ pub struct ReceivedSpan {
     pub kind: i32,
     /// The span's attributes.
     pub attributes: BTreeMap<String, Value>,
+    /// The spans it links to: (trace id, span id), hex as above.
+    pub links: Vec<(String, String)>,
 }
 
 impl ReceivedSpan {
@@ -149,6 +151,11 @@ fn decode(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
                 parent_span_id: hex(&span.parent_span_id),
                 kind: span.kind,
                 attributes: attributes(span.attributes),
+                links: span
+                    .links
+                    .iter()
+                    .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
+                    .collect(),
             });
         }
     }

@@ -248,8 +248,11 @@ async fn with_an_otlp_endpoint_the_request_span_is_exported_and_flushed_at_shutd
         ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
     ])
     .await?;
+    let mut reader = QueueReader::connect(&binary.amqp_url).await?;
     let caller = [("traceparent", PARENT)];
-    binary.create_book(&caller).await?;
+    let id = binary.create_book(&caller).await?;
+    // The relay has sent the event (its `send books` span is over) once it can be read.
+    event_of(&mut reader, id).await?;
 
     let status = binary.terminate().await?;
 
@@ -283,6 +286,23 @@ async fn with_an_otlp_endpoint_the_request_span_is_exported_and_flushed_at_shutd
     assert_eq!(
         create.text("messaging.rabbitmq.destination.routing_key"),
         Some("book.created")
+    );
+    // The relay sent it in a batch: a trace of its own, linked to the event's creation.
+    let created = (create.trace_id.clone(), create.span_id.clone());
+    let send = spans
+        .iter()
+        .find(|span| span.name == "send books" && span.links.contains(&created));
+    let send = send.unwrap_or_else(|| panic!("no send books span links to it: {spans:#?}"));
+    assert_eq!(send.kind, PRODUCER);
+    assert_ne!(send.trace_id, PARENT_TRACE_ID, "a batch is not one write's");
+    assert_eq!(send.text("messaging.operation.type"), Some("send"));
+    assert_eq!(send.text("messaging.destination.name"), Some("books"));
+    let count = send
+        .int("messaging.batch.message_count")
+        .unwrap_or_default();
+    assert!(
+        count >= 1 && count >= i64::try_from(send.links.len())?,
+        "{send:#?}"
     );
     Ok(())
 }
