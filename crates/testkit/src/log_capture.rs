@@ -4,10 +4,11 @@
 //! `#[tokio::test]` (one thread) it sees every task the test spawns, the services' included.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde_json::Value;
-use tracing::subscriber::DefaultGuard;
+use tracing::Dispatch;
+use tracing::subscriber::{DefaultGuard, NoSubscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -19,6 +20,7 @@ impl LogCapture {
     /// Captures this thread's events through `filter` (a service's `telemetry::env_filter`),
     /// as JSON lines, until the guard is dropped.
     pub fn install(filter: EnvFilter) -> (LogCapture, DefaultGuard) {
+        keep_callsites_live();
         let capture = LogCapture::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
@@ -40,6 +42,22 @@ impl LogCapture {
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
     }
+}
+
+/// Makes a scoped subscriber (`with_default`, `set_default`, `with_subscriber`) see every
+/// span and event it enables, whatever the test binary's other tests do. Call it before
+/// installing one.
+///
+/// tracing-core (0.1.36) caches each callsite's interest once for the whole process. While
+/// exactly one dispatcher is registered, it asks the default dispatcher of the thread that
+/// reaches the callsite first (tokio-rs/tracing#3611). A sibling test without a subscriber that
+/// reaches, say, the consumer's delivery span first caches "never", and the span is then
+/// disabled under the test's own subscriber too. A second dispatcher that lives as long as the
+/// test binary keeps tracing on the path that asks every registered dispatcher, and
+/// registering it rebuilds the interests already cached.
+pub fn keep_callsites_live() {
+    static SECOND: OnceLock<Dispatch> = OnceLock::new();
+    SECOND.get_or_init(|| Dispatch::new(NoSubscriber::default()));
 }
 
 /// A string field of a captured line (`message`, or any field the event recorded).

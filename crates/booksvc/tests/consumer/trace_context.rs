@@ -88,6 +88,7 @@ fn spawn_traced(
     sink: TraceRecordingSink,
     lines: &Lines,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    testkit::log_capture::keep_callsites_live();
     let provider = SdkTracerProvider::builder().build();
     let writer = lines.clone();
     let subscriber = tracing_subscriber::registry()
