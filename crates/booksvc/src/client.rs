@@ -226,7 +226,7 @@ impl StorageClient {
         let answer = request.send().instrument(span.clone()).await;
         match &answer {
             Ok(response) => trace_context::record_http_status(&span, response.status()),
-            Err(_) => trace_context::record_error(&span, "transport".to_owned()),
+            Err(_) => trace_context::record_error(&span, "transport"),
         }
         answer.map_err(transport_error)
     }

@@ -47,7 +47,7 @@ pub use self::status::RelayStatus;
 use crate::database::{self, bounded};
 use crate::metrics;
 use crate::outbox::{self, PendingEvent};
-use crate::trace_context::{self, TraceHeaders};
+use crate::trace_context;
 use events::{Outage, ReconnectBackoff};
 
 /// How often sent rows are pruned and the backlog gauges refreshed.
@@ -206,7 +206,7 @@ impl OutboxRelay {
             .instrument(span.clone())
             .await;
         if report.error.is_some() {
-            trace_context::record_error(&span, "publish".to_owned());
+            trace_context::record_error(&span, "publish");
         }
         let sent: Vec<i64> = pending[..report.confirmed]
             .iter()
@@ -372,11 +372,9 @@ fn send_span(batch: &[PendingEvent]) -> Span {
         messaging.batch.message_count = i64::try_from(batch.len()).unwrap_or(i64::MAX),
     );
     for row in batch {
-        let created = TraceHeaders {
-            traceparent: row.traceparent.clone(),
-            tracestate: row.tracestate.clone(),
-        };
-        if let Some(context) = created.span_context() {
+        let created =
+            trace_context::span_context_of(row.traceparent.as_deref(), row.tracestate.as_deref());
+        if let Some(context) = created {
             span.add_link(context);
         }
     }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use axum::extract::MatchedPath;
 use axum::http::{HeaderMap, Method, Request, StatusCode, Version};
-use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId, Status, TraceContextExt, TraceId};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -74,8 +74,8 @@ pub fn record_http_status(span: &Span, status: StatusCode) {
 }
 
 /// Marks `span` as failed with the conventions' `error.type` (a status code, or a class of
-/// error such as `transport`).
-pub fn record_error(span: &Span, error_type: String) {
+/// error such as `"transport"`: a `&'static str` is passed on without a copy).
+pub fn record_error(span: &Span, error_type: impl Into<opentelemetry::Value>) {
     span.set_status(Status::error(""));
     span.set_attribute("error.type", error_type);
 }
@@ -195,26 +195,57 @@ impl TraceHeaders {
     /// The span context these headers name, if they name a valid one (e.g. to link a span to
     /// the span that created a message).
     pub fn span_context(&self) -> Option<SpanContext> {
-        let context = TraceContextPropagator::new().extract(&self.carrier());
-        let span_context = context.span().span_context().clone();
-        span_context.is_valid().then_some(span_context)
-    }
-
-    fn carrier(&self) -> HashMap<String, String> {
-        [
-            ("traceparent", self.traceparent.as_ref()),
-            ("tracestate", self.tracestate.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name.to_owned(), value?.clone())))
-        .collect()
+        span_context_of(self.traceparent.as_deref(), self.tracestate.as_deref())
     }
 
     /// Makes `span` continue this context (or start a trace when it is empty or malformed),
     /// like [`continue_trace`] does from HTTP headers.
     pub fn continue_in(&self, span: &Span) {
-        let _ = span.set_parent(TraceContextPropagator::new().extract(&self.carrier()));
+        let carrier = Carrier {
+            traceparent: self.traceparent.as_deref(),
+            tracestate: self.tracestate.as_deref(),
+        };
+        let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
         record_ids(span);
+    }
+}
+
+/// The span context that a `traceparent` (and `tracestate`) name, if valid; read in place,
+/// without copying the values into a map (the relay links a span per published event).
+pub fn span_context_of(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<SpanContext> {
+    let carrier = Carrier {
+        traceparent,
+        tracestate,
+    };
+    let context = TraceContextPropagator::new().extract(&carrier);
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then_some(span_context)
+}
+
+/// The two W3C headers, borrowed, as the propagator reads them.
+struct Carrier<'a> {
+    traceparent: Option<&'a str>,
+    tracestate: Option<&'a str>,
+}
+
+impl Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => self.traceparent,
+            "tracestate" => self.tracestate,
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        let present = [
+            ("traceparent", self.traceparent),
+            ("tracestate", self.tracestate),
+        ];
+        present
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|_| name))
+            .collect()
     }
 }
 
@@ -305,6 +336,41 @@ mod tests {
         });
         assert_eq!(read.traceparent.as_deref(), Some(PARENT));
         assert_eq!(read.tracestate, None);
+    }
+
+    #[test]
+    fn stored_headers_name_their_span_context_and_a_malformed_one_names_none() {
+        let context = span_context_of(Some(PARENT), Some("vendor=abc")).expect("valid");
+        assert_eq!(
+            context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(context.span_id().to_string(), "00f067aa0ba902b7");
+        assert_eq!(context.trace_state().header(), "vendor=abc");
+        for malformed in [
+            None,
+            Some("garbage"),
+            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        ] {
+            assert_eq!(span_context_of(malformed, None), None, "{malformed:?}");
+        }
+    }
+
+    #[test]
+    fn stored_headers_are_continued_by_a_span() {
+        tracing::subscriber::with_default(traced(), || {
+            let span = tracing::info_span!("event");
+            let stored = TraceHeaders {
+                traceparent: Some(PARENT.to_owned()),
+                tracestate: Some("vendor=abc".to_owned()),
+            };
+            stored.continue_in(&span);
+            let out = TraceHeaders::of(&span);
+            let (trace_id, span_id) = ids(out.traceparent.as_deref().expect("a traceparent"));
+            assert_eq!(trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_ne!(span_id, "00f067aa0ba902b7");
+            assert_eq!(out.tracestate.as_deref(), Some("vendor=abc"));
+        });
     }
 
     #[test]
