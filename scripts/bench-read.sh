@@ -12,5 +12,5 @@ if ! command -v wrk >/dev/null; then
   $sudo apt-get install -y wrk || { $sudo apt-get update && $sudo apt-get install -y wrk; }
 fi
 
-cargo build --release -p booksvc --example read_bench
+cargo build --release -p booksvc --example read_bench --bin booksvc
 exec target/release/examples/read_bench

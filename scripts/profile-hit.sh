@@ -13,5 +13,5 @@ if ! command -v valgrind >/dev/null; then
   $sudo apt-get install -y valgrind || { $sudo apt-get update && $sudo apt-get install -y valgrind; }
 fi
 
-cargo build --release -p booksvc --example hit_profile
+cargo build --release -p booksvc --example hit_profile --bin booksvc
 exec target/release/examples/hit_profile

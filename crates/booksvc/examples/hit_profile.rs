@@ -69,6 +69,7 @@ async fn parent() -> anyhow::Result<()> {
         &deps,
         &[("CACHE_FRESH_TTL", "1h")],
         &callgrind(&dir, "booksvc"),
+        within,
     )
     .await?;
     booksvc.wait_for_local_layer(within).await?;

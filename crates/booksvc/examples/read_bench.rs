@@ -1,8 +1,9 @@
 //! Read-path benchmark: `scripts/bench-read.sh` (installs `wrk`, builds in release, runs this).
 //!
 //! One run, against real servers (private testkit PostgreSQL, Redis and RabbitMQ, storagesvc
-//! in-process), every server under test in a child process of its own (this binary run with
-//! `child <mode>`), all of them up for the whole run:
+//! in-process), every server under test in a child process of its own (the `booksvc` release
+//! binary; this binary run with `child <mode>` for the others), all of them up for the whole
+//! run:
 //! 1. `GET /books/1` served fresh by booksvc (`X-Cache: hit`) from its in-process hit layer;
 //! 2. a bare axum handler returning the same bytes: the ceiling, and the load generator's
 //!    own limit (booksvc's goal: >= 0.7 of it);
@@ -73,7 +74,7 @@ async fn parent() -> anyhow::Result<()> {
     let path = format!("/books/{}", storagesvc.create("The Hit Path").await?);
     let within = Duration::from_secs(30);
     // Every hit is fresh for the whole run: this measures the hit path alone.
-    let hits = Server::booksvc(&deps, &[("CACHE_FRESH_TTL", "1h")], &[]).await?;
+    let hits = Server::booksvc(&deps, &[("CACHE_FRESH_TTL", "1h")], &[], within).await?;
     hits.wait_for_local_layer(within).await?;
     let body = hits.warm(&path, "hit", within).await?;
     let bare = Server::start("bare", &[("BENCH_BODY", body.as_str())], &[]).await?;
@@ -98,7 +99,7 @@ async fn parent() -> anyhow::Result<()> {
 
     // The outage: default settings (local layer on, default CACHE_FRESH_TTL), so entries go
     // stale during the run and half-open trials happen as they would in production.
-    let outage = Server::booksvc(&deps, &[("CACHE_PREFIX", "bench-outage:")], &[]).await?;
+    let outage = Server::booksvc(&deps, &[("CACHE_PREFIX", "bench-outage:")], &[], within).await?;
     outage.wait_for_local_layer(within).await?;
     outage.warm(&path, "hit", within).await?;
     println!("\noutage (default settings)");

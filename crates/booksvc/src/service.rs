@@ -6,6 +6,9 @@
 //! local hit layer ── live and fresh? ──▶ serve `hit` (no Redis round trip)
 //!      │ no
 //!      ▼
+//! a stale local copy, breaker open? ──▶ serve `stale` at once (no Redis, no flight)
+//!      │ no
+//!      ▼
 //! cache lookup ── fresh? ──▶ serve `hit` (and copy it into the local layer)
 //!      │ no (stale, absent, or Redis down/slow)
 //!      ▼
@@ -39,9 +42,11 @@
 //!   the breaker counts as neither success nor failure.
 //! - **Local layer.** It holds bytes, so it sits at the edge where the bytes are:
 //!   [`BookService::get_book`] looks in the [`LocalCache`] before `read` and offers it the
-//!   encoded answer after (pages bypass it, see `ListPage`). Only a fresh Redis hit is copied
-//!   into it, with the ticket taken before the lookup, so a read that raced an invalidation
-//!   stores nothing (see [`crate::cache::local`]).
+//!   encoded answer after (pages bypass it, see `ListPage`). A Redis entry served as `hit` or
+//!   `stale` is copied into it, with the ticket taken before the lookup, so a read that raced
+//!   an invalidation stores nothing (see [`crate::cache::local`]). A copy past its freshness
+//!   is served only while the breaker is open: during an outage the hot path is then a map
+//!   lookup, as a hit is, rather than a Redis round trip per read.
 //! - **Who wins.** The fill hands back the revision the lookup saw ([`Seen`]); the cache
 //!   keeps an entry written since (an event) if it is newer. Redis down: the fill fails
 //!   fast and is only logged.
@@ -71,7 +76,7 @@ use self::patience::{Patience, Until, patience};
 pub(crate) use self::resource::{ListPage, OneBook, Resource};
 use crate::book::Book;
 use crate::breaker::CircuitBreaker;
-use crate::cache::{BookCache, BookPage, LocalCache, LocalKey, Lookup, Seen};
+use crate::cache::{BookCache, BookPage, Cached, LocalCache, LocalKey, Lookup, Seen};
 use crate::client::StorageClient;
 use crate::coalesce::{Coalescer, Flight, Role};
 use crate::metrics;
@@ -146,19 +151,46 @@ impl BookService {
                 source: Source::Fresh { age: hit.age },
             });
         }
+        if let Some(stale) = self.local_stale(id) {
+            return Ok(stale);
+        }
         let ticket = local.ticket();
         let served = self.read(OneBook(id), request_id).await?;
         let body = served.value.as_ref().map(json).transpose()?;
-        // A tombstone is not offered to the layer: Redis remembers it.
-        if let (Some(ticket), Source::Fresh { age }, Some(book), Some(body)) =
-            (ticket, &served.source, &served.value, &body)
+        // A tombstone is not offered to the layer: Redis remembers it. A stale entry is, as
+        // a stale copy: the next reads of an outage are served it without Redis.
+        let cached_age = match &served.source {
+            Source::Fresh { age } | Source::Stale { age, .. } => Some(*age),
+            Source::Upstream { .. } => None,
+        };
+        if let (Some(ticket), Some(age), Some(book), Some(body)) =
+            (ticket, cached_age, &served.value, &body)
         {
-            local.store_book(id, ticket, book.version, body.clone(), *age);
+            local.store_book(id, ticket, book.version, body.clone(), age);
         }
         Ok(Served {
             value: body,
             source: served.source,
         })
+    }
+
+    /// The local layer's stale copy of book `id`, served as `stale` at once while the breaker
+    /// is open: storagesvc cannot be asked, and Redis holds the same stale entry the copy was
+    /// read from (within `LOCAL_CACHE_TTL`). Closed or half-open, `None`: the read path goes
+    /// on as without the layer (a half-open read joins or starts the trial, without waiting).
+    fn local_stale(&self, id: i64) -> Option<Served<Option<Bytes>>> {
+        let Err(refused) = self.core.path.breaker.refusal_while_open() else {
+            return None;
+        };
+        let copy = self.core.local.get_stale(LocalKey::Book(id))?;
+        let why = FetchFailure::CircuitOpen {
+            retry_after: refused.retry_after(),
+        };
+        let cached = Cached {
+            value: Some(copy.body),
+            age: copy.age,
+        };
+        Some(served(OneBook::NAME, cached, Some(why)))
     }
 
     /// `GET /books?limit=N&after=ID` as the JSON body to send: one page, ordered by id.
@@ -212,9 +244,10 @@ impl BookService {
             return Ok(served(R::NAME, fresh.clone(), None));
         }
         // An open breaker with something cached: the fallback at once. No flight, no retry
-        // loop, no task: nothing could reach storagesvc anyway, and during an outage this
-        // is the hot path (stale costs a Redis read, as a hit does). Else the same look at
-        // the breaker says how long to wait for the call (see `patience`).
+        // loop, no task: nothing could reach storagesvc anyway. During an outage this is the
+        // hot path of pages, and of books once a second (the local layer serves their stale
+        // copies in between). Else the same look at the breaker says how long to wait for
+        // the call (see `patience`).
         let patience = match &lookup.cached {
             None => Patience::budget(deadline),
             Some(cached) => match path.breaker.refusal_while_open() {

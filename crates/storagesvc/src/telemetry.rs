@@ -96,6 +96,13 @@ fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
     Ok(builder.with_batch_exporter(exporter).build())
 }
 
+/// Whether this process exports spans: the `OTEL_*` variables of its environment ask for OTLP
+/// export, as [`init`] reads them. Without an exporter a span that logs nothing is seen by
+/// nobody, so a request answered from memory may go without one.
+pub fn spans_exported() -> bool {
+    export_configured(|name| std::env::var(name).ok())
+}
+
 /// Whether the variables ask for OTLP export: an endpoint is set and `OTEL_TRACES_EXPORTER`
 /// does not say `none`.
 fn export_configured(var: impl Fn(&str) -> Option<String>) -> bool {

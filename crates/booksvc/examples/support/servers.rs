@@ -1,7 +1,10 @@
-//! The servers the read benchmarks measure, each in a child process of its own (the bench's
-//! binary run as `child <mode>`): booksvc configured from the environment, a bare axum
-//! handler returning `BENCH_BODY`, and an axum handler doing one Redis `GET` of it.
+//! The servers the read benchmarks measure, each in a child process of its own: booksvc, the
+//! release binary a user runs (`target/release/booksvc`, next to the bench's own directory),
+//! so its RSS is booksvc's and not a copy of the bench with the harness linked in; and the
+//! bench's binary run as `child <mode>` for a bare axum handler returning `BENCH_BODY` and an
+//! axum handler doing one Redis `GET` of it.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -35,29 +38,16 @@ mod child {
     use axum::http::header::CONTENT_TYPE;
     use axum::response::IntoResponse;
     use axum::routing::get;
-    use clap::Parser;
     use redis::AsyncCommands;
     use redis::aio::ConnectionManager;
     use tokio_util::sync::CancellationToken;
 
     pub(super) async fn run(mode: &str) -> anyhow::Result<()> {
         match mode {
-            "booksvc" => booksvc().await,
             "bare" => serve(bare_router(std::env::var("BENCH_BODY")?)).await,
             "redis" => serve(redis_router(&std::env::var("REDIS_URL")?).await?).await,
             other => anyhow::bail!("unknown child mode {other:?}"),
         }
-    }
-
-    /// The real thing, configured from the environment like the binary.
-    async fn booksvc() -> anyhow::Result<()> {
-        let settings = booksvc::Settings::try_parse_from(["booksvc"])?;
-        booksvc::telemetry::init(&settings.rust_log, settings.log_format)?;
-        let app = booksvc::Application::build(settings).await?;
-        println!("{}", app.port());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(booksvc::app::cancel_on_signal(shutdown.clone()));
-        app.run_until_stopped(shutdown).await
     }
 
     fn bare_router(body: String) -> Router {
@@ -110,20 +100,32 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// booksvc talking to `deps`, with `extra` settings; `wrapper` runs it (a profiler).
+    /// The booksvc binary talking to `deps`, with `extra` settings; `wrapper` runs it (a
+    /// profiler). Returns once it answers its liveness probe (at most `within`).
     pub(crate) async fn booksvc(
         deps: &Deps<'_>,
         extra: &[(&str, &str)],
         wrapper: &[String],
+        within: Duration,
     ) -> anyhow::Result<Server> {
+        let port = free_port()?;
+        let address = format!("127.0.0.1:{port}");
         let mut env = vec![
-            ("HTTP_PORT", "127.0.0.1:0"),
+            ("HTTP_PORT", address.as_str()),
             ("STORAGESVC_URL", deps.storagesvc),
             ("REDIS_URL", deps.redis_url),
             ("AMQP_URL", deps.amqp_url),
         ];
         env.extend_from_slice(extra);
-        Server::start("booksvc", &env, wrapper).await
+        let mut child = spawn(&booksvc_binary()?, &[], &env, wrapper)?;
+        drain(child.stdout.take().context("child stdout")?);
+        let server = Server {
+            child,
+            port,
+            client: reqwest::Client::new(),
+        };
+        server.wait_live(within).await?;
+        Ok(server)
     }
 
     /// This binary as `child <mode>` with `env`, under `wrapper` (a command and its
@@ -134,26 +136,12 @@ impl Server {
         wrapper: &[String],
     ) -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?;
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(exe);
-                command
-            }
-            None => Command::new(exe),
-        };
-        let mut child = command
-            .args(["child", mode])
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
+        let mut child = spawn(&exe, &["child", mode], env, wrapper)?;
         let stdout = child.stdout.take().context("child stdout")?;
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
         reader.read_line(&mut line).await?;
-        // Keep draining: a child writing logs to a closed pipe would lose them.
-        tokio::spawn(async move { tokio::io::copy(&mut reader, &mut tokio::io::sink()).await });
+        drain(reader);
         let port = line
             .trim()
             .parse()
@@ -163,6 +151,27 @@ impl Server {
             port,
             client: reqwest::Client::new(),
         })
+    }
+
+    /// Waits (at most `within`) until `GET /healthz/live` answers 200.
+    async fn wait_live(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let live = self.client.get(self.url("/healthz/live")).send().await;
+            if live.is_ok_and(|response| response.status().is_success()) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                self.child_running(),
+                "booksvc exited during start-up (its settings?)"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("booksvc did not answer /healthz/live within {within:?}")
+    }
+
+    fn child_running(&self) -> bool {
+        self.child.id().is_some()
     }
 
     pub(crate) fn port(&self) -> u16 {
@@ -229,6 +238,58 @@ impl Server {
             .context("the child did not stop after SIGTERM")??;
         Ok(())
     }
+}
+
+/// `program` with `args` and `env`, under `wrapper` when not empty, killed when dropped.
+fn spawn(
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    wrapper: &[String],
+) -> anyhow::Result<Child> {
+    let mut command = match wrapper.split_first() {
+        Some((wrapper, wrapper_args)) => {
+            let mut command = Command::new(wrapper);
+            command.args(wrapper_args).arg(program);
+            command
+        }
+        None => Command::new(program),
+    };
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))
+}
+
+/// Keeps reading a child's output: a child writing logs to a closed pipe would lose them.
+fn drain(mut output: impl tokio::io::AsyncRead + Unpin + Send + 'static) {
+    tokio::spawn(async move { tokio::io::copy(&mut output, &mut tokio::io::sink()).await });
+}
+
+/// The `booksvc` binary of this bench's profile (`target/release/booksvc` for
+/// `target/release/examples/read_bench`).
+fn booksvc_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the bench binary is not under target/<profile>/examples")?;
+    let binary = profile_dir.join("booksvc");
+    anyhow::ensure!(
+        binary.is_file(),
+        "{} is missing: build it with the bench (`cargo build --release -p booksvc --bin booksvc`)",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+/// A port nothing listens on now (the OS's choice).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
 }
 
 /// Stores `body` under [`REDIS_KEY`] for the one-GET handler.

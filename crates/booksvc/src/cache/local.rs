@@ -4,10 +4,14 @@
 //! # What it holds
 //! One slot per [`LocalKey`] (a book), bounded by `LOCAL_CACHE_MAX_ENTRIES`
 //! (moka: TinyLFU admission, LRU eviction). A slot is either
-//! - a **body**: the JSON booksvc serves, copied from a *fresh* Redis entry, with that entry's
-//!   age and version. It is a `hit` only while the Redis entry it copies would still be fresh
-//!   (`CACHE_FRESH_TTL`), and never for longer than `LOCAL_CACHE_TTL` (the safety net: any
-//!   incoherence this layer could add is bounded by it); or
+//! - a **body**: the JSON booksvc serves, copied from a Redis entry, with that entry's age and
+//!   version. It is a `hit` ([`LocalCache::get`]) only while the Redis entry it copies would
+//!   still be fresh (`CACHE_FRESH_TTL`). Past that it is a **stale copy**
+//!   ([`LocalCache::get_stale`]), which the read path serves only while the breaker is open,
+//!   instead of reading the same stale entry from Redis for
+//!   every request of an outage. Either way it is kept no longer than `LOCAL_CACHE_TTL` after
+//!   it was read from Redis (the safety net: any incoherence this layer could add is bounded
+//!   by it); or
 //! - a **floor**: an event said book `id` is at version `v`; nothing older may be stored for
 //!   it. The event may reach this replica before the consumer (perhaps another replica's) has
 //!   written it to Redis, and a read in that gap must not copy the old entry back in.
@@ -57,7 +61,7 @@ pub enum LocalKey {
     Book(i64),
 }
 
-/// A local hit: the body to send and the age of the Redis entry it copies.
+/// A local copy: the body to send and the age of the Redis entry it copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalHit {
     pub body: Bytes,
@@ -126,6 +130,9 @@ enum Slot {
         version: i64,
         stored_at: Instant,
         age_at_store: Duration,
+        /// Until when it is a hit: the Redis entry's freshness (already past for a stale copy).
+        fresh_until: Instant,
+        /// `LOCAL_CACHE_TTL` after `stored_at`: gone from then on.
         expires_at: Instant,
     },
     Floor {
@@ -213,8 +220,26 @@ impl LocalCache {
         }
     }
 
-    /// The body for `key` if the layer is live and holds a fresh one.
+    /// The body for `key` if the layer is live and holds a fresh one: a hit.
     pub fn get(&self, key: LocalKey) -> Option<LocalHit> {
+        let (copy, fresh) = self.copy(key)?;
+        let inner = self.inner.as_ref()?;
+        fresh.then(|| {
+            inner.metrics.record();
+            copy
+        })
+    }
+
+    /// The body for `key` if the layer is live and holds one that is no longer fresh (read
+    /// from Redis less than `LOCAL_CACHE_TTL` ago): what a read may serve as `stale` while
+    /// storagesvc cannot be asked. Not counted as a hit.
+    pub fn get_stale(&self, key: LocalKey) -> Option<LocalHit> {
+        self.copy(key)
+            .and_then(|(copy, fresh)| (!fresh).then_some(copy))
+    }
+
+    /// The live body for `key`, and whether it is fresh.
+    fn copy(&self, key: LocalKey) -> Option<(LocalHit, bool)> {
         let inner = self.inner.as_ref()?;
         if !inner.live.load(Ordering::Acquire) {
             return None;
@@ -223,6 +248,7 @@ impl LocalCache {
             body,
             stored_at,
             age_at_store,
+            fresh_until,
             expires_at,
             ..
         } = inner.slots.get(&key)?
@@ -233,11 +259,11 @@ impl LocalCache {
         if now >= expires_at {
             return None;
         }
-        inner.metrics.record();
-        Some(LocalHit {
+        let copy = LocalHit {
             body,
             age: age_at_store + now.duration_since(stored_at),
-        })
+        };
+        Some((copy, now < fresh_until))
     }
 
     /// The epoch to hand to [`LocalCache::store_book`], taken
@@ -248,9 +274,9 @@ impl LocalCache {
         inner.live.load(Ordering::Acquire).then_some(Ticket(epoch))
     }
 
-    /// Stores the body of book `id` (a fresh Redis entry of `age`, at `version`) unless an
-    /// invalidation or bypass happened since `ticket`, an event said the book is newer, or the
-    /// entry is no longer fresh. Says whether it was stored.
+    /// Stores the body of book `id` (a Redis entry of `age`, at `version`: a hit while it is
+    /// fresh, a stale copy after) unless an invalidation or bypass happened since `ticket`, or
+    /// an event said the book is newer. Says whether it was stored.
     pub fn store_book(
         &self,
         id: i64,
@@ -267,16 +293,15 @@ impl LocalCache {
         let Some(inner) = self.inner.as_ref() else {
             return false;
         };
-        let Some(fresh_left) = inner.fresh_ttl.checked_sub(age).filter(|d| !d.is_zero()) else {
-            return false;
-        };
         let now = Instant::now();
+        let fresh_left = inner.fresh_ttl.saturating_sub(age);
         let slot = Slot::Body {
             body,
             version,
             stored_at: now,
             age_at_store: age,
-            expires_at: now + fresh_left.min(inner.max_age),
+            fresh_until: now + fresh_left,
+            expires_at: now + inner.max_age,
         };
         let result = inner.slots.entry(key).and_compute_with(|existing| {
             if !inner.is_current(ticket) {

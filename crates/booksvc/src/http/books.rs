@@ -19,8 +19,17 @@ use crate::service::{BookService, Source};
 /// `CACHE_FRESH_TTL`. One `Arc`, so a request clones one handle (the whole [`super::AppState`]
 /// would clone every one of its handles, and a cancellation token's clone takes a lock).
 pub(super) struct Books {
-    service: BookService,
-    hit_headers: HitHeaders,
+    pub(super) service: BookService,
+    pub(super) hit_headers: HitHeaders,
+}
+
+impl Books {
+    pub(super) fn new(service: BookService) -> Books {
+        Books {
+            hit_headers: HitHeaders::new(service.path().fresh_ttl),
+            service,
+        }
+    }
 }
 
 /// The documented book routes (`GET /`, `GET /books`, `GET /books/{id}`), still wanting their
@@ -33,15 +42,11 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Books>> {
 }
 
 /// The book routes with their own state.
-pub(super) fn router<S>(service: BookService) -> OpenApiRouter<S>
+pub(super) fn router<S>(books: Arc<Books>) -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let books = Books {
-        hit_headers: HitHeaders::new(service.path().fresh_ttl),
-        service,
-    };
-    routes().with_state(Arc::new(books))
+    routes().with_state(books)
 }
 
 /// `GET /`: the list, as the original service served it at its root; the same pages as
@@ -156,8 +161,8 @@ async fn get_book(
 
 /// A JSON body already encoded by the read path (what `Json` would send, without encoding
 /// again: a local hit is these bytes as they were stored), with its cache headers, built in
-/// place: the hit path's answer.
-fn json(body: Bytes, source: &Source, hit: &HitHeaders) -> Response {
+/// place: the hit path's answer (the fast path's too, [`super::local_hits`]).
+pub(super) fn json(body: Bytes, source: &Source, hit: &HitHeaders) -> Response {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -25,7 +25,7 @@ impl<S: Send + Sync> FromRequestParts<S> for BookId {
     }
 }
 
-fn parse_book_id(raw: &str) -> Result<i64, ApiError> {
+pub(super) fn parse_book_id(raw: &str) -> Result<i64, ApiError> {
     // Digits only: `+5`, ` 5`, `5.0` and `0x5` would parse or half-parse elsewhere; refuse
     // them all the same way. Leading zeros are harmless and allowed.
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {

@@ -4,19 +4,22 @@
 //!
 //! [`router`] is all of it, without a socket, so tests can drive it with `oneshot`.
 //! Middleware, outermost first: request id (taken from `x-request-id` when it is at most
-//! 128 characters of `[A-Za-z0-9._-]`, generated otherwise) →
-//! trace span carrying that id and continuing the caller's W3C trace context → id echoed on
-//! the response → HTTP metrics. Handlers only read, so there is no body to limit.
+//! 128 characters of `[A-Za-z0-9._-]`, generated otherwise) → id echoed on the response →
+//! HTTP metrics → a local hit answered at once when its span could not be seen
+//! ([`local_hits`]) → trace span carrying the request id and continuing the caller's W3C
+//! trace context. Handlers only read, so there is no body to limit.
 
 mod books;
 mod error;
 mod extract;
 mod headers;
 pub mod health;
+mod local_hits;
 mod openapi;
 mod request_ids;
 mod scrape;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -36,6 +39,7 @@ pub use self::headers::{
     AGE, CACHE_STATUS, HitHeaders, X_CACHE, cache_headers, insert_cache_headers,
 };
 pub use self::health::ready_timeout;
+use self::local_hits::LocalHitsLayer;
 pub use self::openapi::{CacheStatus, NextLink, XCache, description};
 pub use self::request_ids::SequentialIds;
 use crate::client::REQUEST_ID_HEADER;
@@ -70,21 +74,30 @@ const ROUTES: [&str; 7] = [
     "/openapi.json",
 ];
 
-/// Every route of the service, with its middleware.
+/// Every route of the service, with its middleware. Whether spans are exported is read from
+/// the `OTEL_*` variables, as [`crate::telemetry::init`] reads them.
 pub fn router(state: AppState) -> Router {
-    let books = books::router(state.service.clone());
-    let (routes, _description) = openapi::routes(books).split_for_parts();
+    router_with(state, crate::telemetry::spans_exported())
+}
+
+/// [`router`], told whether spans are exported (local hits are then traced too).
+pub fn router_with(state: AppState, spans_exported: bool) -> Router {
+    let books = Arc::new(books::Books::new(state.service.clone()));
+    let local_hits = LocalHitsLayer::new(Arc::clone(&books), spans_exported);
+    let (routes, _description) = openapi::routes(books::router(books)).split_for_parts();
     routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware_stack())
+        .layer(middleware_stack(local_hits))
         .with_state(state)
 }
 
 /// The middleware, outermost first, as one layer: each `Router::layer` call wraps the
 /// router in a boxed service that is cloned for every request (five layers cost more than the
 /// hit itself, callgrind: docs/benchmarks.md); one stack is one box.
-fn middleware_stack() -> impl tower::Layer<
+fn middleware_stack(
+    local_hits: LocalHitsLayer,
+) -> impl tower::Layer<
     axum::routing::Route,
     Service: tower::Service<
         Request<Body>,
@@ -106,6 +119,12 @@ fn middleware_stack() -> impl tower::Layer<
             request_id.clone(),
             SequentialIds::new(),
         ))
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(middleware::from_fn_with_state(
+            metrics::http_metrics(&ROUTES),
+            metrics::track_http,
+        ))
+        .layer(local_hits)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -114,11 +133,6 @@ fn middleware_stack() -> impl tower::Layer<
                 // outage (`events::outage`), the breaker its changes of state.
                 .on_failure(()),
         )
-        .layer(PropagateRequestIdLayer::new(request_id))
-        .layer(middleware::from_fn_with_state(
-            metrics::http_metrics(&ROUTES),
-            metrics::track_http,
-        ))
 }
 
 /// Longest `x-request-id` taken from a client, and longest path written into a log line.
@@ -339,5 +353,112 @@ mod tests {
         );
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
+    }
+
+    /// Counts the request spans made (`request`, [`trace_context::http_server_span`]).
+    #[derive(Clone, Default)]
+    struct RequestSpans(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl RequestSpans {
+        fn made(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RequestSpans {
+        fn on_new_span(
+            &self,
+            attributes: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if attributes.metadata().name() == "request" {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// [`offline_state`] whose live local layer holds book 1.
+    fn state_with_a_local_hit() -> AppState {
+        let offline = offline_state();
+        let local = crate::cache::LocalCache::new(crate::cache::LocalCacheSettings {
+            max_entries: 10,
+            max_age: Duration::from_secs(60),
+            fresh_ttl: Duration::from_secs(5),
+        });
+        local.go_live();
+        let ticket = local.ticket().expect("live");
+        let body = axum::body::Bytes::from_static(br#"{"id":1,"title":"Dune"}"#);
+        assert!(local.store_book(1, ticket, 1, body, Duration::ZERO));
+        let path = ReadPath {
+            cache: BookCache::new(CacheSettings::new("redis://127.0.0.1:1")).expect("lazy cache"),
+            client: StorageClient::new("http://127.0.0.1:1", Duration::from_millis(50))
+                .expect("client"),
+            breaker: CircuitBreaker::new(BreakerSettings::default()),
+            retry: RetrySettings::default(),
+            fresh_ttl: Duration::from_secs(5),
+            budget: Duration::from_secs(1),
+            redis_timeout: Duration::from_millis(50),
+            stale_soft_timeout: Duration::from_millis(50),
+        };
+        AppState {
+            service: BookService::with_local(path, local),
+            ..offline
+        }
+    }
+
+    /// `GET path` through `router` under a subscriber with `filter`: the answer and the
+    /// request spans made.
+    async fn get_counting_spans(
+        router: Router,
+        path: &str,
+        filter: &str,
+    ) -> (axum::response::Response, usize) {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        testkit::log_capture::keep_callsites_live();
+        let spans = RequestSpans::default();
+        let filter: tracing_subscriber::filter::Targets = filter.parse().expect("filter");
+        let subscriber = tracing_subscriber::registry().with(spans.clone().with_filter(filter));
+        // The test's runtime is this thread, so the request runs under this subscriber.
+        let _default = tracing::subscriber::set_default(subscriber);
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        let response = router.oneshot(request).await.expect("infallible");
+        (response, spans.made())
+    }
+
+    #[tokio::test]
+    async fn a_local_hit_goes_without_a_span_only_when_nobody_could_see_it() {
+        // No exporter, INFO: a hit's span would log nothing and be sent nowhere.
+        let untraced = router_with(state_with_a_local_hit(), false);
+        let (hit, spans) = get_counting_spans(untraced.clone(), "/books/1", "info").await;
+        assert_eq!(hit.status(), StatusCode::OK);
+        assert_eq!(hit.headers()[X_CACHE], "hit");
+        let status = hit.headers()[CACHE_STATUS].to_str().expect("ASCII");
+        assert!(status.starts_with("booksvc; hit; ttl="), "{status}");
+        assert!(hit.headers().contains_key(REQUEST_ID_HEADER), "{hit:?}");
+        let body = to_bytes(hit.into_body(), 1024).await.expect("body");
+        assert_eq!(&body[..], br#"{"id":1,"title":"Dune"}"#);
+        assert_eq!(spans, 0, "an untraced hit made a request span");
+        // Everything else is traced: a bad id, another route.
+        let (bad, spans) = get_counting_spans(untraced.clone(), "/books/x1", "info").await;
+        assert_eq!((bad.status(), spans), (StatusCode::BAD_REQUEST, 1));
+        let (live, spans) = get_counting_spans(untraced, "/healthz/live", "info").await;
+        assert_eq!((live.status(), spans), (StatusCode::OK, 1));
+
+        // Spans exported: every request is traced, hits too.
+        let exported = router_with(state_with_a_local_hit(), true);
+        let (hit, spans) = get_counting_spans(exported, "/books/1", "info").await;
+        assert_eq!(
+            (hit.status(), hit.headers()[X_CACHE].clone()),
+            (StatusCode::OK, "hit".parse().unwrap())
+        );
+        assert_eq!(spans, 1, "an exported hit must have its span");
+
+        // The request's DEBUG line enabled: the hit logs, so it is traced.
+        let untraced = router_with(state_with_a_local_hit(), false);
+        let (hit, spans) = get_counting_spans(untraced, "/books/1", "info,tower_http=debug").await;
+        assert_eq!((hit.status(), spans), (StatusCode::OK, 1));
     }
 }

@@ -1,6 +1,7 @@
 //! The in-process hit layer, in the real booksvc against a real broker and Redis: an event
-//! from anywhere drops the local copy; with the broker down the layer is bypassed; off by
-//! configuration, reads are what they were.
+//! from anywhere drops the local copy; with the breaker open a stale copy is served without
+//! Redis; with the broker down the layer is bypassed; off by configuration, reads are what
+//! they were.
 //!
 //! "Another replica" is played by writing Redis directly (as its consumer or a fill would)
 //! and by publishing to `books` directly (as storagesvc's relay does). The layer is kept
@@ -8,7 +9,7 @@
 //! does not depend on how fast a loaded machine runs.
 
 use booksvc::book::Book;
-use booksvc::cache::{BookCache, LocalState, Seen};
+use booksvc::cache::{BookCache, LocalKey, LocalState, Seen};
 use chrono::Utc;
 use events::BookChanged;
 use reqwest::StatusCode;
@@ -200,6 +201,83 @@ async fn with_the_broker_down_reads_bypass_the_local_layer() -> anyhow::Result<(
     assert_eq!(title(&booksvc, 1).await?, "during");
     assert!(!booksvc.local.is_empty(), "live again but storing nothing");
     booksvc.stop().await?;
+    Ok(())
+}
+
+/// The `Cache-Status` of an answer.
+fn cache_status(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("cache-status")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn with_the_breaker_open_a_stale_copy_is_served_from_memory_until_an_event_drops_it()
+-> anyhow::Result<()> {
+    let broker = Broker::fresh().await?;
+    // Entries go stale after a second; the breaker, once open, stays open for the test.
+    let args = [
+        "--cache-fresh-ttl",
+        "1s",
+        "--local-cache-ttl",
+        "1h",
+        "--breaker-timeout",
+        "1h",
+    ];
+    let booksvc = Booksvc::options(&unreachable_http_url()?)
+        .consumer(&broker.url)
+        .args(&args)
+        .spawn()
+        .await?;
+    start_cache_memory(&booksvc.cache).await?;
+    assert!(
+        local_state_is(&booksvc, LocalState::Live).await,
+        "never went live"
+    );
+    write_redis_only(&booksvc.cache, &created(1, "first")).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+
+    // storagesvc is unreachable: reads answer the stale entry, and keep a stale copy of it,
+    // until the breaker opens.
+    let opened = eventually(SOON, || async {
+        let response = booksvc.get("/books/1").await;
+        response.is_ok_and(|response| cache_status(&response).contains("detail=circuit-open"))
+    });
+    assert!(opened.await, "the breaker never opened");
+    assert!(
+        booksvc.local.get_stale(LocalKey::Book(1)).is_some(),
+        "no stale copy kept"
+    );
+
+    // Redis moves on without an event reaching this replica: with the breaker open, the
+    // copy is the answer, without a Redis read (which would find "second", fresh).
+    write_redis_only(&booksvc.cache, &updated(1, 2, "second")).await?;
+    for _ in 0..3 {
+        let response = booksvc.get("/books/1").await?;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-cache"], "stale");
+        let status = cache_status(&response);
+        assert!(status.contains("detail=circuit-open"), "{status}");
+        assert!(status.contains("ttl=-"), "not stale: {status}");
+        let book: Value = response.json().await?;
+        assert_eq!(book["title"], "first");
+    }
+
+    // The event drops the copy, as it drops a hit: the next reads are the new data.
+    broker.publish(&[updated(1, 3, "third")]).await?;
+    let caught_up = eventually(SOON, || async {
+        let Ok(response) = booksvc.get("/books/1").await else {
+            return false;
+        };
+        let book: Value = response.json().await.unwrap_or_default();
+        book["title"] == "third"
+    });
+    assert!(caught_up.await, "the stale copy outlived the event");
+    booksvc.stop().await?;
+    broker.close().await;
     Ok(())
 }
 

@@ -101,20 +101,73 @@ fn bypassed_it_serves_and_stores_nothing_and_comes_back_empty() {
 
 #[test]
 fn freshness_follows_the_redis_entry_and_the_cap() {
+    let fresh_ttl = Duration::from_secs(5);
     let layer = LocalCache::new(LocalCacheSettings {
         max_entries: 100,
-        max_age: Duration::from_millis(50),
-        fresh_ttl: Duration::from_secs(5),
+        max_age: Duration::from_millis(300),
+        fresh_ttl,
     });
     layer.go_live();
-    // Already past CACHE_FRESH_TTL in Redis: not a hit, so not stored.
+    // Already past CACHE_FRESH_TTL in Redis: kept as a stale copy, never a hit.
     let ticket = layer.ticket().unwrap();
-    assert!(!layer.store_book(1, ticket, 1, body("old"), Duration::from_secs(5)));
-    // Fresh, but the cap ends it first.
-    assert!(store(&layer, 2, 1, "capped"));
+    assert!(layer.store_book(1, ticket, 1, body("old"), fresh_ttl));
+    assert_eq!(served(&layer, 1), None, "a stale entry served as a hit");
+    let stale = layer.get_stale(LocalKey::Book(1)).expect("a stale copy");
+    assert_eq!(stale.body, body("old"));
+    assert!(stale.age >= fresh_ttl, "{:?}", stale.age);
+    // Fresh for 100 ms more: a hit, then a stale copy, then gone at the cap.
+    let ticket = layer.ticket().unwrap();
+    let almost = fresh_ttl - Duration::from_millis(100);
+    assert!(layer.store_book(2, ticket, 1, body("aging"), almost));
     assert!(served(&layer, 2).is_some());
-    std::thread::sleep(Duration::from_millis(120));
-    assert_eq!(served(&layer, 2), None, "served past LOCAL_CACHE_TTL");
+    assert_eq!(
+        layer.get_stale(LocalKey::Book(2)),
+        None,
+        "fresh is not stale"
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(
+        served(&layer, 2),
+        None,
+        "served as a hit past CACHE_FRESH_TTL"
+    );
+    assert!(layer.get_stale(LocalKey::Book(2)).is_some());
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(
+        layer.get_stale(LocalKey::Book(1)),
+        None,
+        "kept past LOCAL_CACHE_TTL"
+    );
+    assert_eq!(
+        layer.get_stale(LocalKey::Book(2)),
+        None,
+        "kept past LOCAL_CACHE_TTL"
+    );
+}
+
+#[test]
+fn a_stale_copy_follows_events_and_bypass_like_a_hit() {
+    let layer = live_layer();
+    let ticket = layer.ticket().unwrap();
+    assert!(layer.store_book(1, ticket, 1, body("v1"), FRESH));
+    layer.invalidate_book(1, EventType::Updated, 2);
+    assert_eq!(
+        layer.get_stale(LocalKey::Book(1)),
+        None,
+        "the event must drop it"
+    );
+    let ticket = layer.ticket().unwrap();
+    assert!(
+        !layer.store_book(1, ticket, 1, body("v1"), FRESH),
+        "below the floor"
+    );
+    assert!(layer.store_book(3, ticket, 1, body("x"), FRESH));
+    layer.bypass("test");
+    assert_eq!(
+        layer.get_stale(LocalKey::Book(3)),
+        None,
+        "bypassed serves nothing"
+    );
 }
 
 #[test]
