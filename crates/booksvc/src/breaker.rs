@@ -214,6 +214,33 @@ impl CircuitBreaker {
         Err(NotPermitted::Open { retry_after })
     }
 
+    /// The refusal [`CircuitBreaker::try_acquire`] would give now (open, or half-open with every
+    /// probe slot taken: a trial is in flight), counted as a call not permitted, without taking
+    /// a permit; else the state. Lets a read with a copy in memory serve it at once whenever
+    /// no call of its own could go out.
+    pub fn refusal_now(&self) -> Result<State, NotPermitted> {
+        let inner = self.lock_current();
+        let refused = match inner.state {
+            State::Open => NotPermitted::Open {
+                retry_after: inner.expiry.map_or(Duration::ZERO, |at| {
+                    at.saturating_duration_since(Instant::now())
+                }),
+            },
+            State::HalfOpen if inner.counts.requests >= self.settings.max_half_open => {
+                NotPermitted::TooManyProbes
+            }
+            state => return Ok(state),
+        };
+        crate::metrics::record_breaker_not_permitted();
+        Err(refused)
+    }
+
+    /// Whether the last call reported in this generation failed (closed: failures are adding
+    /// up towards the trip rule). A read with an entry does not wait for a call then.
+    pub fn last_call_failed(&self) -> bool {
+        self.lock_current().counts.consecutive_failures > 0
+    }
+
     /// Asks to make one call. Refused while open, and in half-open once every probe slot is taken.
     pub fn try_acquire(&self) -> Result<Permit, NotPermitted> {
         let mut inner = self.lock_current();

@@ -109,6 +109,11 @@ where
         (flight, Role::Leader, started)
     }
 
+    /// When the flight for `key` started, if one is in the air.
+    pub fn started(&self, key: &K) -> Option<Instant> {
+        self.lock().get(key).map(|in_air| in_air.started)
+    }
+
     /// Flights in the air now.
     pub fn in_flight(&self) -> usize {
         self.lock().len()

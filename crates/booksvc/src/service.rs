@@ -6,7 +6,7 @@
 //! local hit layer ── live and fresh? ──▶ serve `hit` (no Redis round trip)
 //!      │ no
 //!      ▼
-//! a stale local copy, breaker open? ──▶ serve `stale` at once (no Redis, no flight)
+//! a stale local copy, and no answer in time? ──▶ serve `stale` (no Redis, no flight)
 //!      │ no
 //!      ▼
 //! cache lookup ── fresh? ──▶ serve `hit` (and copy it into the local layer)
@@ -26,7 +26,8 @@
 //!   most `STALE_SOFT_TIMEOUT` after its flight started (a reader joining a late flight
 //!   waits less, or not at all), and not at all while the breaker is half-open (the call is a
 //!   trial, or waits behind one, and storagesvc was down a moment ago: under concurrency
-//!   every reader of the key would otherwise queue behind it). It then serves the entry as
+//!   every reader of the key would otherwise queue behind it) or its last call failed
+//!   (storagesvc is failing now). It then serves the entry as
 //!   `stale` while the flight goes on in its own task and refills the cache.
 //! - **Budget.** `REQUEST_BUDGET` bounds everything: the lookup is bounded by
 //!   `REDIS_TIMEOUT`, the storagesvc attempts and pauses end before the deadline minus one
@@ -45,8 +46,9 @@
 //!   encoded answer after (pages bypass it, see `ListPage`). A Redis entry served as `hit` or
 //!   `stale` is copied into it, with the ticket taken before the lookup, so a read that raced
 //!   an invalidation stores nothing (see [`crate::cache::local`]). A copy past its freshness
-//!   is served only while the breaker is open: during an outage the hot path is then a map
-//!   lookup, as a hit is, rather than a Redis round trip per read.
+//!   is served only when a read would not wait for storagesvc anyway (breaker open, half-open
+//!   with its trial in flight, or the book's flight older than the soft timeout): during an
+//!   outage the hot path is then a map lookup, as a hit is, rather than a Redis round trip.
 //! - **Who wins.** The fill hands back the revision the lookup saw ([`Seen`]); the cache
 //!   keeps an entry written since (an event) if it is newer. Redis down: the fill fails
 //!   fast and is only logged.
@@ -72,14 +74,14 @@ use tokio::time::Instant;
 pub use self::answer::{FetchFailure, PageBody, Served, Source};
 use self::answer::{fetched, json, served, unavailable};
 use self::call::{CallError, call_outcome};
-use self::patience::{Patience, Until, patience};
+use self::patience::{Patience, Until, patience, storagesvc_failing};
 pub(crate) use self::resource::{ListPage, OneBook, Resource};
 use crate::book::Book;
-use crate::breaker::CircuitBreaker;
-use crate::cache::{BookCache, BookPage, Cached, LocalCache, LocalKey, Lookup, Seen};
+use crate::breaker::{CircuitBreaker, NotPermitted, State};
+use crate::cache::{BookCache, BookPage, LocalCache, LocalKey, Lookup, Seen};
 use crate::client::StorageClient;
 use crate::coalesce::{Coalescer, Flight, Role};
-use crate::metrics;
+use crate::metrics::{self, ReadResult};
 use crate::paging::PageQuery;
 use crate::retry::{RetrySettings, retry_within};
 use events::Outage;
@@ -144,16 +146,11 @@ impl BookService {
         id: i64,
         request_id: Option<HeaderValue>,
     ) -> Result<Served<Option<Bytes>>, FetchFailure> {
+        if let Some(Served { value, source }) = self.local_answer(id) {
+            let value = Some(value);
+            return Ok(Served { value, source });
+        }
         let local = &self.core.local;
-        if let Some(hit) = local.get(LocalKey::Book(id)) {
-            return Ok(Served {
-                value: Some(hit.body),
-                source: Source::Fresh { age: hit.age },
-            });
-        }
-        if let Some(stale) = self.local_stale(id) {
-            return Ok(stale);
-        }
         let ticket = local.ticket();
         let served = self.read(OneBook(id), request_id).await?;
         let body = served.value.as_ref().map(json).transpose()?;
@@ -174,23 +171,54 @@ impl BookService {
         })
     }
 
-    /// The local layer's stale copy of book `id`, served as `stale` at once while the breaker
-    /// is open: storagesvc cannot be asked, and Redis holds the same stale entry the copy was
-    /// read from (within `LOCAL_CACHE_TTL`). Closed or half-open, `None`: the read path goes
-    /// on as without the layer (a half-open read joins or starts the trial, without waiting).
-    fn local_stale(&self, id: i64) -> Option<Served<Option<Bytes>>> {
-        let Err(refused) = self.core.path.breaker.refusal_while_open() else {
-            return None;
-        };
-        let copy = self.core.local.get_stale(LocalKey::Book(id))?;
-        let why = FetchFailure::CircuitOpen {
-            retry_after: refused.retry_after(),
-        };
-        let cached = Cached {
-            value: Some(copy.body),
-            age: copy.age,
-        };
-        Some(served(OneBook::NAME, cached, Some(why)))
+    /// Book `id` from the local layer alone, when it can answer: a fresh body (`hit`), or a
+    /// stale copy when this read need not ask storagesvc itself (breaker open, half-open with
+    /// its trial in flight, or another read's flight refreshing the book: `stale`). A stale copy is what Redis holds too (it was read from there within
+    /// `LOCAL_CACHE_TTL`), without the round trip. `None`: the read path must go on.
+    /// Logs nothing: the fast path of an untraced request ([`crate::http`]) answers with it.
+    pub fn local_answer(&self, id: i64) -> Option<Served<Bytes>> {
+        let local = &self.core.local;
+        if let Some(hit) = local.get(LocalKey::Book(id)) {
+            let source = Source::Fresh { age: hit.age };
+            return Some(Served {
+                value: hit.body,
+                source,
+            });
+        }
+        let copy = local.get_stale(LocalKey::Book(id))?;
+        let why = self.no_call_in_time(id)?;
+        metrics::record_read(OneBook::NAME, ReadResult::Stale(copy.age));
+        Some(Served {
+            value: copy.body,
+            source: Source::Stale { age: copy.age, why },
+        })
+    }
+
+    /// Why a read of book `id` with an entry would be answered `stale` without waiting, if it
+    /// would: the breaker refuses any call (open, or half-open with its trial in flight), or
+    /// the book's flight is in the air (another read is refreshing it). `None`: the read path
+    /// goes on (it starts the flight and waits for it, at most the soft timeout).
+    fn no_call_in_time(&self, id: i64) -> Option<FetchFailure> {
+        let path = &self.core.path;
+        match path.breaker.refusal_now() {
+            Err(NotPermitted::Open { retry_after }) => Some(FetchFailure::CircuitOpen {
+                retry_after: Some(retry_after),
+            }),
+            Err(NotPermitted::TooManyProbes) => Some(FetchFailure::TrialInFlight),
+            // Another read is asking storagesvc already and will refill the cache: a read with
+            // a copy in memory does not queue behind it (stale-while-revalidate; the read that
+            // started the flight waits for it, at most the soft timeout).
+            Ok(State::Closed) => {
+                self.core.books.started(&OneBook(id))?;
+                Some(match path.breaker.last_call_failed() {
+                    true => storagesvc_failing(),
+                    false => FetchFailure::SoftTimeout {
+                        waited: Duration::ZERO,
+                    },
+                })
+            }
+            Ok(_) => None,
+        }
     }
 
     /// `GET /books?limit=N&after=ID` as the JSON body to send: one page, ordered by id.
@@ -257,7 +285,10 @@ impl BookService {
                     };
                     return Ok(served(R::NAME, cached.clone(), Some(why)));
                 }
-                Ok(state) => patience(state, path.stale_soft_timeout, deadline),
+                Ok(state) => {
+                    let failing = path.breaker.last_call_failed();
+                    patience(state, failing, path.stale_soft_timeout, deadline)
+                }
             },
         };
         // 2. storagesvc: one coalesced flight per key, retried within the budget, each

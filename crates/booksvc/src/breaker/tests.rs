@@ -60,6 +60,27 @@ async fn refusal_while_open_only_when_open_and_takes_no_probe_slot() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn refusal_now_is_what_a_call_would_get_and_takes_no_probe_slot() {
+    let breaker = CircuitBreaker::new(settings());
+    assert_eq!(breaker.refusal_now(), Ok(State::Closed), "closed");
+    fail(&breaker, 3);
+    let refused = breaker.refusal_now().expect_err("open");
+    assert_eq!(refused.retry_after(), Some(Duration::from_secs(5)));
+    advance(Duration::from_secs(5)).await;
+    // Half-open with free probe slots: no refusal, and asking took none of the two.
+    assert_eq!(breaker.refusal_now(), Ok(State::HalfOpen));
+    let _first = breaker.try_acquire().expect("probe 1");
+    assert_eq!(breaker.refusal_now(), Ok(State::HalfOpen), "one slot left");
+    let _second = breaker.try_acquire().expect("probe 2");
+    // Every slot taken: a call would be refused, and so is this.
+    assert_eq!(breaker.refusal_now(), Err(NotPermitted::TooManyProbes));
+    assert_eq!(
+        breaker.try_acquire().err(),
+        Some(NotPermitted::TooManyProbes)
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_success_resets_the_consecutive_failure_count() {
     let breaker = CircuitBreaker::new(settings());
     fail(&breaker, 2);

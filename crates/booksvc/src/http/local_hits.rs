@@ -1,19 +1,21 @@
-//! The fast path of a local hit: `GET /books/{id}` answered from the in-process hit layer
+//! The fast path of a local answer: `GET /books/{id}` answered from the in-process hit layer
 //! ([`crate::cache::local`]) before the request span is made, when nobody could see that span
-//! (docs/decisions/0014-untraced-local-hits.md).
+//! (docs/decisions/0014-untraced-local-hits.md). A local answer is a fresh hit, or, while the
+//! breaker would refuse any call (an outage), a stale copy
+//! ([`crate::service::BookService::local_answer`]).
 //!
 //! A request span costs a local hit about as much as the hit itself (making, entering and
 //! closing it in two layers, its ids: ~22k instructions against ~34k for the rest of the hit,
-//! callgrind, docs/benchmarks.md). Yet a local hit sends nothing on (no call to storagesvc, no
-//! Redis) and logs nothing at the default level, so without an exporter its span is seen by
-//! nobody. This layer therefore answers a local hit without one, unless
+//! callgrind, docs/benchmarks.md). Yet a local answer sends nothing on (no call to storagesvc,
+//! no Redis) and logs nothing at the default level, so without an exporter its span is seen
+//! by nobody. This layer therefore answers without one, unless
 //! - spans are exported (`OTEL_EXPORTER_OTLP_ENDPOINT`): then every request has its span, as
 //!   the trace a caller follows would otherwise miss booksvc; or
 //! - the request span's own DEBUG line (`tower_http::trace::on_response`) is enabled: then a
 //!   hit logs, and its line carries the span's ids and request id.
 //!
-//! Everything else goes on to the traced stack, unchanged: misses, stale answers, every other
-//! route, bad ids. The answer is built by the handler's own function ([`super::books::json`]);
+//! Everything else goes on to the traced stack, unchanged: misses, answers from Redis, every
+//! other route, bad ids. The answer is built by the handler's own function ([`super::books::json`]);
 //! the request id and the HTTP metrics are layers outside this one, so a fast hit has both.
 
 use std::sync::Arc;
@@ -28,8 +30,6 @@ use tracing::Level;
 
 use super::books::{Books, json};
 use super::extract::parse_book_id;
-use crate::cache::LocalKey;
-use crate::service::Source;
 
 /// Wraps the traced stack with the fast path; see the module docs.
 #[derive(Clone)]
@@ -85,7 +85,7 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        if let Some(response) = self.local_hit(&request) {
+        if let Some(response) = self.local_answer(&request) {
             return Either::Left(ready(Ok(response)));
         }
         // `Body::new` does not box a body that already is one; the traced stack's answer
@@ -96,15 +96,14 @@ where
 }
 
 impl<S> LocalHits<S> {
-    /// The answer to `request` if it is a local hit that may go untraced.
-    fn local_hit(&self, request: &Request<Body>) -> Option<Response<Body>> {
+    /// The answer to `request` if the local layer can give it and it may go untraced.
+    fn local_answer(&self, request: &Request<Body>) -> Option<Response<Body>> {
         if request.method() != Method::GET || self.traced() {
             return None;
         }
         let id = book_id(request.uri().path())?;
-        let hit = self.books.service.local().get(LocalKey::Book(id))?;
-        let source = Source::Fresh { age: hit.age };
-        Some(json(hit.body, &source, &self.books.hit_headers))
+        let served = self.books.service.local_answer(id)?;
+        Some(json(served.value, &served.source, &self.books.hit_headers))
     }
 
     /// Whether a request span could be seen: exported, or a hit's DEBUG line logged in it.

@@ -380,6 +380,11 @@ mod tests {
 
     /// [`offline_state`] whose live local layer holds book 1.
     fn state_with_a_local_hit() -> AppState {
+        state_with_a_local_hit_and(BreakerSettings::default())
+    }
+
+    /// [`state_with_a_local_hit`] with a breaker of `breaker` settings.
+    fn state_with_a_local_hit_and(breaker: BreakerSettings) -> AppState {
         let offline = offline_state();
         let local = crate::cache::LocalCache::new(crate::cache::LocalCacheSettings {
             max_entries: 10,
@@ -394,7 +399,7 @@ mod tests {
             cache: BookCache::new(CacheSettings::new("redis://127.0.0.1:1")).expect("lazy cache"),
             client: StorageClient::new("http://127.0.0.1:1", Duration::from_millis(50))
                 .expect("client"),
-            breaker: CircuitBreaker::new(BreakerSettings::default()),
+            breaker: CircuitBreaker::new(breaker),
             retry: RetrySettings::default(),
             fresh_ttl: Duration::from_secs(5),
             budget: Duration::from_secs(1),
@@ -460,5 +465,84 @@ mod tests {
         let untraced = router_with(state_with_a_local_hit(), false);
         let (hit, spans) = get_counting_spans(untraced, "/books/1", "info,tower_http=debug").await;
         assert_eq!((hit.status(), spans), (StatusCode::OK, 1));
+    }
+
+    #[tokio::test]
+    async fn a_stale_copy_is_answered_at_once_only_while_no_call_could_go_out() {
+        let state = state_with_a_local_hit();
+        let local = state.service.local();
+        let ticket = local.ticket().expect("live");
+        let body = axum::body::Bytes::from_static(br#"{"id":2,"title":"Emma"}"#);
+        // Read from Redis six seconds after its write: past CACHE_FRESH_TTL (5 s).
+        assert!(local.store_book(2, ticket, 1, body, Duration::from_secs(6)));
+        let breaker = state.service.path().breaker.clone();
+        let router = router_with(state, false);
+
+        // Breaker closed: the read path asks (Redis and storagesvc are nowhere here), so the
+        // copy is not the answer.
+        let (closed, spans) = get_counting_spans(router.clone(), "/books/2", "info").await;
+        assert_eq!(closed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(spans, 1, "not a local answer: traced");
+
+        // The read's own failed attempts count too: fail calls until the breaker opens.
+        while let Ok(permit) = breaker.try_acquire() {
+            permit.failure();
+        }
+        let (open, spans) = get_counting_spans(router, "/books/2", "info").await;
+        assert_eq!(open.status(), StatusCode::OK);
+        assert_eq!(open.headers()[X_CACHE], "stale");
+        let status = open.headers()[CACHE_STATUS]
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        assert!(status.starts_with("booksvc; hit; ttl=-"), "{status}");
+        assert!(status.ends_with("; detail=circuit-open"), "{status}");
+        assert_eq!(spans, 0, "a local answer nobody could see made a span");
+        let body = to_bytes(open.into_body(), 1024).await.expect("body");
+        assert_eq!(&body[..], br#"{"id":2,"title":"Emma"}"#);
+    }
+
+    #[tokio::test]
+    async fn a_stale_copy_is_answered_at_once_while_another_read_refreshes_it() {
+        // A breaker that never opens here: only the flight in the air makes the copy the answer.
+        let never_opens = BreakerSettings {
+            consecutive_failures: 0,
+            failure_ratio: 2.0,
+            ..BreakerSettings::default()
+        };
+        let state = state_with_a_local_hit_and(never_opens);
+        let local = state.service.local();
+        let ticket = local.ticket().expect("live");
+        let body = axum::body::Bytes::from_static(br#"{"id":2,"title":"Emma"}"#);
+        assert!(local.store_book(2, ticket, 1, body, Duration::from_secs(6)));
+        let router = router_with(state, false);
+
+        // No flight yet: the copy is not the answer. This read finds nothing in Redis (there
+        // is none), so it starts the book's flight and waits for it (a 503 within the budget).
+        let first = tokio::spawn(
+            router.clone().oneshot(
+                Request::get("/books/2")
+                    .body(Body::empty())
+                    .expect("request"),
+            ),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The flight is in the air (retrying within the budget): a read with a copy in memory
+        // does not queue behind it; the copy is the answer, at once and untraced.
+        let (late, spans) = get_counting_spans(router, "/books/2", "info").await;
+        assert_eq!(late.status(), StatusCode::OK);
+        assert_eq!(late.headers()[X_CACHE], "stale");
+        let status = late.headers()[CACHE_STATUS]
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        assert!(status.starts_with("booksvc; fwd=stale; ttl=-"), "{status}");
+        // `upstream-failed` once an attempt has failed (storagesvc is nowhere), `soft-timeout`
+        // before: either way this read did not wait.
+        let detail = status.rsplit("; detail=").next().unwrap_or_default();
+        assert!(["soft-timeout", "upstream-failed"].contains(&detail), "{status}");
+        assert_eq!(spans, 0);
+        let first = first.await.expect("joined").expect("infallible");
+        assert_eq!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }
