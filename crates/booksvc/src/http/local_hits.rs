@@ -15,11 +15,15 @@
 //!   hit logs, and its line carries the span's ids and request id.
 //!
 //! Everything else goes on to the traced stack, unchanged: misses, answers from Redis, every
-//! other route, bad ids. The answer is built by the handler's own function ([`super::books::json`]);
-//! the request id and the HTTP metrics are layers outside this one, so a fast hit has both.
+//! other route, bad ids. The answer is built by the handler's own function
+//! ([`super::books::json`]); the request id is a layer outside this one, and the HTTP metrics
+//! are recorded here into the same series as the metrics layer inside it uses (that layer,
+//! axum's `from_fn`, boxes a clone of the stack and a future per request: a fast answer skips
+//! it).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::body::{Body, HttpBody};
 use axum::http::{Method, Request, Response};
@@ -30,22 +34,41 @@ use tracing::Level;
 
 use super::books::{Books, json};
 use super::extract::parse_book_id;
+use crate::metrics::HttpMetrics;
+
+/// The route template a fast answer is counted under.
+const ROUTE: &str = "/books/{id}";
 
 /// Wraps the traced stack with the fast path; see the module docs.
 #[derive(Clone)]
 pub(super) struct LocalHitsLayer {
     books: Arc<Books>,
-    spans_exported: bool,
+    series: Arc<HttpMetrics>,
+    spans_seen: bool,
 }
 
 impl LocalHitsLayer {
-    /// `spans_exported`: whether an OTLP exporter is configured (every request is then traced).
-    pub(super) fn new(books: Arc<Books>, spans_exported: bool) -> LocalHitsLayer {
+    /// `series`: the HTTP metrics the rest of the stack records into; `spans_seen`: whether a
+    /// request span could be seen ([`spans_seen`]): then every request goes on to be traced.
+    pub(super) fn new(
+        books: Arc<Books>,
+        series: Arc<HttpMetrics>,
+        spans_seen: bool,
+    ) -> LocalHitsLayer {
         LocalHitsLayer {
             books,
-            spans_exported,
+            series,
+            spans_seen,
         }
     }
+}
+
+/// Whether a local answer's request span could be seen, decided once (neither the exporter
+/// nor the log filter changes while the process runs): spans are exported, or the span's own
+/// DEBUG line is enabled by the installed subscriber.
+pub(super) fn spans_seen() -> bool {
+    crate::telemetry::spans_exported()
+        || tracing::enabled!(target: "tower_http::trace::on_response", Level::DEBUG)
 }
 
 impl<S> Layer<S> for LocalHitsLayer {
@@ -55,7 +78,8 @@ impl<S> Layer<S> for LocalHitsLayer {
         LocalHits {
             inner,
             books: Arc::clone(&self.books),
-            spans_exported: self.spans_exported,
+            series: Arc::clone(&self.series),
+            spans_seen: self.spans_seen,
         }
     }
 }
@@ -65,7 +89,8 @@ impl<S> Layer<S> for LocalHitsLayer {
 pub(super) struct LocalHits<S> {
     inner: S,
     books: Arc<Books>,
-    spans_exported: bool,
+    series: Arc<HttpMetrics>,
+    spans_seen: bool,
 }
 
 type ToBody<B> = fn(Response<B>) -> Response<Body>;
@@ -98,18 +123,17 @@ where
 impl<S> LocalHits<S> {
     /// The answer to `request` if the local layer can give it and it may go untraced.
     fn local_answer(&self, request: &Request<Body>) -> Option<Response<Body>> {
-        if request.method() != Method::GET || self.traced() {
+        if request.method() != Method::GET || self.spans_seen {
             return None;
         }
+        let started = Instant::now();
         let id = book_id(request.uri().path())?;
         let served = self.books.service.local_answer(id)?;
-        Some(json(served.value, &served.source, &self.books.hit_headers))
-    }
-
-    /// Whether a request span could be seen: exported, or a hit's DEBUG line logged in it.
-    fn traced(&self) -> bool {
-        self.spans_exported
-            || tracing::enabled!(target: "tower_http::trace::on_response", Level::DEBUG)
+        let response = json(served.value, &served.source, &self.books.hit_headers);
+        let elapsed = started.elapsed();
+        self.series
+            .record(&Method::GET, Some(ROUTE), response.status(), elapsed);
+        Some(response)
     }
 }
 

@@ -5,9 +5,10 @@
 //! [`router`] is all of it, without a socket, so tests can drive it with `oneshot`.
 //! Middleware, outermost first: request id (taken from `x-request-id` when it is at most
 //! 128 characters of `[A-Za-z0-9._-]`, generated otherwise) → id echoed on the response →
-//! HTTP metrics → a local hit answered at once when its span could not be seen
-//! ([`local_hits`]) → trace span carrying the request id and continuing the caller's W3C
-//! trace context. Handlers only read, so there is no body to limit.
+//! a local answer given at once when its span could not be seen ([`local_hits`], which
+//! records its own HTTP metrics) → HTTP metrics → trace span carrying the request id and
+//! continuing the caller's W3C trace context. Handlers only read, so there is no body to
+//! limit.
 
 mod books;
 mod error;
@@ -74,21 +75,23 @@ const ROUTES: [&str; 7] = [
     "/openapi.json",
 ];
 
-/// Every route of the service, with its middleware. Whether spans are exported is read from
-/// the `OTEL_*` variables, as [`crate::telemetry::init`] reads them.
+/// Every route of the service, with its middleware. Whether a request span could be seen
+/// (spans exported, per the `OTEL_*` variables as [`crate::telemetry::init`] reads them, or
+/// the span's DEBUG line enabled by the installed subscriber) is decided here, once.
 pub fn router(state: AppState) -> Router {
-    router_with(state, crate::telemetry::spans_exported())
+    router_with(state, local_hits::spans_seen())
 }
 
-/// [`router`], told whether spans are exported (local hits are then traced too).
-pub fn router_with(state: AppState, spans_exported: bool) -> Router {
+/// [`router`], told whether request spans could be seen (local answers are then traced too).
+pub fn router_with(state: AppState, spans_seen: bool) -> Router {
     let books = Arc::new(books::Books::new(state.service.clone()));
-    let local_hits = LocalHitsLayer::new(Arc::clone(&books), spans_exported);
+    let series = metrics::http_metrics(&ROUTES);
+    let local_hits = LocalHitsLayer::new(Arc::clone(&books), Arc::clone(&series), spans_seen);
     let (routes, _description) = openapi::routes(books::router(books)).split_for_parts();
     routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware_stack(local_hits))
+        .layer(middleware_stack(local_hits, series))
         .with_state(state)
 }
 
@@ -97,6 +100,7 @@ pub fn router_with(state: AppState, spans_exported: bool) -> Router {
 /// hit itself, callgrind: docs/benchmarks.md); one stack is one box.
 fn middleware_stack(
     local_hits: LocalHitsLayer,
+    series: Arc<metrics::HttpMetrics>,
 ) -> impl tower::Layer<
     axum::routing::Route,
     Service: tower::Service<
@@ -120,11 +124,8 @@ fn middleware_stack(
             SequentialIds::new(),
         ))
         .layer(PropagateRequestIdLayer::new(request_id))
-        .layer(middleware::from_fn_with_state(
-            metrics::http_metrics(&ROUTES),
-            metrics::track_http,
-        ))
         .layer(local_hits)
+        .layer(middleware::from_fn_with_state(series, metrics::track_http))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -461,9 +462,17 @@ mod tests {
         );
         assert_eq!(spans, 1, "an exported hit must have its span");
 
-        // The request's DEBUG line enabled: the hit logs, so it is traced.
-        let untraced = router_with(state_with_a_local_hit(), false);
-        let (hit, spans) = get_counting_spans(untraced, "/books/1", "info,tower_http=debug").await;
+        // The request's DEBUG line enabled where the router is built: the hit logs, so it is
+        // traced.
+        let debug = {
+            use tracing_subscriber::layer::SubscriberExt;
+            testkit::log_capture::keep_callsites_live();
+            let filter: tracing_subscriber::filter::Targets =
+                "info,tower_http=debug".parse().expect("filter");
+            let subscriber = tracing_subscriber::registry().with(filter);
+            tracing::subscriber::with_default(subscriber, || router(state_with_a_local_hit()))
+        };
+        let (hit, spans) = get_counting_spans(debug, "/books/1", "info,tower_http=debug").await;
         assert_eq!((hit.status(), spans), (StatusCode::OK, 1));
     }
 
@@ -540,9 +549,41 @@ mod tests {
         // `upstream-failed` once an attempt has failed (storagesvc is nowhere), `soft-timeout`
         // before: either way this read did not wait.
         let detail = status.rsplit("; detail=").next().unwrap_or_default();
-        assert!(["soft-timeout", "upstream-failed"].contains(&detail), "{status}");
+        assert!(
+            ["soft-timeout", "upstream-failed"].contains(&detail),
+            "{status}"
+        );
         assert_eq!(spans, 0);
         let first = first.await.expect("joined").expect("infallible");
         assert_eq!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_fast_local_answer_is_counted_like_any_request() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // The test's runtime is this thread: every request records into this recorder.
+        let _recorder = ::metrics::set_default_local_recorder(&recorder);
+        let router = router_with(state_with_a_local_hit(), false);
+        for _ in 0..3 {
+            let request = Request::get("/books/1")
+                .body(Body::empty())
+                .expect("request");
+            let response = router.clone().oneshot(request).await.expect("infallible");
+            assert_eq!(response.headers()[X_CACHE], "hit");
+        }
+        let text = handle.render();
+        let counted = text.lines().any(|line| {
+            line.starts_with("booksvc_http_requests_total{")
+                && line.contains(r#"method="GET""#)
+                && line.contains(r#"route="/books/{id}""#)
+                && line.contains(r#"status="200""#)
+                && line.ends_with(" 3")
+        });
+        assert!(counted, "three fast hits not counted:\n{text}");
+        assert!(
+            text.contains("booksvc_http_request_duration_seconds"),
+            "no duration recorded:\n{text}"
+        );
     }
 }
