@@ -5,7 +5,7 @@
 //! [`router`] is all of it, without a socket, so tests can drive it with `oneshot`.
 //! Middleware, outermost first: request id (taken from `x-request-id` when it is at most
 //! 128 characters of `[A-Za-z0-9._-]`, generated otherwise) → id echoed on the response →
-//! a local answer given at once when its span could not be seen ([`local_hits`], which
+//! a local answer given at once when its span could not be seen (`local_hits`, which
 //! records its own HTTP metrics) → HTTP metrics → trace span carrying the request id and
 //! continuing the caller's W3C trace context. Handlers only read, so there is no body to
 //! limit.
