@@ -15,13 +15,6 @@ use lapin::{Connection, ConnectionProperties};
 
 use crate::nodes::{BrokerNode, BrokerNodes};
 
-/// The largest AMQP frame we ask for, unless `AMQP_URL` says `?frame_max=`. Without one the
-/// broker's (RabbitMQ: 128 KiB) is taken, and lapin 4.12 keeps 32 frames of buffer each way
-/// per connection, zeroed up front: 8 MiB of resident memory per connection, where ours carry
-/// events of a few hundred bytes (a larger message is split across frames). 16 KiB makes it
-/// 1 MiB. Measured: booksvc's two connections held 16 MiB of its 31 MiB RSS.
-pub const FRAME_MAX: u32 = 16 * 1024;
-
 /// Why [`connect`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -84,11 +77,10 @@ pub async fn connect_any(
 }
 
 async fn connect_uri(
-    mut uri: AMQPUri,
+    uri: AMQPUri,
     connection_name: &str,
     timeout: Duration,
 ) -> Result<Connection, ConnectError> {
-    uri.query.frame_max.get_or_insert(FRAME_MAX);
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
     match tokio::time::timeout(timeout, Connection::connect_uri(uri, properties)).await {
         Ok(connected) => Ok(connected?),

@@ -36,7 +36,7 @@ pub mod topology;
 /// `Connection` and `FieldTable` types without pinning lapin twice.
 pub use lapin;
 
-pub use connection::{ConnectError, FRAME_MAX, connect, connect_any, connect_node};
+pub use connection::{ConnectError, connect, connect_any, connect_node};
 pub use envelope::{BookChanged, BookData, EventType, MAX_BODY_BYTES, ParseError};
 pub use nodes::{BrokerNode, BrokerNodes};
 pub use outage::Outage;

@@ -151,29 +151,6 @@ async fn has_main_queue(url: &str) -> Result<bool> {
 }
 
 #[tokio::test]
-async fn connections_ask_for_small_frames_unless_the_url_says_otherwise() -> Result<()> {
-    testkit::init_test_logging();
-    let url = testkit::RabbitMq::shared().await?.fresh_vhost().await?;
-    let connection = events::connect(&url, "events-tests", CONNECT_TIMEOUT).await?;
-    // Below the broker's 128 KiB: lapin sizes its buffers from the negotiated frame.
-    ensure!(
-        connection.configuration().frame_max() == events::FRAME_MAX,
-        "negotiated {}",
-        connection.configuration().frame_max()
-    );
-    connection.close(200, "done".into()).await?;
-    let asked = format!("{url}?frame_max=65536");
-    let connection = events::connect(&asked, "events-tests", CONNECT_TIMEOUT).await?;
-    ensure!(
-        connection.configuration().frame_max() == 65536,
-        "negotiated {}",
-        connection.configuration().frame_max()
-    );
-    connection.close(200, "done".into()).await?;
-    Ok(())
-}
-
-#[tokio::test]
 async fn a_list_whose_first_node_is_dead_connects_to_a_live_one() -> Result<()> {
     testkit::init_test_logging();
     let live = testkit::RabbitMq::shared().await?.fresh_vhost().await?;
