@@ -235,12 +235,6 @@ impl CircuitBreaker {
         Err(refused)
     }
 
-    /// Whether the last call reported in this generation failed (closed: failures are adding
-    /// up towards the trip rule). A read with an entry does not wait for a call then.
-    pub fn last_call_failed(&self) -> bool {
-        self.lock_current().counts.consecutive_failures > 0
-    }
-
     /// Asks to make one call. Refused while open, and in half-open once every probe slot is taken.
     pub fn try_acquire(&self) -> Result<Permit, NotPermitted> {
         let mut inner = self.lock_current();

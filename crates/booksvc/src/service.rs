@@ -26,8 +26,7 @@
 //!   most `STALE_SOFT_TIMEOUT` after its flight started (a reader joining a late flight
 //!   waits less, or not at all), and not at all while the breaker is half-open (the call is a
 //!   trial, or waits behind one, and storagesvc was down a moment ago: under concurrency
-//!   every reader of the key would otherwise queue behind it) or its last call failed
-//!   (storagesvc is failing now). It then serves the entry as
+//!   every reader of the key would otherwise queue behind it). It then serves the entry as
 //!   `stale` while the flight goes on in its own task and refills the cache.
 //! - **Budget.** `REQUEST_BUDGET` bounds everything: the lookup is bounded by
 //!   `REDIS_TIMEOUT`, the storagesvc attempts and pauses end before the deadline minus one
@@ -74,7 +73,7 @@ use tokio::time::Instant;
 pub use self::answer::{FetchFailure, PageBody, Served, Source};
 use self::answer::{fetched, json, served, unavailable};
 use self::call::{CallError, call_outcome};
-use self::patience::{Patience, Until, patience, storagesvc_failing};
+use self::patience::{Patience, Until, patience};
 pub(crate) use self::resource::{ListPage, OneBook, Resource};
 use crate::book::Book;
 use crate::breaker::{CircuitBreaker, NotPermitted, State};
@@ -210,11 +209,8 @@ impl BookService {
             // started the flight waits for it, at most the soft timeout).
             Ok(State::Closed) => {
                 self.core.books.started(&OneBook(id))?;
-                Some(match path.breaker.last_call_failed() {
-                    true => storagesvc_failing(),
-                    false => FetchFailure::SoftTimeout {
-                        waited: Duration::ZERO,
-                    },
+                Some(FetchFailure::SoftTimeout {
+                    waited: Duration::ZERO,
                 })
             }
             Ok(_) => None,
@@ -285,10 +281,7 @@ impl BookService {
                     };
                     return Ok(served(R::NAME, cached.clone(), Some(why)));
                 }
-                Ok(state) => {
-                    let failing = path.breaker.last_call_failed();
-                    patience(state, failing, path.stale_soft_timeout, deadline)
-                }
+                Ok(state) => patience(state, path.stale_soft_timeout, deadline),
             },
         };
         // 2. storagesvc: one coalesced flight per key, retried within the budget, each

@@ -36,28 +36,14 @@ impl Patience {
 /// How long a read with an entry waits, the breaker being in `state` (closed or half-open):
 /// FusionCache's fail-safe with soft timeouts. Not at all while half-open: the call is a
 /// trial, or waits behind one, and storagesvc was down a moment ago; under concurrency every
-/// reader of the key would otherwise queue behind it. Not at all either while the breaker's
-/// last call failed (`failing`, closed): storagesvc is failing now, and a wait would most
-/// likely end in the same stale answer, later (FusionCache throttles the same way after a
-/// failure). Else until `soft_timeout` after the flight's start. Either way the flight goes
-/// on and refills the cache.
-pub(super) fn patience(
-    state: State,
-    failing: bool,
-    soft_timeout: Duration,
-    deadline: Instant,
-) -> Patience {
+/// reader of the key would otherwise queue behind it. Else until `soft_timeout` after the
+/// flight's start. Either way the flight goes on and refills the cache.
+pub(super) fn patience(state: State, soft_timeout: Duration, deadline: Instant) -> Patience {
     let now = Instant::now();
     if state == State::HalfOpen {
         return Patience {
             until: Until::At(now),
             gave_up: FetchFailure::TrialInFlight,
-        };
-    }
-    if failing {
-        return Patience {
-            until: Until::At(now),
-            gave_up: storagesvc_failing(),
         };
     }
     match now + soft_timeout < deadline {
@@ -68,12 +54,5 @@ pub(super) fn patience(
             },
         },
         false => Patience::budget(deadline),
-    }
-}
-
-/// Why a read with an entry did not wait: storagesvc failed its last call.
-pub(super) fn storagesvc_failing() -> FetchFailure {
-    FetchFailure::Upstream {
-        reason: "storagesvc failed its last call: not waiting for this one".to_owned(),
     }
 }
