@@ -223,19 +223,24 @@ mod tests {
     use crate::retry::RetrySettings;
     use crate::service::ReadPath;
 
-    /// A state whose dependencies are nowhere: nothing here may need them.
-    fn offline_state() -> AppState {
-        let path = ReadPath {
+    /// A read path whose dependencies are nowhere, behind a breaker of `breaker` settings.
+    fn offline_path(breaker: BreakerSettings) -> ReadPath {
+        ReadPath {
             cache: BookCache::new(CacheSettings::new("redis://127.0.0.1:1")).expect("lazy cache"),
             client: StorageClient::new("http://127.0.0.1:1", Duration::from_millis(50))
                 .expect("client"),
-            breaker: CircuitBreaker::new(BreakerSettings::default()),
+            breaker: CircuitBreaker::new(breaker),
             retry: RetrySettings::default(),
             fresh_ttl: Duration::from_secs(5),
             budget: Duration::from_secs(1),
             redis_timeout: Duration::from_millis(50),
             stale_soft_timeout: Duration::from_millis(50),
-        };
+        }
+    }
+
+    /// A state whose dependencies are nowhere: nothing here may need them.
+    fn offline_state() -> AppState {
+        let path = offline_path(BreakerSettings::default());
         AppState {
             service: BookService::new(path),
             metrics: PrometheusBuilder::new().build_recorder().handle(),
@@ -396,21 +401,20 @@ mod tests {
         let ticket = local.ticket().expect("live");
         let body = axum::body::Bytes::from_static(br#"{"id":1,"title":"Dune"}"#);
         assert!(local.store_book(1, ticket, 1, body, Duration::ZERO));
-        let path = ReadPath {
-            cache: BookCache::new(CacheSettings::new("redis://127.0.0.1:1")).expect("lazy cache"),
-            client: StorageClient::new("http://127.0.0.1:1", Duration::from_millis(50))
-                .expect("client"),
-            breaker: CircuitBreaker::new(breaker),
-            retry: RetrySettings::default(),
-            fresh_ttl: Duration::from_secs(5),
-            budget: Duration::from_secs(1),
-            redis_timeout: Duration::from_millis(50),
-            stale_soft_timeout: Duration::from_millis(50),
-        };
+        let path = offline_path(breaker);
         AppState {
             service: BookService::with_local(path, local),
             ..offline
         }
+    }
+
+    /// Book 2 in the local layer as read from Redis six seconds after its write: past
+    /// `CACHE_FRESH_TTL` (5 s), a stale copy.
+    fn store_a_stale_copy_of_book_2(state: &AppState) {
+        let local = state.service.local();
+        let ticket = local.ticket().expect("live");
+        let body = axum::body::Bytes::from_static(br#"{"id":2,"title":"Emma"}"#);
+        assert!(local.store_book(2, ticket, 1, body, Duration::from_secs(6)));
     }
 
     /// `GET path` through `router` under a subscriber with `filter`: the answer and the
@@ -479,11 +483,7 @@ mod tests {
     #[tokio::test]
     async fn a_stale_copy_is_answered_at_once_only_while_no_call_could_go_out() {
         let state = state_with_a_local_hit();
-        let local = state.service.local();
-        let ticket = local.ticket().expect("live");
-        let body = axum::body::Bytes::from_static(br#"{"id":2,"title":"Emma"}"#);
-        // Read from Redis six seconds after its write: past CACHE_FRESH_TTL (5 s).
-        assert!(local.store_book(2, ticket, 1, body, Duration::from_secs(6)));
+        store_a_stale_copy_of_book_2(&state);
         let breaker = state.service.path().breaker.clone();
         let router = router_with(state, false);
 
@@ -520,10 +520,7 @@ mod tests {
             ..BreakerSettings::default()
         };
         let state = state_with_a_local_hit_and(never_opens);
-        let local = state.service.local();
-        let ticket = local.ticket().expect("live");
-        let body = axum::body::Bytes::from_static(br#"{"id":2,"title":"Emma"}"#);
-        assert!(local.store_book(2, ticket, 1, body, Duration::from_secs(6)));
+        store_a_stale_copy_of_book_2(&state);
         let router = router_with(state, false);
 
         // No flight yet: the copy is not the answer. This read finds nothing in Redis (there
