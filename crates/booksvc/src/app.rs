@@ -111,12 +111,7 @@ impl Application {
         // The consumer has its own token: it stops at once when shutdown starts, not after
         // the drain delay, so it takes no new work while the process is on its way out.
         let stop_consuming = CancellationToken::new();
-        let consumer = self
-            .consumer
-            .map(|consumer| tokio::spawn(consumer.run(stop_consuming.clone())));
-        let invalidator = self
-            .invalidator
-            .map(|invalidator| tokio::spawn(invalidator.run(stop_consuming.clone())));
+        let subscriptions = spawn_subscriptions(self.consumer, self.invalidator, &stop_consuming);
         let mut server = spawn_server(self.listener, self.state, self.limits, stop_serving.clone());
         tracing::info!(port = self.port, "booksvc is serving");
 
@@ -134,8 +129,7 @@ impl Application {
         let stopped = tokio::time::timeout(self.shutdown_timeout, async {
             tokio::time::sleep(self.drain_delay).await;
             stop_serving.cancel();
-            let (server, _probe, (), ()) =
-                tokio::join!(server, probe, finished(consumer), finished(invalidator));
+            let (server, _probe, ()) = tokio::join!(server, probe, finished(subscriptions));
             server
         })
         .await;
@@ -146,6 +140,26 @@ impl Application {
         server.context("the HTTP server task failed")??;
         tracing::info!("booksvc stopped cleanly");
         Ok(())
+    }
+}
+
+/// The event consumer and the local layer's subscription, whichever are on: on one broker
+/// connection when both are (lapin's buffers cost 8 MiB a connection; see `events::session`'s
+/// `Both`).
+fn spawn_subscriptions(
+    consumer: Option<Consumer<CheckedCache>>,
+    invalidator: Option<Invalidator>,
+    stop: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    let stop = stop.clone();
+    match (consumer, invalidator) {
+        (Some(consumer), Some(invalidator)) => Some(tokio::spawn(async move {
+            consumer.run_with(&invalidator, stop).await;
+            invalidator.stopped();
+        })),
+        (Some(consumer), None) => Some(tokio::spawn(consumer.run(stop))),
+        (None, Some(invalidator)) => Some(tokio::spawn(invalidator.run(stop))),
+        (None, None) => None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! One broker session loop for every long-lived AMQP user (storagesvc's outbox relay,
-//! booksvc's consumer and its local layer's invalidation subscription).
+//! booksvc's consumer and its local layer's invalidation subscription, the last two on one
+//! connection through [`Both`]).
 //!
 //! ```text
 //!          ┌──────────────── every node once, from the one after the last in use ─────┐
@@ -36,6 +37,9 @@ use crate::nodes::{BrokerNode, BrokerNodes};
 use crate::outage::Outage;
 use crate::reconnect::ReconnectBackoff;
 use crate::topology::{BINDING_KEY, EXCHANGE, Topology, is_access_refused};
+
+mod both;
+pub use both::Both;
 
 /// An error from a client's set-up, whatever its type.
 pub type SetupError = Box<dyn StdError + Send + Sync>;
@@ -252,8 +256,13 @@ impl Link {
     /// A timer for the client's liveness checks: ticks every watchdog interval (the first
     /// tick after one interval), delaying rather than bursting missed ticks.
     pub fn watchdog(&self) -> Interval {
-        let start = Instant::now() + self.watchdog_interval;
-        let mut watchdog = tokio::time::interval_at(start, self.watchdog_interval);
+        self.watchdog_every(self.watchdog_interval)
+    }
+
+    /// [`Link::watchdog`] at a pace of the client's own: two clients sharing a session
+    /// ([`Both`]) may want their checks at different rates.
+    pub fn watchdog_every(&self, period: Duration) -> Interval {
+        let mut watchdog = tokio::time::interval_at(Instant::now() + period, period);
         watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
         watchdog
     }

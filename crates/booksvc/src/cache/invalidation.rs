@@ -97,6 +97,12 @@ impl Invalidator {
     /// goes away. Never fails; leaves the layer bypassed when it returns.
     pub async fn run(self, shutdown: CancellationToken) {
         events::session::run(&self.settings.session_settings(), &self, &shutdown).await;
+        self.stopped();
+    }
+
+    /// Leaves the layer bypassed for good, after a session run by someone else (the
+    /// consumer's, which this subscription shares).
+    pub fn stopped(&self) {
         self.local.bypass("shutting down");
     }
 
@@ -133,7 +139,9 @@ impl BrokerClient for Invalidator {
     ) -> SessionEnd {
         // Bound and consuming: from now on every event reaches this replica.
         self.local.go_live();
-        let mut watchdog = link.watchdog();
+        // Its own pace, not the session's: sharing the consumer's connection, it still
+        // notices a loss within a second.
+        let mut watchdog = link.watchdog_every(self.settings.watchdog_interval);
         loop {
             tokio::select! {
                 biased;

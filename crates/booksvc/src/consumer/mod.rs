@@ -43,7 +43,7 @@ mod status;
 
 use std::time::Duration;
 
-use events::session::SessionSettings;
+use events::session::{Both, BrokerClient, SessionSettings};
 use events::{BrokerNodes, DEFAULT_RETRY_DELAYS, Topology};
 use tokio_util::sync::CancellationToken;
 
@@ -113,7 +113,7 @@ impl ConsumerSettings {
     pub fn new(amqp_url: BrokerNodes) -> ConsumerSettings {
         ConsumerSettings {
             amqp_url,
-            connection_name: "booksvc-consumer".to_owned(),
+            connection_name: "booksvc".to_owned(),
             prefetch: DEFAULT_PREFETCH,
             retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
             max_attempts: default_max_attempts(&DEFAULT_RETRY_DELAYS),
@@ -184,12 +184,28 @@ impl<S: EventSink> Consumer<S> {
     /// Consumes until `shutdown` is cancelled, reconnecting whenever the broker goes away.
     /// Never fails: broker trouble is logged, reported in the status, and ridden out.
     pub async fn run(self, shutdown: CancellationToken) {
-        let client = ConsumerClient {
+        events::session::run(&self.settings.session_settings(), &self.client(), &shutdown).await;
+        self.stopped();
+    }
+
+    /// [`Consumer::run`] with `other` on the same broker connection, as booksvc runs its
+    /// local layer's subscription: one connection instead of two, at the price of shared
+    /// reconnects ([`Both`]).
+    pub async fn run_with<C: BrokerClient>(self, other: C, shutdown: CancellationToken) {
+        let both = Both(self.client(), other);
+        events::session::run(&self.settings.session_settings(), &both, &shutdown).await;
+        self.stopped();
+    }
+
+    fn client(&self) -> ConsumerClient<'_, S> {
+        ConsumerClient {
             sink: &self.sink,
             settings: &self.settings,
             status: &self.status,
-        };
-        events::session::run(&self.settings.session_settings(), &client, &shutdown).await;
+        }
+    }
+
+    fn stopped(&self) {
         self.status.set_node(None);
         self.status.set(ConsumerState::Stopped);
         tracing::info!("consumer stopped");

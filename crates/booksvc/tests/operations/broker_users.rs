@@ -126,6 +126,12 @@ async fn the_services_work_as_their_least_privilege_users_and_nothing_more() -> 
         consumer_running(&booksvc).await,
         "booksvc's consumer did not start as user booksvc"
     );
+    // Its consumer and its local layer's subscription share one connection: three channels
+    // (consuming, republishing, invalidations), not two connections.
+    assert!(
+        holds_one_connection(&users.rabbit, "booksvc", 3).await,
+        "booksvc should hold one connection with three channels"
+    );
     let id = storage.create("Least privilege").await?;
     assert!(
         serves_from_cache(&booksvc, id, "Least privilege").await,
@@ -173,6 +179,27 @@ async fn the_services_work_as_their_least_privilege_users_and_nothing_more() -> 
     storage.stop().await?;
     drop(users.rabbit);
     Ok(())
+}
+
+/// Whether `user` comes to hold exactly one connection, with `channels` channels on it, as
+/// the management API reports them (its channel counts lag by a statistics interval).
+async fn holds_one_connection(rabbit: &testkit::RabbitMq, user: &str, channels: u64) -> bool {
+    let Some(api) = rabbit.management_url() else {
+        return false;
+    };
+    let client = reqwest::Client::new();
+    eventually(SOON, || async {
+        let request = client
+            .get(format!("{api}/api/connections"))
+            .basic_auth("guest", Some("guest"));
+        let Ok(response) = request.send().await else {
+            return false;
+        };
+        let list: Vec<serde_json::Value> = response.json().await.unwrap_or_default();
+        let mine: Vec<_> = list.iter().filter(|each| each["user"] == user).collect();
+        mine.len() == 1 && mine[0]["channels"].as_u64() == Some(channels)
+    })
+    .await
 }
 
 /// booksvc's per-replica queue (server-named `amq.gen-…`, exclusive, auto-delete, bound to

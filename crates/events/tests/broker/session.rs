@@ -225,3 +225,108 @@ async fn shutdown_is_bounded_while_the_broker_does_not_answer() -> Result<()> {
     // The channel close and the connection close each wait at most the 500 ms RPC bound.
     running.stop(Duration::from_secs(10)).await
 }
+
+/// One of two clients sharing a session ([`session::Both`]): holds a channel, counts its
+/// sessions and how they ended, and loses its session when told to.
+#[derive(Default)]
+struct Part {
+    /// The `Link` of each session opened, by address: the same for both parts of a session.
+    links: Mutex<Vec<usize>>,
+    /// Sessions this part gave up because the other one was lost.
+    stopped: std::sync::atomic::AtomicUsize,
+    lose: tokio::sync::Notify,
+}
+
+impl BrokerClient for Part {
+    type Channels = Channel;
+
+    async fn open(&self, link: &Link) -> Result<Channel, SetupError> {
+        let channel = link.connection().create_channel().await?;
+        let address = std::ptr::from_ref(link) as usize;
+        self.links.lock().expect("not poisoned").push(address);
+        Ok(channel)
+    }
+
+    async fn run(&self, _: &mut Channel, _: &Link, shutdown: &CancellationToken) -> SessionEnd {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                self.stopped.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                SessionEnd::Shutdown
+            }
+            () = self.lose.notified() => SessionEnd::Lost("told to".to_owned()),
+        }
+    }
+}
+
+impl Part {
+    fn links(&self) -> Vec<usize> {
+        self.links.lock().expect("not poisoned").clone()
+    }
+
+    fn stopped(&self) -> usize {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn two_clients_on_one_connection_reconnect_together_when_either_is_lost() -> Result<()> {
+    testkit::init_test_logging();
+    let url = testkit::RabbitMq::shared().await?.fresh_vhost().await?;
+    let settings = SessionSettings {
+        connect_timeout: CONNECT_TIMEOUT,
+        reconnect_max: Duration::from_millis(200),
+        ..SessionSettings::new(
+            BrokerNodes::parse(&url).map_err(anyhow::Error::msg)?,
+            "events-both-tests",
+        )
+    };
+    let parts = (Part::default(), Part::default());
+    let (first, second) = (&parts.0, &parts.1);
+    let both = session::Both(first, second);
+    let shutdown = CancellationToken::new();
+    let session = session::run(&settings, &both, &shutdown);
+    let scenario = async {
+        let sessions = |count: usize| async move {
+            let deadline = tokio::time::Instant::now() + SOON;
+            while first.links().len() < count || second.links().len() < count {
+                ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "fewer than {count} sessions"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(())
+        };
+        sessions(1).await?;
+        assert_eq!(first.links(), second.links(), "both opened on one link");
+
+        // The second is lost: the first is stopped, and both open again, together.
+        second.lose.notify_one();
+        sessions(2).await?;
+        assert_eq!(
+            first.links(),
+            second.links(),
+            "both opened on one link again"
+        );
+        assert_eq!((first.stopped(), second.stopped()), (1, 0));
+
+        // And the other way round.
+        first.lose.notify_one();
+        sessions(3).await?;
+        assert_eq!((first.stopped(), second.stopped()), (1, 1));
+
+        Ok::<_, anyhow::Error>(())
+    };
+    // Shutdown (also after a failed step) stops both, and the loop returns.
+    let test = async {
+        let result = scenario.await;
+        shutdown.cancel();
+        result
+    };
+    let (result, ()) = tokio::time::timeout(SOON * 4, async { tokio::join!(test, session) })
+        .await
+        .map_err(|_| anyhow::anyhow!("the session loop did not stop"))?;
+    result?;
+    assert_eq!((first.stopped(), second.stopped()), (2, 2));
+    Ok(())
+}

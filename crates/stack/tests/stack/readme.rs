@@ -74,9 +74,6 @@ fn the_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() {
     assert!(installs < tests, "install before testing");
 }
 
-/// Paths a document tells the reader to create; they are not in the repository.
-const CREATED_BY_THE_READER: [&str; 1] = ["containers/standin/runtime/bin"];
-
 /// Path-like words: `scripts/x.sh`, `docs/a.md`, `.ci/run`, `crates/e2e/tests/fleet`, …
 fn named_paths(text: &str) -> Vec<String> {
     const ROOTS: [&str; 8] = [
@@ -110,13 +107,11 @@ fn every_file_the_readme_and_the_docs_name_exists() {
             // A path may carry an anchor or a line (`docs/runbook.md#x`, `src/a.rs:41`).
             let file = path.split(['#', ':']).next().unwrap_or(&path);
             let in_crate = |dir: &str| root.join(dir).join(file).exists();
-            // Directories the reader is told to make or fill (ignored by git: build output).
-            let made_by_reader = CREATED_BY_THE_READER.contains(&file.trim_end_matches('/'));
             // `src/…` and `tests/…` inside a crate's own doc are relative to that crate.
             let exists = root.join(file).exists()
                 || in_crate("crates/booksvc")
                 || in_crate("crates/storagesvc");
-            if !exists && !made_by_reader {
+            if !exists {
                 missing.push(format!("{}: {path}", doc.display()));
             }
         }
