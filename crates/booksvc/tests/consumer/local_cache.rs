@@ -85,20 +85,26 @@ async fn ready_says(booksvc: &Booksvc) -> anyhow::Result<String> {
         .to_owned())
 }
 
+/// booksvc with `args` on `amqp_url`, storagesvc unreachable (the events must be applied, not
+/// settled with it: decision 0013) and Redis started, once its local layer is live.
+async fn live_booksvc(amqp_url: &str, args: &[&str]) -> anyhow::Result<Booksvc> {
+    let booksvc = Booksvc::options(&unreachable_http_url()?)
+        .consumer(amqp_url)
+        .args(args)
+        .spawn()
+        .await?;
+    start_cache_memory(&booksvc.cache).await?;
+    anyhow::ensure!(
+        local_state_is(&booksvc, LocalState::Live).await,
+        "the local layer never went live"
+    );
+    Ok(booksvc)
+}
+
 #[tokio::test]
 async fn an_event_from_another_replica_drops_the_local_copy() -> anyhow::Result<()> {
     let broker = Broker::fresh().await?;
-    let booksvc = Booksvc::options(&unreachable_http_url()?)
-        .consumer(&broker.url)
-        .args(&KEEP_AN_HOUR)
-        .spawn()
-        .await?;
-    // No storagesvc: the events must be applied, not settled with it (decision 0013).
-    start_cache_memory(&booksvc.cache).await?;
-    assert!(
-        local_state_is(&booksvc, LocalState::Live).await,
-        "never went live"
-    );
+    let booksvc = live_booksvc(&broker.url, &KEEP_AN_HOUR).await?;
     assert_eq!(ready_says(&booksvc).await?, "live");
     write_redis_only(&booksvc.cache, &created(1, "first")).await?;
 
@@ -162,17 +168,7 @@ async fn an_event_from_another_replica_drops_the_local_copy() -> anyhow::Result<
 async fn with_the_broker_down_reads_bypass_the_local_layer() -> anyhow::Result<()> {
     testkit::init_test_logging();
     let rabbit = testkit::RabbitMq::start().await?; // private: this test stops it
-    let booksvc = Booksvc::options(&unreachable_http_url()?)
-        .consumer(&rabbit.amqp_url())
-        .args(&KEEP_AN_HOUR)
-        .spawn()
-        .await?;
-    // No storagesvc: the events must be applied, not settled with it (decision 0013).
-    start_cache_memory(&booksvc.cache).await?;
-    assert!(
-        local_state_is(&booksvc, LocalState::Live).await,
-        "never went live"
-    );
+    let booksvc = live_booksvc(&rabbit.amqp_url(), &KEEP_AN_HOUR).await?;
     write_redis_only(&booksvc.cache, &created(1, "before")).await?;
     assert_eq!(title(&booksvc, 1).await?, "before");
     assert_eq!(title(&booksvc, 1).await?, "before"); // from memory now
@@ -227,16 +223,7 @@ async fn with_the_breaker_open_a_stale_copy_is_served_from_memory_until_an_event
         "--breaker-timeout",
         "1h",
     ];
-    let booksvc = Booksvc::options(&unreachable_http_url()?)
-        .consumer(&broker.url)
-        .args(&args)
-        .spawn()
-        .await?;
-    start_cache_memory(&booksvc.cache).await?;
-    assert!(
-        local_state_is(&booksvc, LocalState::Live).await,
-        "never went live"
-    );
+    let booksvc = live_booksvc(&broker.url, &args).await?;
     write_redis_only(&booksvc.cache, &created(1, "first")).await?;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
 
