@@ -6,7 +6,10 @@
 #   images    containers/standin/build.sh (cached per machine: seconds when present)
 #   tests     a stated representative part of the suite with TESTKIT_BACKEND=containers:
 #             testkit's server tests, storagesvc's API tests, booksvc's API tests
-#   compose   scripts/compose-smoke.sh
+#   dockerfile scripts/dockerfile-build.sh: the Dockerfile as written, both services, with
+#             stand-in base images (the first build on a machine compiles every dependency;
+#             then cargo-chef's layer is cached and only our crates compile)
+#   compose   scripts/compose-smoke.sh, on those images (RabbitMQ 4.0, PostgreSQL 17)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +20,7 @@ part() { # NAME COMMAND...: runs one part and records its time
   printf '\n==> containers: %s\n' "$name"
   started=$(date +%s)
   "$@" || { echo "containers: $name FAILED after $(($(date +%s) - started))s" >&2; exit 1; }
-  timings+=("$(printf '%-8s %4ss' "$name" "$(($(date +%s) - started))")")
+  timings+=("$(printf '%-10s %4ss' "$name" "$(($(date +%s) - started))")")
 }
 report() {
   printf '\n==> containers: time per part\n'
@@ -34,4 +37,5 @@ container_tests() {
 part engine engine
 part images bash containers/standin/build.sh
 part tests container_tests
+part dockerfile bash scripts/dockerfile-build.sh
 part compose bash scripts/compose-smoke.sh

@@ -9,7 +9,10 @@
 #   localhost/bookstore-standin/storagesvc:dev, localhost/bookstore-standin/booksvc:dev
 #
 # The engine keeps the Dockerfile's layers, so a rebuild after a source change reuses the
-# cargo-chef dependency layer and compiles only our crates. Prints the time of each image.
+# cargo-chef dependency layer and compiles only our crates. The builder stage is tagged too
+# (localhost/bookstore-standin/builder:dev): untagged, its layers would be dangling images,
+# which the prune below (or anyone's) removes, and the next build would compile every
+# dependency again. Prints the time of each image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,20 +28,22 @@ bash containers/standin/build.sh
 rust_image=$(bash containers/standin/build-rust.sh)
 runtime_image=localhost/bookstore-standin/base:bookworm
 
-build() { # SERVICE HTTP_PORT: one image, as compose's build section describes it
-  local service=$1 port=$2 started
+build() { # TAG WHAT [ARG...]: one image from Dockerfile, as compose's build section describes it
+  local tag=$1 what=$2 started
+  shift 2
   started=$(date +%s)
-  local args=(build -f Dockerfile -t "localhost/bookstore-standin/$service:dev"
+  local args=(build -f Dockerfile -t "localhost/bookstore-standin/$tag"
     --build-arg "RUST_IMAGE=$rust_image" --build-arg "RUNTIME_IMAGE=$runtime_image"
-    --build-arg "SERVICE=$service" --build-arg "HTTP_PORT=$port"
-    --label bookstore.standin.service=true)
+    --label bookstore.standin.service=true "$@")
   # Docker format keeps the Dockerfile's HEALTHCHECK (podman's default OCI format drops it).
   [ "$ENGINE" = podman ] && args+=(--format docker)
-  "$ENGINE" "${args[@]}" . >&2 || { say "building $service from Dockerfile FAILED"; exit 1; }
-  say "$service: built from Dockerfile in $(($(date +%s) - started))s"
+  "$ENGINE" "${args[@]}" . >&2 || { say "building $what from Dockerfile FAILED"; exit 1; }
+  say "$what: built from Dockerfile in $(($(date +%s) - started))s"
 }
 
-build storagesvc 8082
-build booksvc 8081
+# The compiling: the builder stage, which both services' images share.
+build builder:dev "the builder stage (dependencies, then our crates)" --target builder
+build storagesvc:dev storagesvc --build-arg SERVICE=storagesvc --build-arg HTTP_PORT=8082
+build booksvc:dev booksvc --build-arg SERVICE=booksvc --build-arg HTTP_PORT=8081
 # Images the rebuild replaced are left untagged: remove ours (by label), nobody else's.
 "$ENGINE" image prune -f --filter label=bookstore.standin.service=true >/dev/null 2>&1 || true
