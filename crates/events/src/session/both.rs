@@ -3,7 +3,7 @@
 //! A process with two long-lived broker users (booksvc's event consumer and its local
 //! layer's invalidation subscription) would otherwise hold two connections, and each lapin
 //! connection keeps two ring buffers of 32 frames (4 MiB each at RabbitMQ's 128 KiB
-//! `frame_max`), which every frame passing through eventually makes resident. One
+//! `frame_max`), zero-filled when the connection is tuned and so resident from then on. One
 //! connection with a channel per client is also what RabbitMQ recommends.
 //!
 //! The two share the connection's fate: they open on it together, and when either loses its
@@ -22,16 +22,12 @@ pub struct Both<A, B>(pub A, pub B);
 impl<A: BrokerClient, B: BrokerClient> BrokerClient for Both<A, B> {
     type Channels = (A::Channels, B::Channels);
 
-    /// Opens `A`'s channels, then `B`'s; if `B` fails, `A`'s are closed again.
+    /// Opens `A`'s channels, then `B`'s. If `B` fails, `A`'s are simply dropped: the session
+    /// closes the connection after any failed set-up, and they go with it.
     async fn open(&self, link: &Link) -> Result<Self::Channels, SetupError> {
         let first = self.0.open(link).await?;
-        match self.1.open(link).await {
-            Ok(second) => Ok((first, second)),
-            Err(error) => {
-                self.0.close(first).await;
-                Err(error)
-            }
-        }
+        let second = self.1.open(link).await?;
+        Ok((first, second))
     }
 
     /// Runs both until shutdown, or until one is lost: the other is then stopped as if

@@ -3,6 +3,7 @@
 //! stops answering.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
@@ -232,8 +233,8 @@ async fn shutdown_is_bounded_while_the_broker_does_not_answer() -> Result<()> {
 struct Part {
     /// The `Link` of each session opened, by address: the same for both parts of a session.
     links: Mutex<Vec<usize>>,
-    /// Sessions this part gave up because the other one was lost.
-    stopped: std::sync::atomic::AtomicUsize,
+    /// Sessions this part ended on its stop token: the other part was lost, or shutdown.
+    stopped: AtomicUsize,
     lose: tokio::sync::Notify,
 }
 
@@ -250,7 +251,7 @@ impl BrokerClient for Part {
     async fn run(&self, _: &mut Channel, _: &Link, shutdown: &CancellationToken) -> SessionEnd {
         tokio::select! {
             () = shutdown.cancelled() => {
-                self.stopped.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.stopped.fetch_add(1, Ordering::SeqCst);
                 SessionEnd::Shutdown
             }
             () = self.lose.notified() => SessionEnd::Lost("told to".to_owned()),
@@ -264,7 +265,7 @@ impl Part {
     }
 
     fn stopped(&self) -> usize {
-        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+        self.stopped.load(Ordering::SeqCst)
     }
 }
 
